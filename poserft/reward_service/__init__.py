@@ -1,0 +1,1 @@
+"""poserft.reward_service"""

@@ -1,0 +1,1 @@
+"""poserft.rollout_workers"""
