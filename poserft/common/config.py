@@ -1,0 +1,102 @@
+"""Configuration: pydantic models with defaults, loaded from YAML plus dotted overrides.
+
+    cfg = load_config("configs/tiny-cpu.yaml", ["data.train_poses=5000", "seed=3"])
+
+Unknown keys and wrong types are errors that name the dotted key (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class BodyConfig(Section):
+    smpl_dir: str | None = Field(None, description="Folder holding SMPL_<GENDER>.pkl; null = built-in skeleton.")
+    gender: str = Field("neutral", description="SMPL model gender when smpl_dir is set.")
+
+
+class DataConfig(Section):
+    dir: str = Field("data/synth", description="Dataset folder (written by `poserft data build`).")
+    seed: int = Field(0, description="Generator seed for poses, captions and prompts.")
+    train_poses: int = Field(20000, ge=1, description="Distinct poses in the train split.")
+    val_poses: int = Field(1000, ge=1, description="Distinct poses in the val split.")
+    test_poses: int = Field(1000, ge=1, description="Distinct poses in the test split.")
+    image_size: int = Field(64, ge=16, le=1024, description="Side of the rendered image2pose inputs, pixels.")
+
+
+class Config(Section):
+    seed: int = Field(0, description="Global seed.")
+    run_dir: str = Field("runs/demo", description="Where a run writes checkpoints, logs and reports.")
+    body: BodyConfig = BodyConfig()
+    data: DataConfig = DataConfig()
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        nxt = node.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {dotted!r}: {k!r} is a value, not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=3` -> ("a.b", 3); the value is parsed as YAML (numbers, booleans, null, lists)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.subkey=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        return key, yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return key, raw
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key {key!r}"
+    return f"config key {key!r}: {first['msg']} (got {first.get('input')!r})"
+
+
+def validate_config(tree: dict, model: type[BaseModel] = Config) -> BaseModel:
+    if not isinstance(tree, dict):
+        raise ConfigError(f"a config must be a mapping of keys to values, got {type(tree).__name__}")
+    try:
+        return model.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, model: type[BaseModel] = Config):
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    for text in overrides or []:
+        _set_dotted(tree, *parse_override(text))
+    return validate_config(tree, model)

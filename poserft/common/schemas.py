@@ -1,0 +1,72 @@
+"""Data contracts (DESIGN §7) as Arrow schemas: TaskRecord, RolloutRecord, ScoredRecord.
+
+Poses travel flattened: `target_pose` is 24x3 axis-angle (72 floats), `target_joints` 24x3
+metres (72 floats), rollout poses are 24x6D (144 floats).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TASKS = ("text2pose", "image2pose", "pose2text")
+POSE_TOKEN = "<POSE>"
+IMAGE_TOKEN = "<image>"
+POSE_INPUT_TOKEN = "<pose>"
+POSE_RESPONSE = f"The SMPL pose of this person is {POSE_TOKEN}."
+
+AA_DIM = 72
+POSE_DIM = 144
+
+
+def _vec(n: int) -> pa.DataType:
+    return pa.list_(pa.float32(), n)
+
+
+TASK_RECORD_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("pose_id", pa.int64(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("image", pa.binary()),  # PNG bytes for image2pose, else null
+        pa.field("target_pose", _vec(AA_DIM), nullable=False),
+        pa.field("target_joints", _vec(AA_DIM), nullable=False),
+        pa.field("reference_text", pa.string(), nullable=False),
+        pa.field("caption", pa.string(), nullable=False),
+    ]
+)
+
+ROLLOUT_RECORD_SCHEMA = pa.schema(
+    [
+        pa.field("task_id", pa.string(), nullable=False),
+        pa.field("group_id", pa.string(), nullable=False),
+        pa.field("sample_index", pa.int32(), nullable=False),
+        pa.field("policy_version", pa.int64(), nullable=False),
+        pa.field("worker_id", pa.string(), nullable=False),
+        pa.field("prompt_tokens", pa.list_(pa.int32()), nullable=False),
+        pa.field("response_tokens", pa.list_(pa.int32()), nullable=False),
+        pa.field("token_logprobs", pa.list_(pa.float32()), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("has_pose", pa.bool_(), nullable=False),
+        pa.field("mu", _vec(POSE_DIM)),
+        pa.field("log_std", _vec(POSE_DIM)),
+        pa.field("pose", _vec(POSE_DIM)),
+        pa.field("pose_logprob", pa.float32()),
+        pa.field("generation_seconds", pa.float32(), nullable=False),
+        pa.field("error", pa.string()),  # per-row failure (e.g. prompt longer than the context)
+    ]
+)
+
+REWARD_COMPONENTS = ("format", "text_similarity", "semantic", "joint")
+
+
+def scored_record_schema(components=REWARD_COMPONENTS) -> pa.Schema:
+    extra = [pa.field(f"reward_{c}", pa.float32()) for c in components]
+    extra += [
+        pa.field("reward_total", pa.float32()),
+        pa.field("reward_error", pa.string()),  # why a row could not be scored; null when fine
+        pa.field("advantage_discrete", pa.float32()),
+        pa.field("advantage_continuous", pa.float32()),
+    ]
+    return pa.schema(list(ROLLOUT_RECORD_SCHEMA) + extra)
