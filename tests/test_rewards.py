@@ -1,0 +1,126 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from poserft.common.body import BodyModel
+from poserft.common.rotations import axis_angle_to_rot6d
+from poserft.common.schemas import POSE_RESPONSE
+from poserft.reward_service.retriever import Retriever, RetrieverConfig, build_vocab
+from poserft.reward_service.rewards import (
+    RewardScorer,
+    RewardSettings,
+    TextEmbedder,
+    format_reward,
+    joint_reward,
+    text_similarity,
+)
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return TextEmbedder()
+
+
+def _pose(seed, scale=0.4):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 24, 3, generator=g, dtype=torch.float64) * scale
+
+
+def test_format_reward_hand_values():
+    texts = [
+        POSE_RESPONSE,
+        "The SMPL pose of this person is <POSE> .",
+        "The SMPL pose of this person is <POSE><POSE>.",
+        "The SMPL pose of this person is.",
+        "pose <POSE>",
+        "The person stands with the arms raised.",
+        "The person has <POSE> arms.",
+    ]
+    tasks = ["text2pose", "image2pose", "text2pose", "image2pose", "text2pose", "pose2text", "pose2text"]
+    assert format_reward(texts, tasks).tolist() == [1, 1, 0, 0, 0, 1, 0]
+
+
+def test_joint_reward_identical_pose_is_max_and_decreases():
+    body = BodyModel()
+    aa = _pose(0)
+    target = body.forward_kinematics(aa)
+    six = axis_angle_to_rot6d(aa).reshape(1, 144)
+    assert joint_reward(body, six, target)[0] == pytest.approx(1.0, abs=1e-6)
+    # A known error: translate every non-root joint by 10 cm -> err = 0.1 * 23/24 m.
+    shifted = target.clone()
+    shifted[:, 1:, 0] += 0.1
+    expected = 1 / (1 + (0.1 * 23 / 24) / 0.1)
+    assert joint_reward(body, six, shifted, tau_m=0.1)[0] == pytest.approx(expected, rel=1e-5)
+    far = body.forward_kinematics(_pose(1, scale=1.0))
+    assert joint_reward(body, six, far)[0] < joint_reward(body, six, target)[0]
+
+
+def test_text_similarity_identical_is_one(embedder):
+    s = text_similarity(embedder, ["the left knee is bent", "a cat"], ["the left knee is bent", "the arms are raised"])
+    assert s[0] == pytest.approx(1.0, abs=1e-5) and s[1] < 0.5
+
+
+def _batch(rows):
+    return pa.Table.from_pylist(rows)
+
+
+def _row(task, text=POSE_RESPONSE, pose=None, has_pose=True, target=None, caption="the left knee is bent.", ref=POSE_RESPONSE):
+    return {"task": task, "text": text, "has_pose": has_pose, "pose": pose, "caption": caption, "reference_text": ref, "target_joints": target}
+
+
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory, embedder):
+    folder = tmp_path_factory.mktemp("retr")
+    torch.manual_seed(0)
+    Retriever(RetrieverConfig(vocab=build_vocab(["the left knee is bent ."] * 3))).save(folder)
+    return RewardScorer(RewardSettings(retriever_dir=str(folder)), text_embedder=embedder)
+
+
+def test_scorer_components_and_total(scorer):
+    body = BodyModel()
+    aa = _pose(3)
+    six = axis_angle_to_rot6d(aa).reshape(144).tolist()
+    target = body.forward_kinematics(aa).reshape(72).tolist()
+    out = scorer.score(_batch([
+        _row("image2pose", pose=six, target=target),
+        _row("text2pose", pose=six, target=target),
+        _row("text2pose", text="no pose here", pose=None, has_pose=False, target=target),
+        _row("pose2text", text="The left knee is bent.", pose=None, has_pose=False, target=target, ref="the left knee is bent."),
+    ])).to_pydict()
+    assert out["reward_joint"][0] == pytest.approx(1.0, abs=1e-5)
+    assert out["reward_format"][:4] == [1.0, 1.0, 0.0, 1.0]
+    assert out["reward_joint"][1] is None and out["reward_semantic"][0] is None  # not this task's reward
+    assert out["reward_semantic"][2] == -1.0  # no pose: the floor, not an error
+    retr = scorer.retriever
+    expected = float((retr.embed_text(["the left knee is bent."]) * retr.embed_pose(torch.tensor([six]))).sum())
+    assert out["reward_semantic"][1] == pytest.approx(expected, abs=1e-5)
+    w = scorer.settings.weights["image2pose"]
+    assert out["reward_total"][0] == pytest.approx(w["format"] + w["text_similarity"] * out["reward_text_similarity"][0] + w["joint"] * 1.0, abs=1e-5)
+    assert out["reward_error"] == [None] * 4
+
+
+def test_nan_pose_is_rejected_per_row(scorer):
+    six = [0.0] * 144
+    six[5] = float("nan")
+    ok = axis_angle_to_rot6d(_pose(4)).reshape(144).tolist()
+    target = [0.0] * 72
+    out = scorer.score(_batch([_row("image2pose", pose=six, target=target), _row("image2pose", pose=ok, target=target),
+                               _row("image2pose", pose=ok[:10], target=target), _row("dance", pose=ok, target=target)])).to_pydict()
+    assert "NaN" in out["reward_error"][0] and out["reward_total"][0] is None and out["reward_joint"][0] is None
+    assert out["reward_error"][1] is None and out["reward_total"][1] is not None
+    assert "144" in out["reward_error"][2]
+    assert "unknown task" in out["reward_error"][3]
+
+
+def test_missing_column_and_bad_weights(scorer, embedder):
+    with pytest.raises(ValueError, match="missing columns"):
+        scorer.score(pa.table({"task": ["text2pose"]}))
+    with pytest.raises(ValueError, match="unknown components"):
+        RewardScorer(RewardSettings(weights={"text2pose": {"fromat": 1.0}}), text_embedder=embedder)
+
+
+def test_semantic_without_retriever_is_an_error_not_zero(embedder):
+    s = RewardScorer(RewardSettings(), text_embedder=embedder)
+    out = s.score(_batch([_row("text2pose", pose=[1.0, 0, 0, 0, 1, 0] * 24, target=[0.0] * 72)])).to_pydict()
+    assert "retriever" in out["reward_error"][0] and out["reward_total"][0] is None
