@@ -21,9 +21,6 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from poserft.common.body import BodyModel
-from poserft.common.captioner import Captioner
-from poserft.common.pose_prior import PosePrior
-from poserft.common.render import render_skeleton
 from poserft.common.schemas import POSE_RESPONSE, TASK_RECORD_SCHEMA, TASKS
 
 SPLITS = ("train", "val", "test")
@@ -92,6 +89,10 @@ def build_dataset(
     progress: bool = True,
 ) -> dict:
     """Write the benchmark to `out`; returns the dataset card."""
+    from poserft.common.captioner import Captioner
+    from poserft.common.pose_prior import PosePrior
+    from poserft.common.render import render_skeleton
+
     out = Path(out)
     counts = {"train": train_poses, "val": val_poses, "test": test_poses}
     for split, n in counts.items():

@@ -1,0 +1,237 @@
+"""Supervised fine-tuning over the three tasks (`poserft sft`).
+
+Loss per batch = LM cross-entropy on response tokens
+               + pose_l1_weight * L1 between rotation matrices of mu and of the target (ChatPose)
+               + pose_nll_weight * Gaussian NLL of the target under (mu.detach(), std), per dim.
+The NLL sees a detached mean so it only calibrates the std to the mean's actual error.
+Resuming from `state.pt` reaches the same step and data position as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from poserft.common.body import BodyModel
+from poserft.common.dataset import load_split
+from poserft.common.metrics import mpjpe
+from poserft.common.rotations import axis_angle_to_rot6d, rot6d_to_matrix
+
+from poserft.learner.checkpoint import load_policy, save_policy
+from poserft.learner.policy import PosePolicy, gaussian_log_prob
+
+
+@dataclass
+class Examples:
+    """Pre-tokenised task rows, indexable by an array of row numbers."""
+
+    prompt_ids: list[list[int]]
+    response_ids: list[list[int]]
+    images: list[bytes | None]
+    pose_inputs: list[np.ndarray | None]
+    target_6d: torch.Tensor  # (N, 144), meaningful where is_pose_task
+    target_joints: torch.Tensor  # (N, 24, 3)
+    is_pose_task: torch.Tensor  # (N,) bool
+    tasks: list[str]
+
+    def __len__(self):
+        return len(self.tasks)
+
+
+def make_examples(policy: PosePolicy, table) -> Examples:
+    tasks = table["task"].to_pylist()
+    prompts = table["prompt"].to_pylist()
+    refs = table["reference_text"].to_pylist()
+    aa = np.array(table["target_pose"].combine_chunks().flatten(), dtype=np.float32).reshape(-1, 24, 3)
+    joints = np.array(table["target_joints"].combine_chunks().flatten(), dtype=np.float32).reshape(-1, 24, 3)
+    images = table["image"].to_pylist()
+    prompt_cache: dict[str, list[int]] = {}
+    prompt_ids = []
+    for p in prompts:
+        if p not in prompt_cache:
+            prompt_cache[p] = policy.encode_prompt(p)
+        prompt_ids.append(prompt_cache[p])
+    resp_cache: dict[str, list[int]] = {}
+    response_ids = []
+    for r in refs:
+        if r not in resp_cache:
+            resp_cache[r] = policy.encode_response(r)
+        response_ids.append(resp_cache[r])
+    return Examples(
+        prompt_ids=prompt_ids,
+        response_ids=response_ids,
+        images=[im if t == "image2pose" else None for im, t in zip(images, tasks)],
+        pose_inputs=[aa[i].reshape(-1) if t == "pose2text" else None for i, t in enumerate(tasks)],
+        target_6d=axis_angle_to_rot6d(torch.from_numpy(aa)).reshape(-1, 144),
+        target_joints=torch.from_numpy(joints),
+        is_pose_task=torch.tensor([t != "pose2text" for t in tasks]),
+        tasks=tasks,
+    )
+
+
+def batch_inputs(policy: PosePolicy, ex: Examples, idx):
+    idx = [int(i) for i in idx]
+    return policy.build_inputs(
+        [ex.prompt_ids[i] for i in idx], [ex.response_ids[i] for i in idx], [ex.images[i] for i in idx], [ex.pose_inputs[i] for i in idx]
+    )
+
+
+def sft_loss(policy: PosePolicy, ex: Examples, idx, l1_weight: float, nll_weight: float) -> tuple[torch.Tensor, dict]:
+    inp = batch_inputs(policy, ex, idx)
+    out = policy(inp)
+    mask = out["mask"]
+    ce = -(out["token_logp"].sum() / mask.sum().clamp_min(1))
+    idx_t = torch.as_tensor(np.asarray(idx))
+    pose_rows = ex.is_pose_task[idx_t] & out["has_pose"]
+    stats = {"ce": ce.item()}
+    loss = ce
+    if pose_rows.any():
+        mu, log_std = out["mu"][pose_rows], out["log_std"][pose_rows]
+        target = ex.target_6d[idx_t][pose_rows]
+        l1 = (rot6d_to_matrix(mu.reshape(-1, 6)) - rot6d_to_matrix(target.reshape(-1, 6))).abs().mean()
+        nll = -gaussian_log_prob(target, mu.detach(), log_std, reduce="mean").mean()
+        loss = loss + l1_weight * l1 + nll_weight * nll
+        stats.update(l1=l1.item(), nll=nll.item(), std=log_std.exp().mean().item())
+    stats["loss"] = loss.item()
+    return loss, stats
+
+
+@dataclass
+class SFTSettings:
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    pose_l1_weight: float = 1.0
+    pose_nll_weight: float = 0.05
+    dtype: str = "fp32"  # or "bf16" (autocast)
+    val_every: int = 250
+    val_rows: int = 192
+    ckpt_every: int = 250
+    seed: int = 0
+    threads: int | None = None
+
+
+def _lr_lambda(s: SFTSettings):
+    def f(step):
+        if step < s.warmup_steps:
+            return (step + 1) / s.warmup_steps
+        frac = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+    return f
+
+
+def _order(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """Rows of step `step`: a deterministic function of (seed, step), so resume is exact."""
+    start = step * batch_size
+    epoch, offset = divmod(start, n)
+    rows = _order(n, seed, epoch)[offset : offset + batch_size]
+    if len(rows) < batch_size:
+        rows = np.concatenate([rows, _order(n, seed, epoch + 1)[: batch_size - len(rows)]])
+    return rows
+
+
+@torch.no_grad()
+def validate(policy: PosePolicy, ex: Examples, body: BodyModel, rows: int = 192) -> dict:
+    policy.eval()
+    idx = np.unique(np.linspace(0, len(ex) - 1, min(rows, len(ex))).astype(int))  # spread over the tasks
+    stats = []
+    pose_err = []
+    for i in range(0, len(idx), 64):
+        b = idx[i : i + 64]
+        _, st = sft_loss(policy, ex, b, 1.0, 1.0)
+        stats.append(st)
+        out = policy(batch_inputs(policy, ex, b))
+        sel = torch.as_tensor([ex.tasks[j] == "image2pose" for j in b]) & out["has_pose"]
+        if sel.any():
+            pred = body.forward_kinematics(out["mu"][sel].double())
+            pose_err.append(mpjpe(pred, ex.target_joints[torch.as_tensor(b)][sel].double()))
+    policy.train()
+    res = {k: float(np.mean([s[k] for s in stats if k in s])) for k in ("ce", "l1", "nll")}
+    if pose_err:
+        res["image2pose_mpjpe_mm_tf"] = float(torch.cat(pose_err).mean())
+    return res
+
+
+def run_sft(init_ckpt: str | Path, data_dir: str | Path, out_dir: str | Path, settings: SFTSettings, progress: bool = True,
+            stop_after: int | None = None) -> dict:
+    """Train from `init_ckpt`; writes `out_dir/state.pt` periodically and `out_dir/policy` at the end.
+
+    `stop_after` stops (after checkpointing) once that step is reached, as an interrupted run would.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    policy = load_policy(init_ckpt)
+    policy.train()
+    train = make_examples(policy, load_split(data_dir, "train"))
+    val = make_examples(policy, load_split(data_dir, "val"))
+    body = BodyModel()
+    opt = torch.optim.AdamW(policy.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(settings))
+    state_path = out_dir / "state.pt"
+    step, log = 0, []
+    if state_path.is_file():
+        state = torch.load(state_path, weights_only=False)
+        if state["settings"] != settings.__dict__:
+            changed = sorted(k for k in settings.__dict__ if state["settings"].get(k) != settings.__dict__[k])
+            raise ValueError(f"{state_path} was written with other SFT settings ({', '.join(changed)}); use a new output folder")
+        policy.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        torch.set_rng_state(state["torch_rng"])
+        step, log = state["step"], state["log"]
+        print(f"resuming SFT from {state_path} at step {step}/{settings.steps}")
+
+    def save_state():
+        tmp = out_dir / ".state.pt.tmp"
+        torch.save({"model": policy.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "step": step, "log": log, "settings": settings.__dict__}, tmp)
+        os.replace(tmp, state_path)
+
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.dtype == "bf16")
+    bar = tqdm(total=settings.steps, initial=step, desc="sft", disable=not progress, dynamic_ncols=True)
+    t0 = time.time()
+    while step < settings.steps:
+        idx = batch_indices(len(train), settings.batch_size, settings.seed, step)
+        with autocast:
+            loss, st = sft_loss(policy, train, idx, settings.pose_l1_weight, settings.pose_nll_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.grad_clip)
+        opt.step()
+        sched.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in st.items() if k in ("ce", "l1", "std")})
+        if step % settings.val_every == 0 or step == settings.steps:
+            v = validate(policy, val, body, settings.val_rows)
+            log.append({"step": step, "seconds": round(time.time() - t0, 1), **{f"train_{k}": x for k, x in st.items()}, **{f"val_{k}": x for k, x in v.items()}})
+            tqdm.write(f"sft step {step}: " + "  ".join(f"{k} {x:.3f}" for k, x in v.items()))
+        if step % settings.ckpt_every == 0 or step == settings.steps or step == stop_after:
+            save_state()
+        if stop_after is not None and step >= stop_after:
+            bar.close()
+            return {"step": step, "stopped": True, "log": log}
+    bar.close()
+    save_policy(policy, out_dir / "policy", policy_version=0, stage="sft", sft_steps=step)
+    return {"step": step, "log": log, "seconds": round(time.time() - t0, 1), "policy": str(out_dir / "policy")}
+
+
+
