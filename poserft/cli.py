@@ -32,10 +32,73 @@ def _cmd_data_build(args) -> int:
     return 0
 
 
+def _config(args):
+    from poserft.common.config import load_config
+
+    return load_config(getattr(args, "config", None), getattr(args, "set", None) or [])
+
+
+def _cmd_retriever_train(args) -> int:
+    from poserft.reward_service.retriever_train import train_retriever
+
+    cfg = _config(args).retriever
+    updates = {k: v for k, v in {"seed": args.seed, "half": args.half, "epochs": args.epochs, "text_encoder": args.text_encoder}.items() if v is not None}
+    settings = cfg.model_copy(update=updates)
+    res = train_retriever(args.data, args.out, settings, progress=not args.quiet)
+    last = res["history"][-1]
+    print(f"saved {args.out}: val R@10 t2p {last['recall_at_10_t2p']:.1f}, mRecall {last['mrecall']:.1f}")
+    return 0
+
+
+def _cmd_retriever_eval(args) -> int:
+    from poserft.reward_service.retriever_train import evaluate_retriever, format_metrics_table
+
+    out = args.out or str(Path(args.ckpt) / f"eval_{args.split}.json")
+    m = evaluate_retriever(args.data, args.ckpt, out, split=args.split)
+    print(format_metrics_table(m))
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_model_init(args) -> int:
+    from poserft.learner.checkpoint import count_parameters, init_policy, save_policy
+
+    policy = init_policy(args.preset, args.data, seed=args.seed)
+    save_policy(policy, args.out)
+    n = count_parameters(policy)
+    print(f"wrote {args.out}: preset {args.preset}, {n['total'] / 1e6:.2f}M parameters (LM {n['lm'] / 1e6:.2f}M), vocab {len(policy.tokenizer)}")
+    return 0
+
+
+def _cmd_sft(args) -> int:
+    from poserft.learner.sft import run_sft
+
+    cfg = _config(args)
+    res = run_sft(args.init, args.data or cfg.data.dir, args.out, cfg.sft, progress=not args.quiet)
+    print(f"SFT done: {res['step']} steps in {res.get('seconds', 0):.0f} s; policy at {res.get('policy')}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from poserft.learner.evaluate import eval_table, evaluate_policy
+
+    out = args.out or str(Path(args.ckpt) / "eval")
+    res = evaluate_policy(args.ckpt, args.data, args.evaluator, out_dir=out, limit=args.limit)
+    print(eval_table({Path(args.ckpt).name: res}))
+    print(f"wrote {out}/eval.json, eval.md and example PNGs")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from poserft.demo import run_demo
 
     return run_demo(data_dir=Path(args.data), run_dir=Path(args.run_dir), seed=args.seed)
+
+
+def _add_config_args(p) -> None:
+    p.add_argument("--config", default=None, help="YAML config (see configs/)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, e.g. --set sft.steps=100")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +117,50 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_cmd_data_build)
 
+    r = sub.add_parser("retriever", help="pose-text retriever").add_subparsers(dest="retriever_command", required=True)
+    rt = r.add_parser("train", help="train a retriever (checkpoints every epoch, resumes)")
+    rt.add_argument("--data", required=True)
+    rt.add_argument("--out", required=True)
+    rt.add_argument("--seed", type=int, default=None)
+    rt.add_argument("--half", type=int, choices=(0, 1), default=None, help="train on one half of the training poses")
+    rt.add_argument("--epochs", type=int, default=None)
+    rt.add_argument("--text-encoder", choices=("transformer", "minilm"), default=None)
+    _add_config_args(rt)
+    rt.set_defaults(func=_cmd_retriever_train)
+    re_ = r.add_parser("eval", help="Recall@K, mRecall and R-precision on the test split")
+    re_.add_argument("--data", required=True)
+    re_.add_argument("--ckpt", required=True)
+    re_.add_argument("--split", default="test", choices=("val", "test"))
+    re_.add_argument("--out", default=None, help="JSON path (default CKPT/eval_<split>.json)")
+    re_.set_defaults(func=_cmd_retriever_eval)
+
+    m = sub.add_parser("model", help="policy checkpoints").add_subparsers(dest="model_command", required=True)
+    mi = m.add_parser("init", help="build a randomly initialised policy (tokenizer trained on the data)")
+    mi.add_argument("--preset", default="tiny")
+    mi.add_argument("--data", required=True, help="dataset folder (the tokenizer is trained on its train split)")
+    mi.add_argument("--out", required=True)
+    mi.add_argument("--seed", type=int, default=0)
+    mi.set_defaults(func=_cmd_model_init)
+
+    sf = sub.add_parser("sft", help="supervised fine-tuning over the three tasks (resumable)")
+    sf.add_argument("--init", required=True, help="checkpoint to start from (`poserft model init`)")
+    sf.add_argument("--data", default=None, help="dataset folder (default: data.dir of the config)")
+    sf.add_argument("--out", required=True, help="output folder: state.pt while training, policy/ at the end")
+    _add_config_args(sf)
+    sf.set_defaults(func=_cmd_sft)
+
+    ev = sub.add_parser("eval", help="evaluate a policy checkpoint on the test split")
+    ev.add_argument("--ckpt", required=True)
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--evaluator", required=True, help="the evaluator retriever (not the reward one)")
+    ev.add_argument("--limit", type=int, default=None, help="only the first N rows per task")
+    ev.add_argument("--out", default=None)
+    ev.set_defaults(func=_cmd_eval)
+
+    from poserft.reward_service.grpc_server import register_cli
+
+    register_cli(sub)
+
     d = sub.add_parser("demo", help="run the end-to-end demo on the tiny default")
     d.add_argument("--data", default="data/synth")
     d.add_argument("--run-dir", default="runs/demo")
@@ -69,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DatasetError, FileNotFoundError) as err:
+    except (ConfigError, DatasetError, FileNotFoundError, ValueError) as err:
         print(f"poserft: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ Unknown keys and wrong types are errors that name the dotted key (`ConfigError`)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -36,11 +36,72 @@ class DataConfig(Section):
     image_size: int = Field(64, ge=16, le=1024, description="Side of the rendered image2pose inputs, pixels.")
 
 
+class RetrieverTrainConfig(Section):
+    seed: int = Field(0, description="Initialisation and shuffling seed.")
+    half: int | None = Field(None, ge=0, le=1, description="Train on poses with pose_id % 2 == half; null = all.")
+    text_encoder: Literal["transformer", "minilm"] = Field("transformer", description="Text side of the dual encoder.")
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    caption_variants: int = Field(4, ge=1, description="Captions per training pose (extra ones from other captioner seeds).")
+    threads: int | None = Field(None, ge=1, description="torch threads; null = torch default.")
+
+
+class ModelConfig(Section):
+    preset: str = Field("tiny", description="Model size preset for `poserft model init` (tiny, base).")
+    init_seed: int = Field(0, description="Seed of the random initialisation.")
+
+
+class SFTConfig(Section):
+    steps: int = Field(1500, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(50, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    pose_l1_weight: float = Field(1.0, ge=0, description="Weight of the L1 loss on rotation matrices (ChatPose uses 0.1).")
+    pose_nll_weight: float = Field(0.05, ge=0, description="Weight of the Gaussian NLL that calibrates the std.")
+    dtype: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = CPU/GPU autocast.")
+    val_every: int = Field(250, ge=1)
+    val_rows: int = Field(192, ge=1)
+    ckpt_every: int = Field(250, ge=1)
+    seed: int = Field(0)
+    threads: int | None = Field(None, ge=1)
+
+
+class RewardsConfig(Section):
+    weights: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {
+            "text2pose": {"format": 1.0, "text_similarity": 0.25, "semantic": 1.0},
+            "image2pose": {"format": 1.0, "text_similarity": 0.25, "joint": 1.0},
+            "pose2text": {"format": 1.0, "text_similarity": 1.0},
+        },
+        description="Reward weights per task and component (format, text_similarity, semantic, joint).",
+    )
+    joint_tau_m: float = Field(0.1, gt=0, description="Joint reward = 1 / (1 + error_m / tau).")
+    retriever_dir: str | None = Field(None, description="Reward retriever checkpoint (not the evaluator).")
+    num_workers: int = Field(2, ge=1)
+    batch_size: int = Field(256, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+
+
+class EvalConfig(Section):
+    evaluator_dir: str | None = Field(None, description="Evaluator retriever checkpoint (not the reward one).")
+    limit: int | None = Field(None, ge=1, description="Evaluate only the first N rows per task.")
+    max_new_tokens: int = Field(96, ge=1)
+
+
 class Config(Section):
     seed: int = Field(0, description="Global seed.")
     run_dir: str = Field("runs/demo", description="Where a run writes checkpoints, logs and reports.")
     body: BodyConfig = BodyConfig()
     data: DataConfig = DataConfig()
+    retriever: RetrieverTrainConfig = RetrieverTrainConfig()
+    model: ModelConfig = ModelConfig()
+    sft: SFTConfig = SFTConfig()
+    rewards: RewardsConfig = RewardsConfig()
+    eval: EvalConfig = EvalConfig()
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

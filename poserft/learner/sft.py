@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from poserft.common.body import BodyModel
+from poserft.common.config import SFTConfig
 from poserft.common.dataset import load_split
 from poserft.common.metrics import mpjpe
 from poserft.common.rotations import axis_angle_to_rot6d, rot6d_to_matrix
@@ -103,22 +104,7 @@ def sft_loss(policy: PosePolicy, ex: Examples, idx, l1_weight: float, nll_weight
     return loss, stats
 
 
-@dataclass
-class SFTSettings:
-    steps: int = 1500
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 50
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    pose_l1_weight: float = 1.0
-    pose_nll_weight: float = 0.05
-    dtype: str = "fp32"  # or "bf16" (autocast)
-    val_every: int = 250
-    val_rows: int = 192
-    ckpt_every: int = 250
-    seed: int = 0
-    threads: int | None = None
+SFTSettings = SFTConfig  # the pydantic section is the settings object
 
 
 def _lr_lambda(s: SFTSettings):
@@ -189,8 +175,8 @@ def run_sft(init_ckpt: str | Path, data_dir: str | Path, out_dir: str | Path, se
     step, log = 0, []
     if state_path.is_file():
         state = torch.load(state_path, weights_only=False)
-        if state["settings"] != settings.__dict__:
-            changed = sorted(k for k in settings.__dict__ if state["settings"].get(k) != settings.__dict__[k])
+        if state["settings"] != settings.model_dump():
+            changed = sorted(k for k, v in settings.model_dump().items() if state["settings"].get(k) != v)
             raise ValueError(f"{state_path} was written with other SFT settings ({', '.join(changed)}); use a new output folder")
         policy.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
@@ -202,7 +188,7 @@ def run_sft(init_ckpt: str | Path, data_dir: str | Path, out_dir: str | Path, se
     def save_state():
         tmp = out_dir / ".state.pt.tmp"
         torch.save({"model": policy.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "step": step, "log": log, "settings": settings.__dict__}, tmp)
+                    "step": step, "log": log, "settings": settings.model_dump()}, tmp)
         os.replace(tmp, state_path)
 
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.dtype == "bf16")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,22 +12,13 @@ import torch
 from tqdm import tqdm
 
 from poserft.common.captioner import Captioner
+from poserft.common.config import RetrieverTrainConfig
 from poserft.common.dataset import load_split
 from poserft.common.metrics import r_precision, retrieval_recalls
 from poserft.reward_service.retriever import Retriever, RetrieverConfig, build_vocab, pose_features
 
 
-@dataclass
-class TrainSettings:
-    seed: int = 0
-    half: int | None = None  # train on poses with pose_id % 2 == half; None = all
-    text_encoder: str = "transformer"
-    epochs: int = 30
-    batch_size: int = 256
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    caption_variants: int = 4  # extra captions per pose from other captioner seeds (augmentation)
-    threads: int | None = None
+TrainSettings = RetrieverTrainConfig
 
 
 def _train_pairs(data_dir: Path, settings: TrainSettings):
@@ -80,7 +70,7 @@ def train_retriever(data_dir: str | Path, out: str | Path, settings: TrainSettin
     start_epoch, history = 0, []
     if state_path.is_file():
         state = torch.load(state_path, weights_only=False)
-        if state["settings"] != settings.__dict__ or state["vocab"] != cfg.vocab:
+        if state["settings"] != settings.model_dump() or state["vocab"] != cfg.vocab:
             raise ValueError(f"{state_path} was written with other settings or data; use a new --out or delete it")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
@@ -119,12 +109,12 @@ def train_retriever(data_dir: str | Path, out: str | Path, settings: TrainSettin
         state = {
             "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
             "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "history": history,
-            "settings": settings.__dict__, "vocab": cfg.vocab,
+            "settings": settings.model_dump(), "vocab": cfg.vocab,
         }  # fmt: skip
         tmp = state_path.with_name(".train_state.pt.tmp")
         torch.save(state, tmp)
         os.replace(tmp, state_path)
-    model.save(out, extra={"train": settings.__dict__, "history": history, "train_pairs": n, "train_seconds": round(time.time() - t0, 1)})
+    model.save(out, extra={"train": settings.model_dump(), "history": history, "train_pairs": n, "train_seconds": round(time.time() - t0, 1)})
     return {"history": history, "out": str(out)}
 
 

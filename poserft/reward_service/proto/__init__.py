@@ -1,0 +1,1 @@
+"""Generated protobuf / gRPC code for the reward service; see generate.py."""
