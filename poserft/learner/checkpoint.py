@@ -24,7 +24,7 @@ from poserft.learner.policy import PosePolicy
 
 FORMAT_VERSION = 1
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", POSE_TOKEN, IMAGE_TOKEN, POSE_INPUT_TOKEN]
-REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "pose_head.safetensors", "vision.safetensors", "poserft.json")
+REQUIRED_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json", "pose_head.safetensors", "vision.safetensors", "poserft.json")
 
 # head_dim must be one vLLM's CPU attention supports (32, 64, ...).
 PRESETS = {
@@ -119,6 +119,7 @@ def save_policy(policy: PosePolicy, out: str | Path, **meta_updates) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
     try:
         policy.lm.save_pretrained(tmp, safe_serialization=True)
+        _write_lm_index(tmp)
         policy.tokenizer.save_pretrained(tmp)
         extra = policy.extra_state_dict()
         save_file({k[len("head."):]: v.contiguous() for k, v in extra.items() if k.startswith("head.")}, tmp / "pose_head.safetensors")
@@ -138,6 +139,19 @@ def save_policy(policy: PosePolicy, out: str | Path, **meta_updates) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _write_lm_index(folder: Path) -> None:
+    """List the LM's tensors in model.safetensors.index.json: loaders that glob *.safetensors
+    (vLLM) then take only the LM's file and not the pose head's or the vision encoder's."""
+    from safetensors import safe_open
+
+    if (folder / "model.safetensors.index.json").exists():
+        return
+    with safe_open(str(folder / "model.safetensors"), "pt") as fh:
+        names = list(fh.keys())
+    index = {"metadata": {"total_size": (folder / "model.safetensors").stat().st_size}, "weight_map": {n: "model.safetensors" for n in names}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=1) + "\n")
 
 
 def check_checkpoint(folder: str | Path) -> dict:

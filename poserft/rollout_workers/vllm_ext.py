@@ -16,8 +16,9 @@ class WeightSyncExtension:
         from safetensors.torch import load_file
 
         weights = load_file(path)
-        model = self.model_runner.model  # type: ignore[attr-defined]
-        model.load_weights(weights=weights.items())
+        # vLLM's in-place reload: restores checkpoint-format parameters, loads, then re-runs the
+        # backend's post-load processing (e.g. the CPU backend's weight repacking).
+        self.reload_weights(weights_iterator=iter(weights.items()), is_checkpoint_format=True)  # type: ignore[attr-defined]
         return len(weights)
 
     def poserft_weight_checksum(self, name: str) -> float:

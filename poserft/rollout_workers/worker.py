@@ -1,0 +1,166 @@
+"""`RolloutWorker`: grouped hybrid sampling (text from the engine, pose from the Gaussian head).
+
+For each task and each of G samples: the engine samples a response; a prefill of
+prompt + response through the worker's copy of the policy (same weights version) gives the
+hidden state at the response's first `<POSE>`, hence mu and log_std; a pose is sampled from
+N(mu, std^2) with a seeded generator and its log-prob recorded. Output: RolloutRecords (Arrow).
+A Ray actor runs one method at a time, so a weight update is atomic between generation calls.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import zlib
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from poserft.common.schemas import ROLLOUT_RECORD_SCHEMA, TASKS
+from poserft.learner.checkpoint import load_policy
+from poserft.learner.generation import decode_response, pose_from_response, prompt_embeddings
+from poserft.learner.policy import gaussian_log_prob
+from poserft.rollout_workers.engine import HFEngine, SamplingSettings, VLLMEngine
+
+TASK_COLUMNS = ("id", "task", "prompt", "image", "target_pose")
+
+
+class VersionMismatch(RuntimeError):
+    """A weight update or a request named a policy version the worker does not hold."""
+
+
+def _seed(*parts) -> int:
+    return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+class RolloutWorkerCore:
+    """The worker's logic, usable in-process (tests, benchmarks) or as the Ray actor below."""
+
+    def __init__(self, ckpt_dir: str, worker_id: str = "rollout-0", engine: str = "vllm", sampling: dict | None = None,
+                 engine_kwargs: dict | None = None, threads: int | None = None):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        if threads:
+            torch.set_num_threads(threads)
+        self.worker_id = worker_id
+        self.sampling = SamplingSettings(**(sampling or {}))
+        self.policy = load_policy(ckpt_dir).eval()
+        self.version = int(self.policy.meta.get("policy_version", 0))
+        self.max_len = int(self.policy.meta.get("max_positions", 512))
+        if engine == "vllm":
+            self.engine = VLLMEngine(ckpt_dir, max_model_len=self.max_len, **(engine_kwargs or {}))
+        elif engine == "hf":
+            self.engine = HFEngine(self.policy)
+        else:
+            raise ValueError(f"unknown rollout engine {engine!r}; known: vllm, hf")
+        self.engine_name = engine
+
+    # ---- info ----
+    def info(self) -> dict:
+        return {"worker_id": self.worker_id, "version": self.version, "engine": self.engine_name, "pid": os.getpid()}
+
+    def get_version(self) -> int:
+        return self.version
+
+    # ---- generation ----
+    def generate(self, tasks: pa.Table, group_size: int, expected_version: int | None = None, seed: int = 0) -> pa.Table:
+        if expected_version is not None and expected_version != self.version:
+            raise VersionMismatch(f"{self.worker_id} holds policy version {self.version}, request expects {expected_version}")
+        if group_size < 1:
+            raise ValueError(f"group_size must be at least 1, got {group_size}")
+        if tasks.num_rows == 0:
+            raise ValueError("rollout got an empty batch of tasks")
+        missing = [c for c in TASK_COLUMNS if c not in tasks.schema.names]
+        if missing:
+            raise ValueError(f"task batch is missing columns {missing}")
+        names = tasks["task"].to_pylist()
+        unknown = sorted({t for t in names if t not in TASKS}, key=str)
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known tasks: {', '.join(TASKS)}")
+        t0 = time.perf_counter()
+        ids = tasks["id"].to_pylist()
+        prompts = [self.policy.encode_prompt(p) for p in tasks["prompt"].to_pylist()]
+        images = [im if t == "image2pose" else None for im, t in zip(tasks["image"].to_pylist(), names)]
+        pose_in = [np.asarray(p, np.float32) if t == "pose2text" else None for p, t in zip(tasks["target_pose"].to_pylist(), names)]
+        fits = [len(p) + self.sampling.max_tokens <= self.max_len for p in prompts]
+        ok = [i for i, f in enumerate(fits) if f]
+        rows: list[dict] = []
+        for i, f in enumerate(fits):
+            if not f:
+                rows += [self._error_row(ids[i], g, prompts[i], f"prompt of {len(prompts[i])} tokens + max_tokens {self.sampling.max_tokens} exceeds the context of {self.max_len}") for g in range(group_size)]
+        if ok:
+            with torch.no_grad():
+                embeds = prompt_embeddings(self.policy, [prompts[i] for i in ok], [images[i] for i in ok], [pose_in[i] for i in ok])
+            seeds = [_seed(seed, ids[i], self.version) for i in ok]
+            groups = self.engine.generate(embeds, group_size, self.sampling, seeds=seeds)
+            gen_s = time.perf_counter() - t0
+            flat = [(i, g, c) for i, group in zip(ok, groups) for g, c in enumerate(group)]
+            rows += self._with_poses(flat, ids, prompts, images, pose_in, seed, gen_s / max(1, len(flat)))
+        order = {tid: k for k, tid in enumerate(ids)}
+        rows.sort(key=lambda r: (order[r["task_id"]], r["sample_index"]))
+        return pa.Table.from_pylist(rows, schema=ROLLOUT_RECORD_SCHEMA)
+
+    def _with_poses(self, flat, ids, prompts, images, pose_in, seed, gen_s_each) -> list[dict]:
+        pose_id = self.policy.pose_token_id
+        resp = [c.token_ids for _, _, c in flat]
+        with torch.no_grad():
+            mu, log_std, has_first = pose_from_response(
+                self.policy, [prompts[i] for i, _, _ in flat], resp, [images[i] for i, _, _ in flat], [pose_in[i] for i, _, _ in flat]
+            )
+        rows = []
+        for k, (i, g, c) in enumerate(flat):
+            valid = c.token_ids.count(pose_id) == 1  # V: exactly one <POSE>
+            row = {
+                "task_id": ids[i], "group_id": f"{ids[i]}@v{self.version}", "sample_index": g, "policy_version": self.version,
+                "worker_id": self.worker_id, "prompt_tokens": prompts[i], "response_tokens": c.token_ids,
+                "token_logprobs": c.logprobs, "text": decode_response(self.policy, c.token_ids), "has_pose": valid,
+                "mu": None, "log_std": None, "pose": None, "pose_logprob": None, "generation_seconds": gen_s_each, "error": None,
+            }  # fmt: skip
+            if valid and bool(has_first[k]):
+                gen = torch.Generator().manual_seed(_seed(seed, ids[i], self.version, g, "pose"))
+                m, ls = mu[k].float(), log_std[k].float()
+                p = m + ls.exp() * torch.randn(m.shape, generator=gen)
+                row.update(mu=m.tolist(), log_std=ls.tolist(), pose=p.tolist(), pose_logprob=float(gaussian_log_prob(p, m, ls)))
+            rows.append(row)
+        return rows
+
+    def _error_row(self, task_id, g, prompt, reason) -> dict:
+        return {"task_id": task_id, "group_id": f"{task_id}@v{self.version}", "sample_index": g, "policy_version": self.version,
+                "worker_id": self.worker_id, "prompt_tokens": prompt, "response_tokens": [], "token_logprobs": [], "text": "",
+                "has_pose": False, "mu": None, "log_std": None, "pose": None, "pose_logprob": None, "generation_seconds": 0.0, "error": reason}
+
+    # ---- weights ----
+    def update_weights(self, version: int, state: dict[str, torch.Tensor] | None = None, weights_ref=None) -> int:
+        """Load a full policy state (LM `lm.*` plus head/encoders) as `version`; returns the version."""
+        if weights_ref is not None:
+            import ray
+
+            state = ray.get(weights_ref)
+        if state is None:
+            raise ValueError("update_weights needs a state dict or a Ray object ref")
+        if version <= self.version:
+            raise VersionMismatch(f"{self.worker_id}: update to version {version} but already at {self.version}; versions must increase")
+        lm_state = {k[len("lm."):]: v for k, v in state.items() if k.startswith("lm.")}
+        if lm_state and self.engine_name == "vllm":  # the HF engine shares self.policy's LM
+            self.engine.load_lm_weights(lm_state)
+        missing, unexpected = self.policy.load_state_dict(state, strict=False)
+        if unexpected:
+            raise ValueError(f"update_weights got unknown parameters {unexpected[:3]}")
+        self.version = version
+        return version
+
+    def next_token_logprobs(self, prompt: str, k: int = 20) -> dict[int, float]:
+        with torch.no_grad():
+            emb = prompt_embeddings(self.policy, [self.policy.encode_prompt(prompt)])[0]
+        return self.engine.next_token_logprobs(emb, k)
+
+    def weight_checksum(self, name: str) -> float:
+        return self.engine.weight_checksum(name) if self.engine_name == "vllm" else float(dict(self.policy.lm.named_parameters())[name].sum())
+
+
+def rollout_actor_class():
+    """The Ray actor class (created lazily so importing this module does not need Ray)."""
+    import ray
+
+    return ray.remote(max_restarts=0)(RolloutWorkerCore)
+
