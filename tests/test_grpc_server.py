@@ -27,7 +27,7 @@ from poserft.common.schemas import POSE_RESPONSE, REWARD_COMPONENTS, TASKS
 from poserft.reward_service import grpc_server as gs
 from poserft.reward_service.proto import generate as proto_gen
 from poserft.reward_service.proto import reward_pb2
-from poserft.reward_service.retriever import Retriever, RetrieverConfig, build_vocab
+from poserft.reward_service.retriever import Retriever, RetrieverConfig
 from poserft.reward_service.rewards import RewardScorer, RewardSettings, TextEmbedder
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ CAPTION = "the left knee is bent."
 def retriever_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("retr")
     torch.manual_seed(0)
-    Retriever(RetrieverConfig(vocab=build_vocab(["the left knee is bent ."] * 3))).save(folder)
+    Retriever(RetrieverConfig()).save(folder)
     return folder
 
 

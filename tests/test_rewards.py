@@ -6,7 +6,7 @@ import torch
 from poserft.common.body import BodyModel
 from poserft.common.rotations import axis_angle_to_rot6d
 from poserft.common.schemas import POSE_RESPONSE
-from poserft.reward_service.retriever import Retriever, RetrieverConfig, build_vocab
+from poserft.reward_service.retriever import Retriever, RetrieverConfig
 from poserft.reward_service.rewards import (
     RewardScorer,
     RewardSettings,
@@ -73,7 +73,7 @@ def _row(task, text=POSE_RESPONSE, pose=None, has_pose=True, target=None, captio
 def scorer(tmp_path_factory, embedder):
     folder = tmp_path_factory.mktemp("retr")
     torch.manual_seed(0)
-    Retriever(RetrieverConfig(vocab=build_vocab(["the left knee is bent ."] * 3))).save(folder)
+    Retriever(RetrieverConfig()).save(folder)
     return RewardScorer(RewardSettings(retriever_dir=str(folder)), text_embedder=embedder)
 
 

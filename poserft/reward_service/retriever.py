@@ -3,8 +3,11 @@
 - Pose encoder: MLP over the 24 joint rotations in 6D, after removing the body's yaw (captions
   do not say which way the body faces, so the embedding should not depend on it).
 - Text encoder, two variants (`text_encoder` in the checkpoint metadata):
-  - "transformer": a small transformer trained from scratch over a word vocabulary built from
-    the training captions, mean-pooled;
+  - "transformer": a small transformer trained from scratch. Its tokens are the caption's
+    clauses (split at punctuation, "and", "while"): each clause is the mean of hashed word
+    uni- and bi-gram embeddings (function words dropped), so "left hand higher than right hand"
+    and its mirror differ. A caption is ~12 clauses instead of ~90 words, which makes training
+    about 5x cheaper on a CPU than a word-level transformer of the same width;
   - "minilm": the frozen packaged all-MiniLM-L6-v2 sentence embedding plus a trainable MLP.
 - L2-normalised outputs, a learnable temperature, symmetric in-batch contrastive loss.
 
@@ -18,7 +21,8 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+import zlib
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +37,34 @@ from poserft.common.rotations import axis_angle_to_matrix, matrix_to_rot6d, rot6
 
 EMBED_DIM = 512
 _WORD = re.compile(r"[a-z]+|[0-9]+|[^\sa-z0-9]")
-PAD, UNK = 0, 1
+PAD = 0
+
+
+# Function words carry no pose content in the captions; dropping them shortens every clause.
+STOPWORDS = frozenset(
+    "a an the is are be being been their they them theirs this that these those of to with "
+    "has have having its his her person figure subject body someone individual also moreover furthermore "
+    "which who it as at by so there here".split()
+)
+_CLAUSE_SPLIT = re.compile(r"[.,;:!?]|\band\b|\bwhile\b|\bbut\b")
 
 
 def tokenize_words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    return [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
+
+
+def clause_ngrams(text: str) -> list[list[str]]:
+    """Caption -> clauses -> each clause's word unigrams and bigrams (function words dropped)."""
+    out = []
+    for clause in _CLAUSE_SPLIT.split(text.lower()):
+        words = tokenize_words(clause)
+        if words:
+            out.append(words + [f"{a}_{b}" for a, b in zip(words, words[1:])])
+    return out
+
+
+def _bucket(ngram: str, buckets: int) -> int:
+    return 1 + zlib.crc32(ngram.encode()) % (buckets - 1)  # 0 is padding
 
 
 def remove_yaw(rot: torch.Tensor) -> torch.Tensor:
@@ -71,10 +98,11 @@ def pose_features(pose: torch.Tensor) -> torch.Tensor:
 @dataclass
 class RetrieverConfig:
     text_encoder: str = "transformer"  # or "minilm"
-    vocab: list[str] = field(default_factory=list)
-    max_words: int = 96
-    width: int = 256
-    layers: int = 3
+    max_clauses: int = 24
+    max_ngrams: int = 24
+    buckets: int = 16384
+    width: int = 128
+    layers: int = 2
     heads: int = 4
     pose_hidden: int = 1024
     dropout: float = 0.1
@@ -93,11 +121,14 @@ class PoseEncoder(nn.Module):
         return F.normalize(self.net(feats), dim=-1)
 
 
-class WordTransformerEncoder(nn.Module):
+class ClauseTransformerEncoder(nn.Module):
+    """(N, C, K) hashed n-gram ids -> clause vectors (mean of n-gram embeddings) -> transformer
+    over the clauses -> masked mean -> 512-d unit vector."""
+
     def __init__(self, cfg: RetrieverConfig):
         super().__init__()
-        self.embed = nn.Embedding(len(cfg.vocab), cfg.width, padding_idx=PAD)
-        self.pos = nn.Parameter(torch.randn(cfg.max_words, cfg.width) * 0.02)
+        self.embed = nn.Embedding(cfg.buckets, cfg.width, padding_idx=PAD)
+        self.pos = nn.Parameter(torch.randn(cfg.max_clauses, cfg.width) * 0.02)
         layer = nn.TransformerEncoderLayer(
             cfg.width, cfg.heads, 4 * cfg.width, cfg.dropout, batch_first=True, norm_first=True, activation="gelu"
         )
@@ -106,8 +137,11 @@ class WordTransformerEncoder(nn.Module):
         self.proj = nn.Linear(cfg.width, EMBED_DIM)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        mask = ids == PAD
-        x = self.embed(ids) + self.pos[: ids.shape[1]]
+        present = ids != PAD  # (N, C, K)
+        counts = present.sum(-1, keepdim=True).clamp_min(1)
+        clauses = self.embed(ids).sum(2) / counts  # (N, C, width)
+        mask = ~present.any(-1)  # (N, C) True where there is no clause
+        x = clauses + self.pos[: ids.shape[1]]
         x = self.norm(self.encoder(x, src_key_padding_mask=mask))
         keep = (~mask).unsqueeze(-1).float()
         pooled = (x * keep).sum(1) / keep.sum(1).clamp_min(1)
@@ -146,8 +180,7 @@ class Retriever(nn.Module):
         self.cfg = cfg
         self.pose_encoder = PoseEncoder(cfg.pose_hidden, cfg.dropout)
         if cfg.text_encoder == "transformer":
-            self.text_encoder = WordTransformerEncoder(cfg)
-            self._word_index = {w: i for i, w in enumerate(cfg.vocab)}
+            self.text_encoder = ClauseTransformerEncoder(cfg)
         elif cfg.text_encoder == "minilm":
             self.text_encoder = MiniLMHead(cfg.pose_hidden, cfg.dropout)
         else:
@@ -156,13 +189,16 @@ class Retriever(nn.Module):
 
     # --- inputs ---
     def text_inputs(self, texts: list[str]) -> torch.Tensor:
-        """Texts -> the text encoder's input: word ids (N, L) or MiniLM embeddings (N, 384)."""
+        """Texts -> the text encoder's input: n-gram ids (N, C, K) or MiniLM embeddings (N, 384)."""
         if self.cfg.text_encoder == "minilm":
             return torch.from_numpy(minilm().encode(list(texts), batch_size=128, convert_to_numpy=True)).float()
-        rows = [[self._word_index.get(w, UNK) for w in tokenize_words(t)][: self.cfg.max_words] or [UNK] for t in texts]
-        ids = torch.full((len(rows), max(map(len, rows))), PAD, dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
+        cfg = self.cfg
+        rows = [clause_ngrams(t)[: cfg.max_clauses] or [["<empty>"]] for t in texts]
+        ids = torch.full((len(rows), max(map(len, rows)), cfg.max_ngrams), PAD, dtype=torch.long)
+        for i, clauses in enumerate(rows):
+            for c, grams in enumerate(clauses):
+                b = [_bucket(g, cfg.buckets) for g in grams[: cfg.max_ngrams]]
+                ids[i, c, : len(b)] = torch.tensor(b)
         return ids
 
     # --- embeddings ---
@@ -215,15 +251,6 @@ def _atomic(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(str(tmp))
     os.replace(tmp, path)
-
-
-def build_vocab(texts: list[str], min_count: int = 2) -> list[str]:
-    counts: dict[str, int] = {}
-    for t in texts:
-        for w in tokenize_words(t):
-            counts[w] = counts.get(w, 0) + 1
-    words = sorted(w for w, c in counts.items() if c >= min_count)
-    return ["<pad>", "<unk>"] + words
 
 
 def pose_text_similarity(model: Retriever, texts: list[str], pose: torch.Tensor) -> np.ndarray:

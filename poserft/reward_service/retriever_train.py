@@ -15,7 +15,7 @@ from poserft.common.captioner import Captioner
 from poserft.common.config import RetrieverTrainConfig
 from poserft.common.dataset import load_split
 from poserft.common.metrics import r_precision, retrieval_recalls
-from poserft.reward_service.retriever import Retriever, RetrieverConfig, build_vocab, pose_features
+from poserft.reward_service.retriever import Retriever, RetrieverConfig, pose_features
 
 
 TrainSettings = RetrieverTrainConfig
@@ -56,7 +56,7 @@ def train_retriever(data_dir: str | Path, out: str | Path, settings: TrainSettin
     torch.manual_seed(settings.seed)
     aa, variants = _train_pairs(data_dir, settings)
     feats = pose_features(aa)
-    cfg = RetrieverConfig(text_encoder=settings.text_encoder, vocab=build_vocab([c for v in variants for c in v]))
+    cfg = RetrieverConfig(text_encoder=settings.text_encoder)
     model = Retriever(cfg)
     text_inputs = [model.text_inputs(v) for v in variants]  # precomputed: ids or MiniLM embeddings
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -70,7 +70,7 @@ def train_retriever(data_dir: str | Path, out: str | Path, settings: TrainSettin
     start_epoch, history = 0, []
     if state_path.is_file():
         state = torch.load(state_path, weights_only=False)
-        if state["settings"] != settings.model_dump() or state["vocab"] != cfg.vocab:
+        if state["settings"] != settings.model_dump():
             raise ValueError(f"{state_path} was written with other settings or data; use a new --out or delete it")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
@@ -92,8 +92,8 @@ def train_retriever(data_dir: str | Path, out: str | Path, settings: TrainSettin
         for b in bar:
             idx = perm[b * settings.batch_size : (b + 1) * settings.batch_size]
             batch_text = inputs[idx]
-            if batch_text.dim() == 2 and batch_text.dtype == torch.long:
-                batch_text = batch_text[:, : int((batch_text != 0).sum(1).max())]
+            if batch_text.dtype == torch.long:  # trim clause padding shared by the whole batch
+                batch_text = batch_text[:, : int((batch_text != 0).any(-1).sum(1).max())]
             loss = model.contrastive_loss(model.embed_text_inputs(batch_text), model.embed_pose_features(feats[idx]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -109,7 +109,7 @@ def train_retriever(data_dir: str | Path, out: str | Path, settings: TrainSettin
         state = {
             "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
             "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "history": history,
-            "settings": settings.model_dump(), "vocab": cfg.vocab,
+            "settings": settings.model_dump(),
         }  # fmt: skip
         tmp = state_path.with_name(".train_state.pt.tmp")
         torch.save(state, tmp)

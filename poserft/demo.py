@@ -1,0 +1,125 @@
+"""`make demo` / `poserft demo`: the whole pipeline on the tiny CPU default.
+
+Stages (each is skipped when its output already exists, so an interrupted demo resumes):
+  1. data       synthetic benchmark            -> data/synth
+  2. retrievers reward (seed 1, half 0) and evaluator (seed 2, half 1) -> runs/demo/retriever_*
+  3. model      tiny policy, tokenizer trained on the data             -> runs/demo/init
+  4. sft        supervised fine-tuning                                  -> runs/demo/sft/policy
+  5. hygrpo     HyGRPO on Ray with vLLM rollout workers (when available)
+  6. eval       every trained checkpoint on the test split, with the evaluator retriever
+Writes runs/demo/summary.json and summary.md, plus samples.png of the data.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from poserft.common.config import load_config
+
+STAGES = ("data", "retrievers", "model", "sft", "hygrpo", "grpo", "eval")
+
+
+def _stage(name: str, i: int) -> float:
+    print(f"\n=== [{i}/{len(STAGES)}] {name} ===", flush=True)
+    return time.time()
+
+
+def _done(name: str, t0: float, timings: dict) -> None:
+    timings[name] = round(time.time() - t0, 1)
+    print(f"--- {name} done in {timings[name]:.0f} s", flush=True)
+
+
+def sample_sheet(data_dir: Path, out_png: Path, n: int = 6) -> list[str]:
+    """Render a few test poses with their captions; returns the captions."""
+    import numpy as np
+
+    from poserft.common.dataset import load_split
+    from poserft.common.render import render_grid
+
+    table = load_split(data_dir, "test", task="text2pose").slice(0, n)
+    joints = np.array(table["target_joints"].combine_chunks().flatten(), dtype=np.float64).reshape(-1, 24, 3)
+    captions = table["caption"].to_pylist()
+    render_grid(list(joints), captions=captions, size=256).save(out_png)
+    return captions
+
+
+def run_demo(data_dir: Path, run_dir: Path, seed: int = 0, config: str | None = "configs/tiny-cpu.yaml", overrides=None) -> int:
+    cfg = load_config(config if config and Path(config).is_file() else None, overrides or [])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    summary: dict = {"config": cfg.model_dump(), "timings_s": timings}
+
+    t0 = _stage("data", 1)
+    if not (data_dir / "dataset_card.json").is_file():
+        from poserft.common.dataset import build_dataset
+
+        d = cfg.data
+        build_dataset(data_dir, seed=d.seed, train_poses=d.train_poses, val_poses=d.val_poses, test_poses=d.test_poses, image_size=d.image_size)
+    else:
+        print(f"using existing {data_dir} (delete it to rebuild)")
+    card = json.loads((data_dir / "dataset_card.json").read_text())
+    captions = sample_sheet(data_dir, run_dir / "samples.png")
+    for c in captions[:3]:
+        print(f"  caption: {c}")
+    print(f"  sample poses with captions: {run_dir / 'samples.png'}")
+    summary["data"] = {"dir": str(data_dir), "captions": card["captions"], "splits": {k: v["rows"] for k, v in card["splits"].items()}}
+    _done("data", t0, timings)
+
+    t0 = _stage("retrievers", 2)
+    from poserft.reward_service.retriever_train import evaluate_retriever, format_metrics_table, train_retriever
+
+    retrievers = {"reward": (1, 0), "evaluator": (2, 1)}
+    summary["retrievers"] = {}
+    for role, (rseed, half) in retrievers.items():
+        out = run_dir / f"retriever_{role}"
+        if not (out / "retriever.safetensors").is_file():
+            print(f"training the {role} retriever (seed {rseed}, half {half})")
+            train_retriever(data_dir, out, cfg.retriever.model_copy(update={"seed": rseed, "half": half}))
+        m = evaluate_retriever(data_dir, out, out / "eval_test.json")
+        print(f"{role} retriever on the test split:\n{format_metrics_table(m)}")
+        summary["retrievers"][role] = {k: m[k] for k in ("recall_at_1_t2p", "recall_at_5_t2p", "recall_at_10_t2p", "mrecall", "r_precision_t2p")}
+    _done("retrievers", t0, timings)
+
+    t0 = _stage("model", 3)
+    init = run_dir / "init"
+    if not (init / "poserft.json").is_file():
+        from poserft.learner.checkpoint import count_parameters, init_policy, save_policy
+
+        policy = init_policy(cfg.model.preset, data_dir, seed=cfg.model.init_seed)
+        save_policy(policy, init)
+        print(f"tiny policy: {count_parameters(policy)}")
+    _done("model", t0, timings)
+
+    t0 = _stage("sft", 4)
+    sft_policy = run_dir / "sft" / "policy"
+    if not (sft_policy / "poserft.json").is_file():
+        from poserft.learner.sft import run_sft
+
+        res = run_sft(init, data_dir, run_dir / "sft", cfg.sft)
+        summary["sft_train"] = {"seconds": res["seconds"], "steps": res["step"]}
+    _done("sft", t0, timings)
+
+    checkpoints = {"sft": sft_policy}
+    for name, i in (("hygrpo", 5), ("grpo", 6)):
+        t0 = _stage(name, i)
+        print("not part of this build yet (issue 05): skipped")
+        _done(name, t0, timings)
+
+    t0 = _stage("eval", 7)
+    from poserft.learner.evaluate import eval_table, evaluate_policy
+
+    results = {}
+    for name, ckpt in checkpoints.items():
+        results[name] = evaluate_policy(ckpt, data_dir, run_dir / "retriever_evaluator", out_dir=run_dir / "eval" / name,
+                                        limit=cfg.eval.limit, max_new_tokens=cfg.eval.max_new_tokens)
+        summary[name] = results[name]
+    table = eval_table(results)
+    print(table)
+    _done("eval", t0, timings)
+
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (run_dir / "summary.md").write_text(f"# poserft demo\n\n{table}\n\nStage times (s): {json.dumps(timings)}\n")
+    print(f"\nwrote {run_dir / 'summary.json'} and {run_dir / 'summary.md'}")
+    return 0
