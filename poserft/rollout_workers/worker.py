@@ -130,14 +130,13 @@ class RolloutWorkerCore:
                 "has_pose": False, "mu": None, "log_std": None, "pose": None, "pose_logprob": None, "generation_seconds": 0.0, "error": reason}
 
     # ---- weights ----
-    def update_weights(self, version: int, state: dict[str, torch.Tensor] | None = None, weights_ref=None) -> int:
-        """Load a full policy state (LM `lm.*` plus head/encoders) as `version`; returns the version."""
-        if weights_ref is not None:
-            import ray
+    def update_weights(self, version: int, state: dict[str, torch.Tensor]) -> int:
+        """Load a full policy state (LM `lm.*` plus head/encoders) as `version`; returns the version.
 
-            state = ray.get(weights_ref)
-        if state is None:
-            raise ValueError("update_weights needs a state dict or a Ray object ref")
+        Callers pass the learner's object ref as `state`: Ray resolves a top-level ref argument
+        from the object store (zero-copy on the same node) before the call runs."""
+        if not isinstance(state, dict) or not state:
+            raise ValueError(f"update_weights needs a non-empty state dict, got {type(state).__name__}")
         if version <= self.version:
             raise VersionMismatch(f"{self.worker_id}: update to version {version} but already at {self.version}; versions must increase")
         lm_state = {k[len("lm."):]: v for k, v in state.items() if k.startswith("lm.")}

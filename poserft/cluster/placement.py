@@ -1,0 +1,52 @@
+"""Resource requests per role, placed through Ray placement groups.
+
+Each actor gets its own placement group with one bundle of its role's CPUs, GPUs and custom
+resources (for example `{"rollout_node": 1}` to pin rollout workers to nodes that declare it).
+One group per actor lets rollout workers be added and removed one at a time.
+"""
+
+from __future__ import annotations
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+
+def bundle(num_cpus: float, num_gpus: float, resources: dict[str, float]) -> dict[str, float]:
+    b = {"CPU": float(num_cpus)}
+    if num_gpus:
+        b["GPU"] = float(num_gpus)
+    b.update({k: float(v) for k, v in resources.items()})
+    return {k: v for k, v in b.items() if v > 0} or {"CPU": 0.01}
+
+
+def check_feasible(role: str, b: dict[str, float]) -> None:
+    """Fail early, naming the role and resource, when no node of the cluster could ever fit it."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if not any(all(n.get(k, 0.0) >= v for k, v in b.items()) for n in nodes):
+        have = sorted({k for n in nodes for k in n if not k.startswith("node:")})
+        raise ValueError(f"{role} requests {b}, which no node of the Ray cluster can provide (resources present: {', '.join(have)})")
+
+
+def placed_options(role: str, num_cpus: float, num_gpus: float, resources: dict[str, float], timeout_s: float = 120.0) -> tuple[dict, object]:
+    """Actor options that run inside a fresh one-bundle placement group; returns (options, group)."""
+    b = bundle(num_cpus, num_gpus, resources)
+    check_feasible(role, b)
+    pg = placement_group([b], strategy="STRICT_PACK")
+    if not pg.wait(timeout_seconds=timeout_s):
+        remove_placement_group(pg)
+        raise TimeoutError(f"{role}: the cluster has no free room for {b} after {timeout_s:.0f} s")
+    opts = {
+        "num_cpus": b.get("CPU", 0.0),
+        "num_gpus": b.get("GPU", 0.0),
+        "resources": {k: v for k, v in b.items() if k not in ("CPU", "GPU")},
+        "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=0),
+    }
+    return opts, pg
+
+
+def release(pg) -> None:
+    try:
+        remove_placement_group(pg)
+    except Exception:  # already removed with its job
+        pass
