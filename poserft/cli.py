@@ -89,6 +89,47 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from poserft.cluster.controller import run_training
+
+    cfg = _config(args)
+    run_dir = args.run_dir or cfg.run_dir
+    res = run_training(cfg, args.init, run_dir)
+    print(json.dumps(res))
+    return 0
+
+
+def _cmd_submit(args) -> int:
+    from poserft.cluster.jobs import submit
+
+    job = submit(args.address, args.config, args.init, args.run_dir, args.set or [], working_dir=args.working_dir)
+    print(f"submitted {job}; follow it with: poserft logs {job} --address {args.address}")
+    return 0
+
+
+def _cmd_status(args) -> int:
+    from poserft.cluster.jobs import job_status
+
+    for j in job_status(args.address, args.job_id):
+        print(f"{j['job_id']}  {j['status']}  {j['entrypoint']}")
+    return 0
+
+
+def _cmd_logs(args) -> int:
+    from poserft.cluster.jobs import job_logs
+
+    print(job_logs(args.address, args.job_id), end="")
+    return 0
+
+
+def _cmd_scale(args) -> int:
+    from poserft.cluster.jobs import scale_rollout_workers
+
+    st = scale_rollout_workers(args.rollout_workers, args.address, args.namespace)
+    print(f"rollout workers: target {st['target_workers']}, running {st['workers']} (applied between steps); step {st['step']}, version {st['version']}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from poserft.demo import run_demo
 
@@ -157,6 +198,34 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None)
     ev.set_defaults(func=_cmd_eval)
 
+    tr = sub.add_parser("train", help="HyGRPO training on Ray (starts a local cluster or joins RAY_ADDRESS)")
+    tr.add_argument("--init", required=True, help="the SFT checkpoint (also the frozen reference)")
+    tr.add_argument("--run-dir", default=None, help="run folder (default: run_dir of the config); resumes if it has a checkpoint")
+    _add_config_args(tr)
+    tr.set_defaults(func=_cmd_train)
+
+    su = sub.add_parser("submit", help="submit `poserft train` as a Ray job")
+    su.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://head:8265")
+    su.add_argument("--config", required=True)
+    su.add_argument("--init", required=True, help="SFT checkpoint path as seen by the cluster")
+    su.add_argument("--run-dir", default="runs/job", help="run folder as seen by the cluster (use shared storage)")
+    su.add_argument("--working-dir", default=".", help="folder shipped as the job's working directory")
+    su.add_argument("--set", action="append", metavar="KEY=VALUE")
+    su.set_defaults(func=_cmd_submit)
+    st = sub.add_parser("status", help="status of submitted jobs")
+    st.add_argument("job_id", nargs="?", default=None)
+    st.add_argument("--address", required=True)
+    st.set_defaults(func=_cmd_status)
+    lg = sub.add_parser("logs", help="logs of a submitted job")
+    lg.add_argument("job_id")
+    lg.add_argument("--address", required=True)
+    lg.set_defaults(func=_cmd_logs)
+    sc = sub.add_parser("scale", help="add or remove rollout workers of a running job")
+    sc.add_argument("--rollout-workers", type=int, required=True)
+    sc.add_argument("--address", default=None, help="Ray address (default: auto)")
+    sc.add_argument("--namespace", default=None)
+    sc.set_defaults(func=_cmd_scale)
+
     from poserft.reward_service.grpc_server import register_cli
 
     register_cli(sub)
@@ -177,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as err:
+        if os.environ.get("POSERFT_DEBUG"):
+            raise
         print(f"poserft: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

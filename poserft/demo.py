@@ -45,6 +45,11 @@ def sample_sheet(data_dir: Path, out_png: Path, n: int = 6) -> list[str]:
     return captions
 
 
+def _rl_finished(rl_dir: Path, steps: int) -> bool:
+    meta = rl_dir / "checkpoints" / "latest" / "poserft.json"
+    return meta.is_file() and json.loads(meta.read_text()).get("controller", {}).get("step", 0) >= steps
+
+
 def run_demo(data_dir: Path, run_dir: Path, seed: int = 0, config: str | None = "configs/tiny-cpu.yaml", overrides=None) -> int:
     cfg = load_config(config if config and Path(config).is_file() else None, overrides or [])
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -102,10 +107,27 @@ def run_demo(data_dir: Path, run_dir: Path, seed: int = 0, config: str | None = 
     _done("sft", t0, timings)
 
     checkpoints = {"sft": sft_policy}
+    import ray
+
+    from poserft.cluster.controller import run_training
+
     for name, i in (("hygrpo", 5), ("grpo", 6)):
         t0 = _stage(name, i)
-        print("not part of this build yet (issue 05): skipped")
+        rl_dir = run_dir / name
+        rl_cfg = cfg.model_copy(deep=True)
+        rl_cfg.rewards.retriever_dir = str(run_dir / "retriever_reward")
+        rl_cfg.data.dir = str(data_dir)
+        rl_cfg.rl.algorithm = name
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=True)
+        if _rl_finished(rl_dir, rl_cfg.rl.steps):
+            print(f"using the finished run in {rl_dir} (delete it to train again)")
+        else:
+            summary[f"{name}_train"] = run_training(rl_cfg, str(sft_policy), str(rl_dir))
+        checkpoints[name] = rl_dir / "checkpoints" / "latest"
         _done(name, t0, timings)
+    if ray.is_initialized():
+        ray.shutdown()
 
     t0 = _stage("eval", 7)
     from poserft.learner.evaluate import eval_table, evaluate_policy

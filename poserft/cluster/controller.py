@@ -36,6 +36,7 @@ from poserft.reward_service.rewards import RewardSettings
 from poserft.rollout_workers.worker import RolloutWorkerCore
 
 CONTROLLER_NAME = "poserft-controller"
+NAMESPACE = "poserft"
 TASK_JOIN = ("task", "caption", "reference_text", "target_joints", "image", "target_pose")
 
 
@@ -321,7 +322,7 @@ def run_training(cfg: Config, sft_ckpt: str, run_dir: str, detached: bool = Fals
     current step, checkpoints and returns."""
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, logging_level="ERROR")
-    ctl = controller_actor_class().options(name=CONTROLLER_NAME, get_if_exists=False).remote(cfg, sft_ckpt, run_dir)
+    ctl = controller_actor_class().options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(cfg, sft_ckpt, run_dir)
     previous = {}
 
     def on_signal(signum, _frame):
