@@ -239,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines appear at once in logs and pipes
     args = build_parser().parse_args(argv)
     from poserft.common.config import ConfigError
     from poserft.common.dataset import DatasetError

@@ -28,13 +28,13 @@ def cluster():
     c.add_node(num_cpus=1, resources={"learner_node": 1})
     c.add_node(num_cpus=3, resources={"rollout_node": 3})
     c.add_node(num_cpus=1, resources={"reward_node": 1})
-    ray.init(address=c.address, logging_level="ERROR", log_to_driver=False)
+    ray.init(address=c.address, logging_level="ERROR", log_to_driver=True)
     yield c
     ray.shutdown()
     c.shutdown()
 
 
-def _wait_step(ctl, step, timeout=300):
+def _wait_step(ctl, step, timeout=900):
     deadline = time.time() + timeout
     while time.time() < deadline:
         st = ray.get(ctl.get_status.remote())
