@@ -62,6 +62,7 @@ class SFTConfig(Section):
     grad_clip: float = Field(1.0, gt=0)
     pose_l1_weight: float = Field(1.0, ge=0, description="Weight of the L1 loss on rotation matrices (ChatPose uses 0.1).")
     pose_nll_weight: float = Field(0.05, ge=0, description="Weight of the Gaussian NLL that calibrates the std.")
+    pose_joint_weight: float = Field(1.0, ge=0, description="Weight of the FK joint-position error in metres (ours, not ChatPose's).")
     dtype: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = CPU/GPU autocast.")
     val_every: int = Field(250, ge=1)
     val_rows: int = Field(192, ge=1)

@@ -2,7 +2,10 @@
 
 Loss per batch = LM cross-entropy on response tokens
                + pose_l1_weight * L1 between rotation matrices of mu and of the target (ChatPose)
+               + pose_joint_weight * mean joint-position error (m) of FK(mu) vs FK(target)
                + pose_nll_weight * Gaussian NLL of the target under (mu.detach(), std), per dim.
+The joint term is ours (ChatPose has only the rotation loss): it weights each rotation by how far
+it moves the body, so the global orientation, which moves every joint, is learned first.
 The NLL sees a detached mean so it only calibrates the std to the mean's actual error.
 Resuming from `state.pt` reaches the same step and data position as an uninterrupted run.
 """
@@ -84,7 +87,10 @@ def batch_inputs(policy: PosePolicy, ex: Examples, idx):
     )
 
 
-def sft_loss(policy: PosePolicy, ex: Examples, idx, l1_weight: float, nll_weight: float) -> tuple[torch.Tensor, dict]:
+_BODY = BodyModel()
+
+
+def sft_loss(policy: PosePolicy, ex: Examples, idx, l1_weight: float, nll_weight: float, joint_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     inp = batch_inputs(policy, ex, idx)
     out = policy(inp)
     mask = out["mask"]
@@ -100,6 +106,10 @@ def sft_loss(policy: PosePolicy, ex: Examples, idx, l1_weight: float, nll_weight
         nll = -gaussian_log_prob(target, mu.detach(), log_std, reduce="mean").mean()
         loss = loss + l1_weight * l1 + nll_weight * nll
         stats.update(l1=l1.item(), nll=nll.item(), std=log_std.exp().mean().item())
+        if joint_weight:
+            joint_err = (_BODY.forward_kinematics(mu) - ex.target_joints[idx_t][pose_rows]).norm(dim=-1).mean()
+            loss = loss + joint_weight * joint_err
+            stats["joint_m"] = joint_err.item()
     stats["loss"] = loss.item()
     return loss, stats
 
@@ -197,7 +207,7 @@ def run_sft(init_ckpt: str | Path, data_dir: str | Path, out_dir: str | Path, se
     while step < settings.steps:
         idx = batch_indices(len(train), settings.batch_size, settings.seed, step)
         with autocast:
-            loss, st = sft_loss(policy, train, idx, settings.pose_l1_weight, settings.pose_nll_weight)
+            loss, st = sft_loss(policy, train, idx, settings.pose_l1_weight, settings.pose_nll_weight, settings.pose_joint_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.grad_clip)
@@ -205,7 +215,7 @@ def run_sft(init_ckpt: str | Path, data_dir: str | Path, out_dir: str | Path, se
         sched.step()
         step += 1
         bar.update(1)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in st.items() if k in ("ce", "l1", "std")})
+        bar.set_postfix({k: f"{v:.3f}" for k, v in st.items() if k in ("ce", "l1", "joint_m", "std")})
         if step % settings.val_every == 0 or step == settings.steps:
             v = validate(policy, val, body, settings.val_rows)
             log.append({"step": step, "seconds": round(time.time() - t0, 1), **{f"train_{k}": x for k, x in st.items()}, **{f"val_{k}": x for k, x in v.items()}})

@@ -53,6 +53,10 @@ class VLLMEngine:
         )  # fmt: skip
         if on_cpu:
             kwargs["kv_cache_memory_bytes"] = kv_cache_mb * 2**20
+            # Per-request seeds use torch generators; vLLM rewinds a generator's offset when it
+            # discards the token of a partially prefilled (chunked) request, which CPU generators
+            # cannot do. A token budget far above any batch's prompts means no prefill is chunked.
+            kwargs["max_num_batched_tokens"] = max(16384, max_model_len)
         else:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
             kwargs["enable_sleep_mode"] = enable_sleep_mode
