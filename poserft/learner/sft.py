@@ -13,7 +13,6 @@ Resuming from `state.pt` reaches the same step and data position as an uninterru
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from poserft.common.body import BodyModel
 from poserft.common.config import SFTConfig
 from poserft.common.dataset import load_split
 from poserft.common.metrics import mpjpe
+from poserft.common.train_state import load_train_state, save_train_state
 from poserft.common.rotations import axis_angle_to_rot6d, rot6d_to_matrix
 
 from poserft.learner.checkpoint import load_policy, save_policy
@@ -182,24 +182,13 @@ def run_sft(init_ckpt: str | Path, data_dir: str | Path, out_dir: str | Path, se
     opt = torch.optim.AdamW(policy.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(settings))
     state_path = out_dir / "state.pt"
-    step, log = 0, []
-    if state_path.is_file():
-        state = torch.load(state_path, weights_only=False)
-        if state["settings"] != settings.model_dump():
-            changed = sorted(k for k, v in settings.model_dump().items() if state["settings"].get(k) != v)
-            raise ValueError(f"{state_path} was written with other SFT settings ({', '.join(changed)}); use a new output folder")
-        policy.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        torch.set_rng_state(state["torch_rng"])
-        step, log = state["step"], state["log"]
+    restored = load_train_state(state_path, policy, opt, sched, settings.model_dump())
+    step, log = (restored["step"], restored["log"]) if restored else (0, [])
+    if restored:
         print(f"resuming SFT from {state_path} at step {step}/{settings.steps}")
 
     def save_state():
-        tmp = out_dir / ".state.pt.tmp"
-        torch.save({"model": policy.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "step": step, "log": log, "settings": settings.model_dump()}, tmp)
-        os.replace(tmp, state_path)
+        save_train_state(state_path, policy, opt, sched, settings.model_dump(), step=step, log=log)
 
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.dtype == "bf16")
     bar = tqdm(total=settings.steps, initial=step, desc="sft", disable=not progress, dynamic_ncols=True)

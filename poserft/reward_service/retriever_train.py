@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from poserft.common.captioner import Captioner
 from poserft.common.config import RetrieverTrainConfig
 from poserft.common.dataset import load_split
 from poserft.common.metrics import r_precision, retrieval_recalls
+from poserft.common.train_state import load_train_state, save_train_state
 from poserft.reward_service.retriever import Retriever, RetrieverConfig, pose_features
 
 
@@ -67,16 +67,9 @@ def train_retriever(data_dir: str | Path, out: str | Path, settings: TrainSettin
         opt, lambda s: min(1.0, (s + 1) / max(1, total // 20)) * 0.5 * (1 + np.cos(np.pi * min(s, total) / total))
     )
     state_path = out / "train_state.pt"
-    start_epoch, history = 0, []
-    if state_path.is_file():
-        state = torch.load(state_path, weights_only=False)
-        if state["settings"] != settings.model_dump():
-            raise ValueError(f"{state_path} was written with other settings or data; use a new --out or delete it")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, history = state["epoch"], state["history"]
+    restored = load_train_state(state_path, model, opt, sched, settings.model_dump())
+    start_epoch, history = (restored["epoch"], restored["history"]) if restored else (0, [])
+    if restored:
         print(f"resuming {out} at epoch {start_epoch}/{settings.epochs}")
 
     g = torch.Generator().manual_seed(settings.seed)
@@ -106,14 +99,7 @@ def train_retriever(data_dir: str | Path, out: str | Path, settings: TrainSettin
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), **{k: val[k] for k in ("recall_at_10_t2p", "mrecall")}})
         if progress:
             print(f"epoch {epoch + 1}: loss {history[-1]['loss']:.3f}  val R@10 t2p {val['recall_at_10_t2p']:.1f}  mRecall {val['mrecall']:.1f}")
-        state = {
-            "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-            "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "history": history,
-            "settings": settings.model_dump(),
-        }  # fmt: skip
-        tmp = state_path.with_name(".train_state.pt.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, state_path)
+        save_train_state(state_path, model, opt, sched, settings.model_dump(), epoch=epoch + 1, history=history)
     model.save(out, extra={"train": settings.model_dump(), "history": history, "train_pairs": n, "train_seconds": round(time.time() - t0, 1)})
     return {"history": history, "out": str(out)}
 
