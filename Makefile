@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements/lock.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m poserft demo
+	PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 $(PY) -m poserft demo
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
