@@ -126,7 +126,5 @@ def write_eval_outputs(res: dict, figures: dict, out_dir: Path) -> None:
     (out_dir / "eval.json").write_text(json.dumps(res, indent=2) + "\n")
     (out_dir / "eval.md").write_text(eval_table({"checkpoint": res}) + "\n")
     for task, (pred, target, captions) in figures.items():
-        img = render_grid(list(target), captions=[c[:160] for c in captions], size=256, overlay=list(pred))
-        (img if hasattr(img, "save") else None) and img.save(out_dir / f"{task}_examples.png")
-        if isinstance(img, (bytes, bytearray)):
-            (out_dir / f"{task}_examples.png").write_bytes(img)
+        # the prediction in colour over its target in grey, with the prompt's caption below
+        render_grid(list(pred), captions=[c[:160] for c in captions], size=256, overlay=list(target)).save(out_dir / f"{task}_examples.png")
