@@ -49,6 +49,12 @@ class Examples:
         return len(self.tasks)
 
 
+def _encode_once(texts: list[str], encode) -> list[list[int]]:
+    """Tokenise each distinct text once (prompts and references repeat across rows)."""
+    cache: dict[str, list[int]] = {}
+    return [cache[t] if t in cache else cache.setdefault(t, encode(t)) for t in texts]
+
+
 def make_examples(policy: PosePolicy, table) -> Examples:
     tasks = table["task"].to_pylist()
     prompts = table["prompt"].to_pylist()
@@ -56,18 +62,8 @@ def make_examples(policy: PosePolicy, table) -> Examples:
     aa = np.array(table["target_pose"].combine_chunks().flatten(), dtype=np.float32).reshape(-1, 24, 3)
     joints = np.array(table["target_joints"].combine_chunks().flatten(), dtype=np.float32).reshape(-1, 24, 3)
     images = table["image"].to_pylist()
-    prompt_cache: dict[str, list[int]] = {}
-    prompt_ids = []
-    for p in prompts:
-        if p not in prompt_cache:
-            prompt_cache[p] = policy.encode_prompt(p)
-        prompt_ids.append(prompt_cache[p])
-    resp_cache: dict[str, list[int]] = {}
-    response_ids = []
-    for r in refs:
-        if r not in resp_cache:
-            resp_cache[r] = policy.encode_response(r)
-        response_ids.append(resp_cache[r])
+    prompt_ids = _encode_once(prompts, policy.encode_prompt)
+    response_ids = _encode_once(refs, policy.encode_response)
     return Examples(
         prompt_ids=prompt_ids,
         response_ids=response_ids,
