@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     from poserft.reward_service.grpc_server import register_cli
 
     register_cli(sub)
+    from poserft import report
+
+    report.register_cli(sub)
 
     d = sub.add_parser("demo", help="run the end-to-end demo on the tiny default")
     d.add_argument("--data", default="data/synth")
