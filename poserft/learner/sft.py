@@ -1,12 +1,20 @@
 """Supervised fine-tuning over the three tasks (`poserft sft`).
 
-Loss per batch = LM cross-entropy on response tokens
-               + pose_l1_weight * L1 between rotation matrices of mu and of the target (ChatPose)
-               + pose_joint_weight * mean joint-position error (m) of FK(mu) vs FK(target)
-               + pose_nll_weight * Gaussian NLL of the target under (mu.detach(), std), per dim.
-The joint term is ours (ChatPose has only the rotation loss): it weights each rotation by how far
-it moves the body, so the global orientation, which moves every joint, is learned first.
-The NLL sees a detached mean so it only calibrates the std to the mean's actual error.
+Two phases in one resumable loop:
+
+1. Vision alignment (`align_steps`, the analogue of LLaVA's stage 1): the vision encoder and
+   projector learn, through a throwaway probe over the projected image tokens, to make the pose
+   readable from those tokens. Without it the tiny from-scratch LM never routes image content to
+   `<POSE>`: its hidden state there collapses to a constant (mean-pose output) because the
+   randomly initialised image tokens carry no usable signal to attend to.
+2. SFT over the three tasks. Loss per batch = LM cross-entropy on response tokens
+   + pose_l1_weight * L1 between rotation matrices of mu and of the target (ChatPose)
+   + pose_6d_weight * L1 between the raw 6D numbers (keeps mu on the scale of valid 6D)
+   + pose_joint_weight * mean joint-position error (m) of FK(mu) vs FK(target)
+   + pose_nll_weight * Gaussian NLL of the target under (mu.detach(), std), per dim.
+   The joint term is ours (ChatPose has only the rotation loss): it weights each rotation by
+   how far it moves the body. The NLL sees a detached mean so it only calibrates the std.
+
 Resuming from `state.pt` reaches the same step and data position as an uninterrupted run.
 """
 
@@ -19,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
-from poserft.common.body import BodyModel
+from poserft.common.body import NUM_JOINTS, POSE_6D_DIM, BodyModel
 from poserft.common.config import SFTConfig
 from poserft.common.dataset import load_split
 from poserft.common.metrics import mpjpe
@@ -86,7 +95,8 @@ def batch_inputs(policy: PosePolicy, ex: Examples, idx):
 _BODY = BodyModel()
 
 
-def sft_loss(policy: PosePolicy, ex: Examples, idx, l1_weight: float, nll_weight: float, joint_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+def sft_loss(policy: PosePolicy, ex: Examples, idx, l1_weight: float, nll_weight: float, joint_weight: float = 0.0,
+             six_d_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     inp = batch_inputs(policy, ex, idx)
     out = policy(inp)
     mask = out["mask"]
@@ -100,8 +110,9 @@ def sft_loss(policy: PosePolicy, ex: Examples, idx, l1_weight: float, nll_weight
         target = ex.target_6d[idx_t][pose_rows]
         l1 = (rot6d_to_matrix(mu.reshape(-1, 6)) - rot6d_to_matrix(target.reshape(-1, 6))).abs().mean()
         nll = -gaussian_log_prob(target, mu.detach(), log_std, reduce="mean").mean()
-        loss = loss + l1_weight * l1 + nll_weight * nll
-        stats.update(l1=l1.item(), nll=nll.item(), std=log_std.exp().mean().item())
+        l1_6d = (mu - target).abs().mean()
+        loss = loss + l1_weight * l1 + six_d_weight * l1_6d + nll_weight * nll
+        stats.update(l1=l1.item(), l1_6d=l1_6d.item(), nll=nll.item(), std=log_std.exp().mean().item())
         if joint_weight:
             joint_err = (_BODY.forward_kinematics(mu) - ex.target_joints[idx_t][pose_rows]).norm(dim=-1).mean()
             loss = loss + joint_weight * joint_err
@@ -110,11 +121,40 @@ def sft_loss(policy: PosePolicy, ex: Examples, idx, l1_weight: float, nll_weight
     return loss, stats
 
 
+class AlignProbe(nn.Module):
+    """Throwaway readout used only in the alignment phase: flattened projected image tokens -> 24x6D."""
+
+    def __init__(self, tokens: int, hidden: int, width: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(tokens * hidden, width), nn.ReLU(), nn.Linear(width, POSE_6D_DIM))
+        with torch.no_grad():
+            self.net[3].weight.mul_(0.1)
+            self.net[3].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0] * NUM_JOINTS))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.net(tokens)
+
+
+def align_loss(policy: PosePolicy, probe: AlignProbe, ex: Examples, idx) -> tuple[torch.Tensor, dict]:
+    """Joint-position error of the probe's pose read from the projected image tokens."""
+    inp = batch_inputs(policy, ex, idx)
+    if inp.images is None or len(inp.image_rows) != len(idx):
+        raise ValueError("alignment batches must be image2pose rows only")
+    mu = probe(policy.projector(policy.vision(inp.images)))
+    err = (_BODY.forward_kinematics(mu) - ex.target_joints[torch.as_tensor(np.asarray(idx))]).norm(dim=-1).mean()
+    return err, {"align_joint_m": err.item()}
+
+
 SFTSettings = SFTConfig  # the pydantic section is the settings object
 
 
 def _lr_lambda(s: SFTSettings):
+    """Constant after a short warm-up during alignment; warm-up then cosine (to 5%) during SFT."""
+
     def f(step):
+        if step < s.align_steps:
+            return min(1.0, (step + 1) / max(1, s.warmup_steps))
+        step -= s.align_steps
         if step < s.warmup_steps:
             return (step + 1) / s.warmup_steps
         frac = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
@@ -175,43 +215,62 @@ def run_sft(init_ckpt: str | Path, data_dir: str | Path, out_dir: str | Path, se
     train = make_examples(policy, load_split(data_dir, "train"))
     val = make_examples(policy, load_split(data_dir, "val"))
     body = BodyModel()
-    opt = torch.optim.AdamW(policy.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.98))
+    probe = AlignProbe(policy.image_tokens, policy.lm.config.hidden_size)
+    modules = nn.ModuleDict({"policy": policy, "probe": probe})  # what state.pt holds
+    # One optimizer over both: parameters without a gradient in a phase (the LM while aligning,
+    # the probe during SFT) are skipped by AdamW, so the phases do not disturb each other.
+    opt = torch.optim.AdamW(modules.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(settings))
     state_path = out_dir / "state.pt"
-    restored = load_train_state(state_path, policy, opt, sched, settings.model_dump())
+    # Settings that cannot change the result (threads, logging cadence) may differ on resume.
+    same = settings.model_dump(exclude={"threads", "val_every", "val_rows", "ckpt_every"})
+    restored = load_train_state(state_path, modules, opt, sched, same)
     step, log = (restored["step"], restored["log"]) if restored else (0, [])
+    total = settings.align_steps + settings.steps
     if restored:
-        print(f"resuming SFT from {state_path} at step {step}/{settings.steps}")
+        print(f"resuming SFT from {state_path} at step {step}/{total}")
+    image_rows = np.array([i for i, t in enumerate(train.tasks) if t == "image2pose"])
+    if settings.align_steps and not len(image_rows):
+        raise ValueError("sft.align_steps > 0 needs image2pose rows in the training split; set sft.align_steps: 0 for text-only data")
 
     def save_state():
-        save_train_state(state_path, policy, opt, sched, settings.model_dump(), step=step, log=log)
+        save_train_state(state_path, modules, opt, sched, same, step=step, log=log)
 
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.dtype == "bf16")
-    bar = tqdm(total=settings.steps, initial=step, desc="sft", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=step, desc="sft", disable=not progress, dynamic_ncols=True)
     t0 = time.time()
-    while step < settings.steps:
-        idx = batch_indices(len(train), settings.batch_size, settings.seed, step)
+    while step < total:
+        aligning = step < settings.align_steps
+        bar.set_description("align" if aligning else "sft")
         with autocast:
-            loss, st = sft_loss(policy, train, idx, settings.pose_l1_weight, settings.pose_nll_weight, settings.pose_joint_weight)
+            if aligning:
+                idx = image_rows[batch_indices(len(image_rows), settings.batch_size, settings.seed, step)]
+                loss, st = align_loss(policy, probe, train, idx)
+            else:
+                idx = batch_indices(len(train), settings.batch_size, settings.seed, step - settings.align_steps)
+                loss, st = sft_loss(policy, train, idx, settings.pose_l1_weight, settings.pose_nll_weight, settings.pose_joint_weight,
+                                    settings.pose_6d_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.grad_clip)
+        torch.nn.utils.clip_grad_norm_(modules.parameters(), settings.grad_clip)
         opt.step()
         sched.step()
         step += 1
         bar.update(1)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in st.items() if k in ("ce", "l1", "joint_m", "std")})
-        if step % settings.val_every == 0 or step == settings.steps:
+        bar.set_postfix({k: f"{v:.3f}" for k, v in st.items() if k in ("ce", "l1", "joint_m", "std", "align_joint_m")})
+        sft_step = step - settings.align_steps
+        if step == settings.align_steps or (sft_step > 0 and (sft_step % settings.val_every == 0 or step == total)):
             v = validate(policy, val, body, settings.val_rows)
-            log.append({"step": step, "seconds": round(time.time() - t0, 1), **{f"train_{k}": x for k, x in st.items()}, **{f"val_{k}": x for k, x in v.items()}})
-            tqdm.write(f"sft step {step}: " + "  ".join(f"{k} {x:.3f}" for k, x in v.items()))
-        if step % settings.ckpt_every == 0 or step == settings.steps or step == stop_after:
+            log.append({"step": step, "phase": "align" if sft_step <= 0 else "sft", "seconds": round(time.time() - t0, 1),
+                        **{f"train_{k}": x for k, x in st.items()}, **{f"val_{k}": x for k, x in v.items()}})
+            tqdm.write(f"sft step {step}/{total}: " + "  ".join(f"{k} {x:.3f}" for k, x in v.items()))
+        if step % settings.ckpt_every == 0 or step == total or step == stop_after:
             save_state()
         if stop_after is not None and step >= stop_after:
             bar.close()
             return {"step": step, "stopped": True, "log": log}
     bar.close()
-    save_policy(policy, out_dir / "policy", policy_version=0, stage="sft", sft_steps=step)
+    save_policy(policy, out_dir / "policy", policy_version=0, stage="sft", sft_steps=settings.steps, align_steps=settings.align_steps)
     return {"step": step, "log": log, "seconds": round(time.time() - t0, 1), "policy": str(out_dir / "policy")}
 
 
