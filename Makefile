@@ -22,7 +22,18 @@ $(STAMP): pyproject.toml requirements/lock.txt
 demo: $(STAMP)
 	PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 $(PY) -m poserft demo
 
-test: $(STAMP)
+# tests/test_prometheus.py runs the real Prometheus server: the Debian package (sudo when not root;
+# `apt-get update` only when the package lists are too old to find it).
+PROM_STAMP := $(VENV)/.prometheus-installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus
+
+$(PROM_STAMP): | $(STAMP)
+	command -v prometheus >/dev/null || $(APT_INSTALL) || { $(SUDO) apt-get update -q && $(APT_INSTALL); }
+	prometheus --version | head -1
+	touch $(PROM_STAMP)
+
+test: $(STAMP) $(PROM_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
 test-fast: $(STAMP)

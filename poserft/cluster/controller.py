@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 import ray
 from ray.exceptions import RayError
 
-from poserft.cluster.placement import placed_options, release
+from poserft.cluster.metrics import StepMetrics  # [metrics]
+from poserft.cluster.placement import bundle, check_feasible, placed_options, release
 from poserft.common.config import Config
 from poserft.common.dataset import load_split
 from poserft.learner.learner import LearnerCore, add_advantages
@@ -75,6 +76,8 @@ class Controller:
         self.lock = threading.Lock()
         self.counters = {"dropped_stale_groups": 0, "requeued_prompts": 0, "worker_failures": 0, "samples": 0, "tokens": 0}
         self.status = {"state": "starting", "step": 0, "version": 0, "workers": 0}
+        self.prom = StepMetrics(counters=self.counters).serve(self.s.metrics_port)  # [metrics] no server when rl.metrics_port is null
+        self.status["metrics_port"] = self.prom.port  # [metrics] the bound port (rl.metrics_port 0 = any free one)
 
     # ---- control API (called from other threads through the named actor) ----
     def scale(self, n: int) -> int:
@@ -137,6 +140,7 @@ class Controller:
         )
         self.version, self.weights_ref = ray.get(self.learner.publish.remote())
         rw = self.s.reward
+        check_feasible("reward worker", bundle(rw.num_cpus, 0.0, rw.resources))  # an infeasible pool would wait forever
         settings = RewardSettings(weights=self.cfg.rewards.weights, joint_tau_m=self.cfg.rewards.joint_tau_m,
                                   retriever_dir=self.cfg.rewards.retriever_dir, smpl_dir=self.cfg.body.smpl_dir)
         self.rewards = RewardPool(settings, num_workers=self.cfg.rewards.num_workers, batch_size=self.cfg.rewards.batch_size,
@@ -164,6 +168,7 @@ class Controller:
             print(f"removed {w['id']} (now {len(self.workers)} rollout workers)", flush=True)
         with self.lock:
             self.status["workers"] = len(self.workers)
+        self.prom.set_workers({w["id"]: self.version for w in self.workers}, self.target_workers)  # [metrics]
 
     # ---- the loop ----
     def _next_prompts(self) -> list[str]:
@@ -285,6 +290,8 @@ class Controller:
                 "tokens": n_tokens, **timing, **metrics, **{k: v for k, v in self.counters.items()}}
         with open(self.run_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(line) + "\n")
+        self.prom.observe(line, scored)  # [metrics]
+        self.prom.set_workers({w["id"]: self.version for w in self.workers}, self.target_workers)  # [metrics] synced above
         print(
             f"step {self.step}/{self.s.steps} v{self.version} | gen {timing['gen_s']:.1f}s reward {timing['reward_s']:.1f}s "
             f"train {timing['train_s']:.1f}s sync {timing['sync_s']:.2f}s | reward {metrics.get('reward_total', float('nan')):.3f} "
@@ -303,6 +310,7 @@ class Controller:
         ray.get(self.learner.save.remote(str(self.ckpt_dir), {"controller": state}))
 
     def shutdown(self) -> None:
+        self.prom.close()  # [metrics]
         for w in getattr(self, "workers", []):
             ray.kill(w["actor"])
             release(w["pg"])

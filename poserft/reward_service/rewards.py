@@ -16,7 +16,9 @@ null rewards and a reason in `reward_error`; it is never silently zero.
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +30,9 @@ from poserft.common.schemas import AA_DIM, POSE_RESPONSE, POSE_TOKEN, REWARD_COM
 
 SEMANTIC_FLOOR = -1.0
 JOINT_FLOOR = 0.0
+
+# Schema-metadata key of the per-component scoring seconds: JSON {"rows": n, "seconds": {component: s}}.
+REWARD_TIMING_KEY = b"poserft.reward_seconds"
 
 _POSE_TEMPLATE = re.compile(r"^\s*The SMPL pose of this person is <POSE>\s*\.\s*$")
 
@@ -160,13 +165,20 @@ class RewardScorer:
             sel = ok & np.array([self.needs(t, component) for t in tasks], bool)
             return sel & has_pose if pose_needed else sel
 
+        seconds: dict[str, float] = {}  # per component, for the Prometheus histogram (schema metadata)
+        t0 = time.perf_counter()
         sel = rows("format")
         cols["format"][sel] = format_reward([texts[i] for i in np.flatnonzero(sel)], list(task_arr[sel]))
+        if sel.any():
+            seconds["format"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         sel = rows("text_similarity")
         refs = table["reference_text"].to_pylist()
         idx = np.flatnonzero(sel)
         if len(idx):
             cols["text_similarity"][idx] = text_similarity(self.embedder, [texts[i] for i in idx], [refs[i] or "" for i in idx])
+            seconds["text_similarity"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         sem = rows("semantic")
         if sem.any():
             if self.retriever is None:
@@ -178,11 +190,15 @@ class RewardScorer:
                 if len(idx):
                     caps = table["caption"].to_pylist()
                     cols["semantic"][idx] = semantic_reward(self.retriever, [caps[i] or "" for i in idx], torch.from_numpy(pose[idx]).float())
+                seconds["semantic"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         jr = rows("joint")
         cols["joint"][jr] = JOINT_FLOOR
         idx = np.flatnonzero(jr & has_pose)
         if len(idx):
             cols["joint"][idx] = joint_reward(self.body, torch.from_numpy(pose[idx]), torch.from_numpy(target[idx].reshape(-1, 24, 3)), self.settings.joint_tau_m)
+        if jr.any():
+            seconds["joint"] = time.perf_counter() - t0
 
         total = np.full(n, np.nan, dtype=np.float32)
         for i, task in enumerate(tasks):
@@ -192,7 +208,9 @@ class RewardScorer:
         for c in REWARD_COMPONENTS:
             out = _set_column(out, f"reward_{c}", pa.array(cols[c], pa.float32(), mask=np.isnan(cols[c])))
         out = _set_column(out, "reward_total", pa.array(total, pa.float32(), mask=np.isnan(total)))
-        return _set_column(out, "reward_error", pa.array(errors, pa.string()))
+        out = _set_column(out, "reward_error", pa.array(errors, pa.string()))
+        timing = json.dumps({"rows": n, "seconds": seconds}).encode()
+        return out.replace_schema_metadata({**(out.schema.metadata or {}), REWARD_TIMING_KEY: timing})
 
 
 def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
