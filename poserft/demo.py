@@ -64,7 +64,9 @@ def run_demo(data_dir: Path, run_dir: Path, seed: int = 0, config: str | None = 
         build_dataset(data_dir, seed=d.seed, train_poses=d.train_poses, val_poses=d.val_poses, test_poses=d.test_poses, image_size=d.image_size)
     else:
         print(f"using existing {data_dir} (delete it to rebuild)")
-    card = json.loads((data_dir / "dataset_card.json").read_text())
+    from poserft.common.dataset import load_card
+
+    card = load_card(data_dir)  # a corrupt card is a one-line DatasetError, not a JSON traceback
     captions = sample_sheet(data_dir, run_dir / "samples.png")
     for c in captions[:3]:
         print(f"  caption: {c}")

@@ -16,9 +16,9 @@ def test_defaults_and_overrides(tmp_path):
     "yaml_text,overrides,msg",
     [
         ("data:\n  trian_poses: 5\n", [], "unknown config key 'data.trian_poses'"),
-        ("", ["data.train_poses=many"], "config key 'data.train_poses'"),
-        ("", ["data.train_poses=0"], "config key 'data.train_poses'.*greater than or equal to 1"),
-        ("", ["nosuch=1"], "unknown config key 'nosuch'"),
+        ("seed: 0\n", ["data.train_poses=many"], "config key 'data.train_poses'"),
+        ("seed: 0\n", ["data.train_poses=0"], "config key 'data.train_poses'.*greater than or equal to 1"),
+        ("seed: 0\n", ["nosuch=1"], "unknown config key 'nosuch'"),
         ("- a\n- b\n", [], "must hold a mapping"),
         ("data: [1, 2\n", [], "not valid YAML"),
         ("seed: 1\n", ["seed"], "must look like key.subkey=value"),

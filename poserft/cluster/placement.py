@@ -11,6 +11,8 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from poserft.common.config import ConfigError
+
 
 def bundle(num_cpus: float, num_gpus: float, resources: dict[str, float]) -> dict[str, float]:
     b = {"CPU": float(num_cpus)}
@@ -20,12 +22,40 @@ def bundle(num_cpus: float, num_gpus: float, resources: dict[str, float]) -> dic
     return {k: v for k, v in b.items() if v > 0} or {"CPU": 0.01}
 
 
-def check_feasible(role: str, b: dict[str, float]) -> None:
-    """Fail early, naming the role and resource, when no node of the cluster could ever fit it."""
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    if not any(all(n.get(k, 0.0) >= v for k, v in b.items()) for n in nodes):
-        have = sorted({k for n in nodes for k in n if not k.startswith("node:")})
-        raise ValueError(f"{role} requests {b}, which no node of the Ray cluster can provide (resources present: {', '.join(have)})")
+# The config section that sets each role's request, so an infeasible request names its key.
+ROLE_KEYS = {"rollout worker": "rl.rollout", "learner": "rl.learner", "reward worker": "rl.reward"}
+
+
+def _resource_key(section: str, resource: str) -> str:
+    if resource == "CPU":
+        return f"{section}.num_cpus"
+    if resource == "GPU":
+        return f"{section}.num_gpus"
+    return f"{section}.resources.{resource}"
+
+
+def check_feasible(role: str, b: dict[str, float], key: str | None = None) -> None:
+    """Fail early when no node of the cluster could ever fit the bundle `b` of `role`.
+
+    The one-line error names the config key that asks for the missing resource (`key` is the
+    role's config section; by default looked up in ROLE_KEYS)."""
+    section = key or ROLE_KEYS.get(role, role)
+    nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")]
+    if any(all(n.get(k, 0.0) >= v for k, v in b.items()) for n in nodes):
+        return
+    if not nodes:
+        raise ConfigError(f"config key {section!r}: the {role} cannot be placed because the Ray cluster has no alive node")
+    have = ", ".join(sorted({k for n in nodes for k in n if not k.startswith("node:")})) or "none"
+    for res, amount in b.items():
+        most = max(n.get(res, 0.0) for n in nodes)
+        if most < amount:
+            res_key = _resource_key(section, res)
+            raise ConfigError(
+                f"config key {res_key!r}: the {role} requests {amount:g} {res}, but no node of the Ray cluster "
+                f"has more than {most:g} (resources present: {have})"
+            )
+    keys = ", ".join(repr(_resource_key(section, res)) for res in b)
+    raise ConfigError(f"config keys {keys}: the {role} requests {b} on one node, but no node of the Ray cluster has all of it together")
 
 
 def placed_options(role: str, num_cpus: float, num_gpus: float, resources: dict[str, float], timeout_s: float = 120.0) -> tuple[dict, object]:

@@ -2,24 +2,106 @@
 
     cfg = load_config("configs/tiny-cpu.yaml", ["data.train_poses=5000", "seed=3"])
 
-Unknown keys and wrong types are errors that name the dotted key (`ConfigError`).
+Unknown keys, wrong types and impossible requests are errors (`ConfigError`) whose message is
+one line naming the dotted key (`rl.rollout.num_gpus`) and where it was set (file or override).
 """
 
 from __future__ import annotations
 
+import difflib
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from poserft.common.schemas import REWARD_COMPONENTS, TASKS
 
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key."""
 
 
+# ---- validators ----------------------------------------------------------------------------
+
+_RULE = "poserft_config"  # error type of the checks below; ctx carries the key below the section
+_SEED_FIELDS = ("seed", "init_seed")
+_MAX_SEED = 2**32 - 1
+_MIN_RESOURCE = 1e-4  # Ray rejects fractional quantities finer than this
+
+
+def _rule(key: str, reason: str) -> PydanticCustomError:
+    """A validation error about `key` (relative to the section being validated)."""
+    return PydanticCustomError(_RULE, "{reason}", {"key": key, "reason": reason})
+
+
+def _bool_for_number(annotation: Any, value: Any, path: tuple = ()) -> tuple[tuple, bool] | None:
+    """(where below the field, the boolean) when a YAML boolean stands in for a number.
+
+    pydantic would read `true` as 1, so `num_gpus: yes` silently meant one GPU."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if bool in args:
+            return None
+        for a in args:
+            found = _bool_for_number(a, value, path)
+            if found is not None:
+                return found
+        return None
+    if origin is dict and isinstance(value, dict):
+        value_type = get_args(annotation)[1]
+        for k, v in value.items():
+            found = _bool_for_number(value_type, v, (*path, str(k)))
+            if found is not None:
+                return found
+        return None
+    if annotation in (int, float) and isinstance(value, bool):
+        return path, value
+    return None
+
+
+def _check_quantities(**quantities: float) -> None:
+    for key, v in quantities.items():
+        if 0 < v < _MIN_RESOURCE:
+            raise _rule(key, f"is {v:g}, below the smallest fraction Ray can schedule; use 0 or at least {_MIN_RESOURCE:g}")
+
+
+def _check_custom_resources(resources: dict[str, float]) -> None:
+    """Custom Ray resources of a role: not CPU/GPU (those have their own keys), amounts >= 0."""
+    for name, v in resources.items():
+        if not name.strip():
+            raise _rule("resources", "has an empty resource name")
+        if name in ("CPU", "GPU"):
+            field = "num_cpus" if name == "CPU" else "num_gpus"
+            raise _rule(f"resources.{name}", f"sets a built-in resource; use {field} of the same section instead")
+        if v < 0:
+            raise _rule(f"resources.{name}", f"is {v:g}, but a resource amount cannot be negative")
+        _check_quantities(**{f"resources.{name}": v})
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info) -> Any:
+        field = cls.model_fields.get(info.field_name)
+        found = _bool_for_number(field.annotation, value) if field is not None else None
+        if found is not None:
+            where, boolean = found
+            raise _rule(".".join(where), f"expected a number, got the boolean {boolean} (YAML reads yes/no/on/off/true/false as booleans)")
+        return value
+
+    @field_validator(*_SEED_FIELDS, mode="after", check_fields=False)
+    @classmethod
+    def _seed_in_range(cls, value: Any) -> Any:
+        if isinstance(value, int) and not 0 <= value <= _MAX_SEED:
+            why = " (numpy rejects negative seeds)" if value < 0 else ""
+            raise _rule("", f"is {value}, but a seed must be between 0 and {_MAX_SEED}{why}")
+        return value
 
 
 class BodyConfig(Section):
@@ -48,12 +130,54 @@ class RetrieverTrainConfig(Section):
     threads: int | None = Field(None, ge=1, description="torch threads; null = torch default.")
 
 
+class LoRAConfig(Section):
+    enabled: bool = Field(False, description="Train LoRA adapters (peft) on the LM instead of its full weights; the LM's own weights stay fixed.")
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: float = Field(32.0, gt=0, description="LoRA alpha; the adapter's update is scaled by alpha / r.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input while training (0 keeps the learner's log-probs deterministic).")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="Linear layers of the LM that get adapters, by name (Llama: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj).",
+    )
+    modules_to_save: list[str] = Field(
+        default_factory=list,
+        description="LM modules trained in full beside the adapters, e.g. [embed_tokens, lm_head] so added tokens such as <POSE> learn their own rows.",
+    )
+
+    @model_validator(mode="after")
+    def _check_targets(self):
+        if self.enabled and not self.target_modules:
+            raise _rule("target_modules", "is empty, but lora.enabled needs at least one linear layer of the LM, e.g. [q_proj, v_proj]")
+        return self
+
+
 class ModelConfig(Section):
     preset: str = Field("tiny", description="Model size preset for `poserft model init` (tiny, base).")
     init_seed: int = Field(0, description="Seed of the random initialisation.")
+    freeze: list[str] = Field(
+        default_factory=list,
+        description="Parts of the policy the learner keeps fixed: any of lm, vision, projector, pose_in, head (e.g. [vision] for a real CLIP tower).",
+    )
+    lora: LoRAConfig = LoRAConfig()
+
+    @field_validator("freeze")
+    @classmethod
+    def _known_parts(cls, parts: list[str]) -> list[str]:
+        valid = ("lm", "vision", "projector", "pose_in", "head")  # = poserft.learner.policy.POLICY_PARTS
+        unknown = [p for p in parts if p not in valid]
+        if unknown:
+            raise _rule("", f"names unknown part(s) {', '.join(map(repr, unknown))}; valid parts: {', '.join(valid)}")
+        return list(dict.fromkeys(parts))
+
+    @model_validator(mode="after")
+    def _lora_needs_the_lm(self):
+        if self.lora.enabled and "lm" in self.freeze:
+            raise _rule("freeze", "lists lm, but lora.enabled trains adapters on the LM; remove lm from freeze or set lora.enabled: false")
+        return self
 
 
 class SFTConfig(Section):
+    align_steps: int = Field(800, ge=0, description="Vision alignment steps before SFT: vision encoder + projector trained to make pose readable from the image tokens (LLaVA stage-1 analogue).")
     steps: int = Field(1500, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -63,6 +187,7 @@ class SFTConfig(Section):
     pose_l1_weight: float = Field(1.0, ge=0, description="Weight of the L1 loss on rotation matrices (ChatPose uses 0.1).")
     pose_nll_weight: float = Field(0.05, ge=0, description="Weight of the Gaussian NLL that calibrates the std.")
     pose_joint_weight: float = Field(1.0, ge=0, description="Weight of the FK joint-position error in metres (ours, not ChatPose's).")
+    pose_6d_weight: float = Field(0.5, ge=0, description="Weight of the L1 on the raw 6D numbers; keeps mu on the scale of valid 6D so the Gaussian's std means something.")
     dtype: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = CPU/GPU autocast.")
     val_every: int = Field(250, ge=1)
     val_rows: int = Field(192, ge=1)
@@ -85,6 +210,16 @@ class RewardsConfig(Section):
     num_workers: int = Field(2, ge=1)
     batch_size: int = Field(256, ge=1)
     timeout_s: float = Field(120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_weights(self):
+        for task, components in self.weights.items():
+            if task not in TASKS:
+                raise _rule(f"weights.{task}", f"names an unknown task; known tasks: {', '.join(TASKS)}")
+            for c in components:
+                if c not in REWARD_COMPONENTS:
+                    raise _rule(f"weights.{task}.{c}", f"names an unknown reward component; known: {', '.join(REWARD_COMPONENTS)}")
+        return self
 
 
 class EvalConfig(Section):
@@ -109,12 +244,33 @@ class RolloutConfig(Section):
     resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources per worker.")
     threads: int | None = Field(1, ge=1)
 
+    @model_validator(mode="after")
+    def _check_request(self):
+        _check_quantities(num_cpus=self.num_cpus, num_gpus=self.num_gpus)
+        _check_custom_resources(self.resources)
+        tp, gpus = self.tensor_parallel_size, self.num_gpus
+        if self.engine == "hf" and tp > 1:
+            raise _rule("tensor_parallel_size", f"is {tp}, but only engine vllm shards the model; engine hf runs on one device, so use 1")
+        if self.engine == "hf" and gpus > 1:
+            raise _rule("num_gpus", f"asks for {gpus:g} GPUs per rollout worker, but engine hf uses one device, so at most 1 makes sense")
+        if gpus > tp:
+            raise _rule("num_gpus", f"asks for {gpus:g} GPUs per rollout worker, but tensor_parallel_size {tp} uses only {tp}")
+        if tp > 1 and 0 < gpus < tp:
+            raise _rule("num_gpus", f"is {gpus:g}, but tensor_parallel_size {tp} needs {tp} whole GPUs per rollout worker (or 0 on CPU)")
+        return self
+
 
 class RoleResources(Section):
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
     resources: dict[str, float] = Field(default_factory=dict)
     threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_request(self):
+        _check_quantities(num_cpus=self.num_cpus, num_gpus=self.num_gpus)
+        _check_custom_resources(self.resources)
+        return self
 
 
 class RLConfig(Section):
@@ -143,6 +299,14 @@ class RLConfig(Section):
     reward: RoleResources = RoleResources(num_cpus=0.5)
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus port of the controller; null = off.")
 
+    @model_validator(mode="after")
+    def _check_run(self):
+        if not self.tasks:
+            raise _rule("tasks", "is empty; list at least one of " + ", ".join(TASKS))
+        if self.group_size < 2:
+            raise _rule("group_size", f"is {self.group_size}, but group-relative advantages need at least 2 responses per prompt (with 1 every advantage is 0)")
+        return self
+
 
 class Config(Section):
     seed: int = Field(0, description="Global seed.")
@@ -155,6 +319,18 @@ class Config(Section):
     rewards: RewardsConfig = RewardsConfig()
     eval: EvalConfig = EvalConfig()
     rl: RLConfig = RLConfig()
+
+    @model_validator(mode="after")
+    def _check_reward_weights_cover_tasks(self):
+        for task in self.rl.tasks:
+            if task not in self.rewards.weights:
+                raise _rule(f"rewards.weights.{task}", f"is missing, but rl.tasks trains on {task}; give it reward weights")
+        return self
+
+
+def _one_line(text: str) -> str:
+    """Line breaks of any kind become spaces (keys inside reprs are escaped already)."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -178,39 +354,162 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"override {text!r} has an empty key")
     try:
         return key, yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError):
+        # Not YAML (or a YAML scalar that does not construct, such as `2001-13-01`): a string.
         return key, raw
 
 
-def _describe(err: ValidationError) -> str:
+def _short_repr(value: Any, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"<recursive {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """Field names of the section at `loc` (for "did you mean"); [] when it is not a section."""
+    for part in loc:
+        field = model.model_fields.get(part)
+        ann = field.annotation if field is not None else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def _origin(key: str, path: Path | None, sources: list[tuple[str, str]]) -> str:
+    """Where `key` was set: the last override touching it, else the file."""
+    for dotted, text in reversed(sources):
+        if key == dotted or key.startswith(dotted + ".") or dotted.startswith(key + "."):
+            return f" (set by override {text!r})"
+    return f" in {path}" if path is not None else ""
+
+
+def _describe(err: ValidationError, model: type[BaseModel] = None, path: Path | None = None, sources=()) -> str:
+    """The first validation error as one sentence naming the dotted key."""
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    loc = [str(p) for p in first["loc"]]
+    if len(loc) > 1 and loc[-1] == "[key]" and first["type"] != "extra_forbidden":
+        loc.pop()  # pydantic's marker for "the key itself (not its value) is invalid"
+    ctx = first.get("ctx") or {}
+    if first["type"] == _RULE:
+        loc += [k for k in str(ctx.get("key", "")).split(".") if k]
+        problem = _one_line(ctx.get("reason", first["msg"]))
+    else:
+        problem = f"{_one_line(first['msg'])} (got {_short_repr(first.get('input'))})"
+    key = ".".join(loc) or "<root>"
+    where = _origin(key, path, list(sources))
     if first["type"] == "extra_forbidden":
-        return f"unknown config key {key!r}"
-    return f"config key {key!r}: {first['msg']} (got {first.get('input')!r})"
+        hint = ""
+        if model is not None and loc:
+            close = difflib.get_close_matches(loc[-1], _fields_at(model, loc[:-1]), n=1)
+            hint = f"; did you mean {'.'.join([*loc[:-1], close[0]])!r}?" if close else ""
+        return _one_line(f"unknown config key {key!r}{where}{hint}")
+    return _one_line(f"config key {key!r}{where}: {problem}")
 
 
-def validate_config(tree: dict, model: type[BaseModel] = Config) -> BaseModel:
+def _validate(tree: Any, model: type[BaseModel], path: Path | None, sources: list[tuple[str, str]]) -> BaseModel:
     if not isinstance(tree, dict):
         raise ConfigError(f"a config must be a mapping of keys to values, got {type(tree).__name__}")
     try:
         return model.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_describe(err)) from None
+        raise ConfigError(_describe(err, model, path, sources)) from None
+    except RecursionError:
+        raise ConfigError(f"config{' file ' + str(path) if path else ''} is nested too deeply") from None
+
+
+def validate_config(tree: dict, model: type[BaseModel] = Config) -> BaseModel:
+    return _validate(tree, model, None, [])
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose value errors (`2001-13-01`, `!!int abc`) become YAML errors with a line."""
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as err:
+            what = f" {_short_repr(node.value)}" if isinstance(node, yaml.ScalarNode) else ""
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read the value{what} ({_one_line(err)})", node.start_mark) from None
+
+
+def _check_duplicate_keys(node, path: Path, prefix: str = "", seen_nodes: set | None = None) -> None:
+    """YAML keeps the last of two equal keys; in a config that silently drops a whole section."""
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if id(node) in seen_nodes:  # aliases may point back up the tree
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = f"{prefix}{key_node.value}"
+                line = key_node.start_mark.line + 1
+                if key_node.value in lines:
+                    raise ConfigError(f"config file {path}, line {line}: duplicate key {key!r} (first set on line {lines[key_node.value]}); a second entry would silently replace the first")
+                lines[key_node.value] = line
+                _check_duplicate_keys(value_node, path, key + ".", seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicate_keys(item, path, f"{prefix}{i}.", seen_nodes)
+
+
+def _yaml_problem(err: yaml.YAMLError, text: str) -> str:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = ": ".join(p for p in (getattr(err, "context", None), getattr(err, "problem", None)) if p)
+    if isinstance(err, yaml.reader.ReaderError):
+        line = text.count("\n", 0, max(err.position, 0)) + 1
+        return f"line {line}: character U+{err.character:04X} is not allowed in YAML text"
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {_one_line(problem or err)}"
+    return _one_line(err)
+
+
+def _read_config_file(path: Path) -> dict:
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder, not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {_one_line(err.strerror or err)}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); is it a YAML file?") from None
+    loader = None
+    try:
+        loader = _Loader(text)  # checks for unprintable characters already
+        node = loader.get_single_node()
+        if node is not None:
+            _check_duplicate_keys(node, path)
+        tree = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(err, text)}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to be a config") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    if tree is None:
+        raise ConfigError(f"config file {path} is empty (no keys); leave out the config file to use the defaults")
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values at the top level, not a {type(tree).__name__}")
+    return tree
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, model: type[BaseModel] = Config):
     tree: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+        tree = _read_config_file(path)
+    sources: list[tuple[str, str]] = []
     for text in overrides or []:
-        _set_dotted(tree, *parse_override(text))
-    return validate_config(tree, model)
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+        sources.append((key, text))
+    return _validate(tree, model, path, sources)
