@@ -70,6 +70,18 @@ def _cmd_model_init(args) -> int:
     return 0
 
 
+def _cmd_model_import(args) -> int:
+    from poserft.learner.checkpoint import count_parameters
+    from poserft.learner.llava import import_llava
+
+    policy = import_llava(args.llava, args.out, seed=args.seed, dtype=args.dtype)
+    n = count_parameters(policy)
+    v = policy.meta["vision"]
+    print(f"wrote {args.out}: LLaVA {n['total'] / 1e6:.1f}M parameters (LM {n['lm'] / 1e6:.1f}M, CLIP + projector {n['vision'] / 1e6:.1f}M), "
+          f"vocab {len(policy.tokenizer)}, {v['out_tokens']} image tokens from CLIP layer {v['feature_layer']}")  # fmt: skip
+    return 0
+
+
 def _cmd_sft(args) -> int:
     from poserft.learner.sft import run_sft
 
@@ -182,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("--out", required=True)
     mi.add_argument("--seed", type=int, default=0)
     mi.set_defaults(func=_cmd_model_init)
+    mp = m.add_parser("import", help="convert a Hugging Face LLaVA-1.5 checkpoint into a poserft policy (see docs/real_checkpoints.md)")
+    mp.add_argument("--llava", required=True, metavar="PATH", help="folder of a LlavaForConditionalGeneration checkpoint, e.g. llava-hf/llava-1.5-7b-hf")
+    mp.add_argument("--out", required=True)
+    mp.add_argument("--seed", type=int, default=0, help="seed of the new pose head and pose-input MLP")
+    mp.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="LM weights dtype (default: as stored)")
+    mp.set_defaults(func=_cmd_model_import)
 
     sf = sub.add_parser("sft", help="supervised fine-tuning over the three tasks (resumable)")
     sf.add_argument("--init", required=True, help="checkpoint to start from (`poserft model init`)")

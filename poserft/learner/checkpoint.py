@@ -1,11 +1,15 @@
 """Policy checkpoints: presets, `poserft model init`, save and load.
 
 A checkpoint folder *is* the Hugging Face folder of the language model (config.json,
-model.safetensors, tokenizer files), so `vllm.LLM(model=DIR)` loads it unchanged. Beside them:
+model.safetensors or its shards, the index listing them, tokenizer files), so
+`vllm.LLM(model=DIR)` loads it unchanged. Beside them:
 - `pose_head.safetensors`: the Gaussian pose head;
 - `vision.safetensors`: vision encoder, projector and the pose input encoder;
-- `poserft.json`: preset, special token ids, pose representation, policy version, sizes.
+- `poserft.json`: preset, special token ids, pose representation, vision type, policy version, sizes;
+- `lora_adapter/` (LoRA runs only): the adapter in peft's layout. The LM files always hold the
+  merged weights, so nothing else needs to know that LoRA was used.
 Writes go to a temporary folder that is renamed into place, so a checkpoint is never half-written.
+`poserft.learner.llava` writes the same layout from a LLaVA-1.5 checkpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from poserft.learner.policy import PosePolicy
 
 FORMAT_VERSION = 1
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", POSE_TOKEN, IMAGE_TOKEN, POSE_INPUT_TOKEN]
-REQUIRED_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json", "pose_head.safetensors", "vision.safetensors", "poserft.json")
+REQUIRED_FILES = ("config.json", "model.safetensors.index.json", "tokenizer.json", "pose_head.safetensors", "vision.safetensors", "poserft.json")
+LM_INDEX = "model.safetensors.index.json"
+POSE_REPRESENTATION = "24 joints x 6D (first two columns of each local rotation matrix), joint 0 = global orientation"
 
 # head_dim must be one vLLM's CPU attention supports (32, 64, ...).
 PRESETS = {
@@ -97,7 +103,7 @@ def init_policy(preset: str, data_dir: str | Path, seed: int = 0) -> PosePolicy:
         "preset": preset,
         "policy_version": 0,
         "token_ids": {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS},
-        "pose_representation": "24 joints x 6D (first two columns of each local rotation matrix), joint 0 = global orientation",
+        "pose_representation": POSE_REPRESENTATION,
         "vision": dict(p["vision"]),
         "head": {"log_std_min": -5.0, "log_std_max": 0.0, "log_std_init": -1.5},
         "max_positions": MAX_POSITIONS,
@@ -115,23 +121,42 @@ def count_parameters(policy: PosePolicy) -> dict:
 def save_policy(policy: PosePolicy, out: str | Path, extra_files: dict | None = None, **meta_updates) -> Path:
     """Write the checkpoint atomically (temp folder, then rename over `out`).
 
+    A LoRA-wrapped LM is written as a plain HF LM with the adapters merged into a copy (the
+    training model stays wrapped), plus the adapter in `lora_adapter/`.
     `extra_files` maps a file name to a function that writes it, given its path, inside the
     temporary folder, so they land together with the weights or not at all."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
-    try:
-        policy.lm.save_pretrained(tmp, safe_serialization=True)
+    from poserft.learner import lora
+
+    def fill(tmp: Path) -> None:
+        meta = {k: v for k, v in {**policy.meta, **meta_updates}.items() if k not in ("lora", "freeze")}
+        if lora.is_wrapped(policy.lm):
+            lora.merged_copy(policy.lm).save_pretrained(tmp, safe_serialization=True)
+            meta["lora"] = lora.save_adapter(policy.lm, tmp / lora.ADAPTER_DIR)
+        else:
+            policy.lm.save_pretrained(tmp, safe_serialization=True)
+        if getattr(policy, "switches", None) and policy.switches["freeze"]:
+            meta["freeze"] = policy.switches["freeze"]  # a record only; loading ignores it
         _write_lm_index(tmp)
         policy.tokenizer.save_pretrained(tmp)
         extra = policy.extra_state_dict()
         save_file({k[len("head."):]: v.contiguous() for k, v in extra.items() if k.startswith("head.")}, tmp / "pose_head.safetensors")
         save_file({k: v.contiguous() for k, v in extra.items() if not k.startswith("head.")}, tmp / "vision.safetensors")
-        meta = {**policy.meta, **meta_updates, "parameters": count_parameters(policy)}
+        meta["parameters"] = count_parameters(policy)
         (tmp / "poserft.json").write_text(json.dumps(meta, indent=2) + "\n")
         for name, write in (extra_files or {}).items():
             write(tmp / name)
         policy.meta = meta
+
+    return write_atomically(out, fill)
+
+
+def write_atomically(out: str | Path, fill) -> Path:
+    """Call `fill(tmp)` on a fresh temporary folder beside `out`, then rename it over `out`."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
+    try:
+        fill(tmp)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -151,12 +176,31 @@ def _write_lm_index(folder: Path) -> None:
     (vLLM) then take only the LM's file and not the pose head's or the vision encoder's."""
     from safetensors import safe_open
 
-    if (folder / "model.safetensors.index.json").exists():
+    if (folder / LM_INDEX).exists():  # sharded: transformers wrote it, listing only the LM's shards
         return
     with safe_open(str(folder / "model.safetensors"), "pt") as fh:
         names = list(fh.keys())
     index = {"metadata": {"total_size": (folder / "model.safetensors").stat().st_size}, "weight_map": {n: "model.safetensors" for n in names}}
-    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=1) + "\n")
+    (folder / LM_INDEX).write_text(json.dumps(index, indent=1) + "\n")
+
+
+def read_lm_tensors(folder: str | Path, names, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Some of a checkpoint's LM tensors by HF name, read from their shards (nothing else loaded)."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    weight_map = json.loads((folder / LM_INDEX).read_text())["weight_map"]
+    missing = [n for n in names if n not in weight_map]
+    if missing:
+        raise CheckpointError(f"checkpoint {folder} has no LM tensor {missing[0]!r}")
+    out: dict[str, torch.Tensor] = {}
+    for shard in sorted({weight_map[n] for n in names}):
+        with safe_open(str(folder / shard), "pt") as fh:
+            for n in names:
+                if weight_map[n] == shard:
+                    t = fh.get_tensor(n)
+                    out[n] = t.to(dtype) if dtype is not None else t
+    return out
 
 
 def check_checkpoint(folder: str | Path) -> dict:
@@ -166,6 +210,9 @@ def check_checkpoint(folder: str | Path) -> dict:
     for name in REQUIRED_FILES:
         if not (folder / name).is_file():
             raise CheckpointError(f"checkpoint {folder} is missing {name}")
+    for shard in sorted(set(json.loads((folder / LM_INDEX).read_text())["weight_map"].values())):
+        if not (folder / shard).is_file():
+            raise CheckpointError(f"checkpoint {folder} is missing {shard} (listed in {LM_INDEX})")
     meta = json.loads((folder / "poserft.json").read_text())
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {folder} has format_version {meta.get('format_version')}, this poserft reads {FORMAT_VERSION}")

@@ -7,6 +7,11 @@ pose of pose2text) to one position filled with the pose input encoder's output. 
 LM sees is therefore expressible as prompt embeddings, which is how vLLM gets image prompts.
 
 pi(a, p | q) = pi_LM(a | q) * N(p; mu(q, a), diag(exp(log_std(q, a))^2)), with p the 24x6D pose.
+
+The vision path is chosen by `meta["vision"]["type"]`: "vit", the small built-in ViT of the
+presets, or "clip", a CLIP ViT imported from a LLaVA-1.5 checkpoint (hidden states of the layer
+LLaVA uses, CLS dropped, images resized and normalised in torch). `apply_training_switches`
+freezes parts and wraps the LM in LoRA adapters for the learner.
 """
 
 from __future__ import annotations
@@ -113,16 +118,67 @@ class VisionEncoder(nn.Module):
         return x.flatten(2).transpose(1, 2)
 
 
-def decode_png(png: bytes, size: int) -> torch.Tensor:
-    """PNG bytes -> (3, size, size) float tensor in [0, 1]."""
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation, as LLaVA-1.5 uses it
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ClipVisionEncoder(nn.Module):
+    """A CLIP vision tower as LLaVA-1.5 uses it: the hidden states of `feature_layer` (-2: the
+    second to last layer), without the CLS token for select strategy "default" ("full" keeps it)."""
+
+    def __init__(self, clip_config: dict, feature_layer: int = -2, select: str = "default", mean=CLIP_MEAN, std=CLIP_STD):
+        super().__init__()
+        from transformers import CLIPVisionConfig, CLIPVisionModel
+
+        if select not in ("default", "full"):
+            raise ValueError(f"vision select strategy {select!r} is not one of default, full")
+        self.tower = CLIPVisionModel(CLIPVisionConfig.from_dict(clip_config))
+        self.feature_layer, self.select = int(feature_layer), select
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) floats in [0, 1] at the tower's image size -> (N, tokens, width)."""
+        pixels = ((images.float() - self.mean) / self.std).to(self.tower.dtype)
+        hidden = self.tower(pixel_values=pixels, output_hidden_states=True).hidden_states[self.feature_layer]
+        return hidden[:, 1:] if self.select == "default" else hidden
+
+
+def build_vision(v: dict) -> tuple[nn.Module, int]:
+    """The vision encoder described by `meta["vision"]` and the width of its output tokens."""
+    kind = v.get("type", "vit")
+    if kind == "vit":
+        return VisionEncoder(v["image_size"], v["patch"], v["width"], v["layers"], v["heads"], v["out_tokens"]), v["width"]
+    if kind == "clip":
+        enc = ClipVisionEncoder(v["clip_config"], v.get("feature_layer", -2), v.get("select_strategy", "default"),
+                                v.get("mean", CLIP_MEAN), v.get("std", CLIP_STD))  # fmt: skip
+        return enc, enc.tower.config.hidden_size
+    raise ValueError(f"unknown vision type {kind!r} in poserft.json; known: vit, clip")
+
+
+def decode_png(png: bytes, size: int | None = None) -> torch.Tensor:
+    """PNG bytes -> (3, H, W) float tensor in [0, 1], resized (PIL, bilinear) to size x size if given."""
     import io
 
     from PIL import Image
 
     img = Image.open(io.BytesIO(png)).convert("RGB")
-    if img.size != (size, size):
+    if size is not None and img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+
+def resize_and_crop(img: torch.Tensor, size: int) -> torch.Tensor:
+    """CLIP's geometry in torch: scale the shorter side to `size` (bicubic, antialiased), then
+    crop the centre size x size. (3, H, W) -> (3, size, size), values kept in [0, 1]."""
+    _, h, w = img.shape
+    if (h, w) != (size, size):
+        s = size / min(h, w)
+        nh, nw = max(size, round(h * s)), max(size, round(w * s))
+        img = F.interpolate(img[None], size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)[0].clamp(0, 1)
+        top, left = (nh - size) // 2, (nw - size) // 2
+        img = img[:, top : top + size, left : left + size]
+    return img
 
 
 @dataclass
@@ -147,10 +203,12 @@ class PosePolicy(nn.Module):
         self.lm, self.tokenizer, self.meta = lm, tokenizer, meta
         h = lm.config.hidden_size
         v = meta["vision"]
+        self.vision_type = v.get("type", "vit")
         self.image_tokens = v["out_tokens"]
         self.image_size = v["image_size"]
-        self.vision = VisionEncoder(v["image_size"], v["patch"], v["width"], v["layers"], v["heads"], v["out_tokens"])
-        self.projector = nn.Sequential(nn.Linear(v["width"], h), nn.GELU(), nn.Linear(h, h))
+        self.vision, width = build_vision(v)
+        bias = v.get("projector_bias", True)  # LLaVA's projector: Linear -> GELU -> Linear, same shapes
+        self.projector = nn.Sequential(nn.Linear(width, h, bias=bias), nn.GELU(), nn.Linear(h, h, bias=bias))
         self.pose_in = nn.Sequential(nn.Linear(POSE_6D_DIM, h), nn.GELU(), nn.Linear(h, h))
         self.head = GaussianPoseHead(HeadConfig(h, **meta.get("head", {})))
         ids = meta["token_ids"]
@@ -182,27 +240,36 @@ class PosePolicy(nn.Module):
         pose_inputs = pose_inputs if pose_inputs is not None else [None] * b
         image_rows = [i for i, im in enumerate(images) if im is not None]
         pose_rows = [i for i, p in enumerate(pose_inputs) if p is not None]
-        imgs = torch.stack([decode_png(images[i], self.image_size) for i in image_rows]) if image_rows else None
+        imgs = torch.stack([self.load_image(images[i]) for i in image_rows]) if image_rows else None
         poses = None
         if pose_rows:
             aa = torch.tensor(np.stack([np.asarray(pose_inputs[i], dtype=np.float32).reshape(NUM_JOINTS, 3) for i in pose_rows]))
             poses = axis_angle_to_rot6d(aa).reshape(len(pose_rows), POSE_6D_DIM)
         return PolicyInputs(input_ids, attn, resp, [len(p) for p in prompt_ids], imgs, image_rows, poses, pose_rows)
 
+    def load_image(self, png: bytes) -> torch.Tensor:
+        """PNG bytes -> (3, S, S) in [0, 1] at the vision encoder's size."""
+        if self.vision_type == "clip":
+            return resize_and_crop(decode_png(png), self.image_size)
+        return decode_png(png, self.image_size)
+
     def embed(self, inp: PolicyInputs) -> torch.Tensor:
-        """Token embeddings with image and input-pose slots replaced by their encoders' outputs."""
+        """Token embeddings with image and input-pose slots replaced by their encoders' outputs.
+        Slots are prompt positions only: a response that happens to contain <image> or <pose>
+        (a sampled token like any other) keeps those tokens' embeddings."""
         emb = self.lm.get_input_embeddings()(inp.input_ids)
+        in_prompt = ~inp.response_mask
         if inp.images is not None:
             feats = self.projector(self.vision(inp.images)).to(emb.dtype)  # (B_img, T, h)
             for k, row in enumerate(inp.image_rows):
-                slots = (inp.input_ids[row] == self.image_token_id).nonzero().squeeze(-1)
+                slots = ((inp.input_ids[row] == self.image_token_id) & in_prompt[row]).nonzero().squeeze(-1)
                 if len(slots) != self.image_tokens:
                     raise ValueError(f"row {row}: prompt has {len(slots)} image slots, expected {self.image_tokens} (one <image> placeholder)")
                 emb = emb.index_put((torch.full_like(slots, row), slots), feats[k])
         if inp.pose_inputs is not None:
             feats = self.pose_in(inp.pose_inputs.to(emb.dtype))
             for k, row in enumerate(inp.pose_input_rows):
-                slots = (inp.input_ids[row] == self.pose_input_token_id).nonzero().squeeze(-1)
+                slots = ((inp.input_ids[row] == self.pose_input_token_id) & in_prompt[row]).nonzero().squeeze(-1)
                 if len(slots) != 1:
                     raise ValueError(f"row {row}: prompt has {len(slots)} <pose> slots, expected 1")
                 emb = emb.index_put((torch.full_like(slots, row), slots), feats[k : k + 1])
@@ -252,3 +319,38 @@ def pose_token_count(text: str) -> int:
 
 def load_meta(folder: Path) -> dict:
     return json.loads((Path(folder) / "poserft.json").read_text())
+
+
+# ---- what the learner trains -------------------------------------------------------------------
+POLICY_PARTS = ("lm", "vision", "projector", "pose_in", "head")
+
+
+def apply_training_switches(policy: PosePolicy, model_cfg, saved_adapter: Path | None = None) -> dict:
+    """Freeze the parts in `model_cfg.freeze` and, with `model_cfg.lora.enabled`, wrap the LM in
+    LoRA adapters (peft; the LM's own weights then stay fixed, the adapters and
+    `lora.modules_to_save` train). `saved_adapter`: the adapter folder of the checkpoint a LoRA run
+    resumes from (see `poserft.learner.lora.wrap`). The reference policy never gets these.
+
+    Returns the switches as applied, also kept as `policy.switches`: freeze, lora (settings or
+    None), base_unmerged (whether a saved adapter was restored on top of unmerged weights)."""
+    from poserft.common.config import ModelConfig, validate_config
+    from poserft.learner import lora
+
+    if isinstance(model_cfg, dict):
+        model_cfg = validate_config(model_cfg, ModelConfig)  # ConfigError naming the key
+    freeze = list(dict.fromkeys(model_cfg.freeze))
+    unknown = [p for p in freeze if p not in POLICY_PARTS]
+    if unknown:
+        raise ValueError(f"model.freeze names unknown part(s) {', '.join(unknown)}; valid parts: {', '.join(POLICY_PARTS)}")
+    lcfg = model_cfg.lora
+    restored = False
+    if lcfg.enabled:
+        if "lm" in freeze:
+            raise ValueError("model.freeze lists lm, but model.lora.enabled trains adapters on the LM; remove one of them")
+        if lora.is_wrapped(policy.lm):
+            raise ValueError("the policy's LM already has LoRA adapters; apply the training switches once")
+        policy.lm, restored = lora.wrap(policy.lm, lcfg, saved_adapter)
+    for part in freeze:
+        getattr(policy, part).requires_grad_(False)
+    policy.switches = {"freeze": freeze, "lora": lcfg.model_dump() if lcfg.enabled else None, "base_unmerged": restored}
+    return policy.switches

@@ -5,6 +5,11 @@ prompt + response through the worker's copy of the policy (same weights version)
 hidden state at the response's first `<POSE>`, hence mu and log_std; a pose is sampled from
 N(mu, std^2) with a seeded generator and its log-prob recorded. Output: RolloutRecords (Arrow).
 A Ray actor runs one method at a time, so a weight update is atomic between generation calls.
+
+Weight updates come as a full policy state or, when the learner trains LoRA adapters, as a
+LoRA-only update (`poserft.learner.lora`): the worker then merges W = W0 + scale * B @ A itself,
+always from W0 of the checkpoint it started from (so updates never accumulate), and loads the
+merged layers into vLLM and into its own copy of the policy.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import pyarrow as pa
 import torch
 
 from poserft.common.schemas import ROLLOUT_RECORD_SCHEMA, TASKS
+from poserft.learner import lora
 from poserft.learner.checkpoint import load_policy
 from poserft.learner.generation import decode_response, pose_from_response, prompt_embeddings
 from poserft.learner.policy import gaussian_log_prob
@@ -44,7 +50,10 @@ class RolloutWorkerCore:
             torch.set_num_threads(threads)
         self.worker_id = worker_id
         self.sampling = SamplingSettings(**(sampling or {}))
+        self.ckpt_dir = str(ckpt_dir)
         self.policy = load_policy(ckpt_dir).eval()
+        self._lora_base: dict[str, torch.Tensor] = {}  # W0 per adapted layer, read on the first LoRA update
+        self._lora_base_key: tuple | None = None  # (unmerged, fingerprint) of that W0
         self.version = int(self.policy.meta.get("policy_version", 0))
         self.max_len = int(self.policy.meta.get("max_positions", 512))
         if engine == "vllm":
@@ -131,7 +140,8 @@ class RolloutWorkerCore:
 
     # ---- weights ----
     def update_weights(self, version: int, state: dict[str, torch.Tensor]) -> int:
-        """Load a full policy state (LM `lm.*` plus head/encoders) as `version`; returns the version.
+        """Load a full policy state (LM `lm.*` plus head/encoders), or a LoRA-only update
+        (`poserft.learner.lora.lora_update`, merged here), as `version`; returns the version.
 
         Callers pass the learner's object ref as `state`: Ray resolves a top-level ref argument
         from the object store (zero-copy on the same node) before the call runs."""
@@ -139,12 +149,41 @@ class RolloutWorkerCore:
             raise ValueError(f"update_weights needs a non-empty state dict, got {type(state).__name__}")
         if version <= self.version:
             raise VersionMismatch(f"{self.worker_id}: update to version {version} but already at {self.version}; versions must increase")
+        if lora.is_lora_update(state):
+            return self._update_lora(version, state)
         lm_state = {k[len("lm."):]: v for k, v in state.items() if k.startswith("lm.")}
         if lm_state and self.engine_name == "vllm":  # the HF engine shares self.policy's LM
             self.engine.load_lm_weights(lm_state)
         missing, unexpected = self.policy.load_state_dict(state, strict=False)
         if unexpected:
             raise ValueError(f"update_weights got unknown parameters {unexpected[:3]}")
+        self.version = version
+        return version
+
+    def _update_lora(self, version: int, state: dict) -> int:
+        """Merge a LoRA-only update into W0 of the start checkpoint and load the result."""
+        lm = self.policy.lm
+        names = sorted(state["lora"])
+        key = (bool(state["base"]["unmerged"]), state["base"]["fingerprint"])
+        if self._lora_base_key != key or set(names) - set(self._lora_base):
+            dtype = next(lm.parameters()).dtype
+            base = lora.base_from_checkpoint(self.ckpt_dir, names, key[0], dtype)
+            if lora.fingerprint(base) != key[1]:
+                raise ValueError(f"{self.worker_id}: the LoRA update was trained on other base weights than those of {self.ckpt_dir} "
+                                 "(start the rollout workers from the checkpoint the learner started from)")  # fmt: skip
+            self._lora_base, self._lora_base_key = base, key
+        merged = {f"{n}.weight": lora.merge_weight(self._lora_base[n], a, b, state["scale"]) for n, (a, b) in state["lora"].items()}
+        merged |= state["lm"]
+        own = self.policy.state_dict()
+        unknown = [k for k in state["extra"] if k.startswith("lm.") or k not in own] + [k for k in merged if f"lm.{k}" not in own]
+        if unknown:
+            raise ValueError(f"update_weights got unknown parameters {unknown[:3]}")
+        with torch.no_grad():
+            lm.load_state_dict(merged, strict=False)  # the HF engine shares this LM
+            self.policy.load_state_dict(state["extra"], strict=False)
+        if self.engine_name == "vllm":
+            lm_state = lm.state_dict()
+            self.engine.load_lm_weights({k: lm_state[k] for k in lora.with_fused_siblings(lm, merged)})
         self.version = version
         return version
 
