@@ -9,6 +9,10 @@ one that would be anyway (a slow worker) is dropped, counted and its prompts re-
 Run state lives in `run_dir`: `ledger.jsonl` (task ids trained per step), `metrics.jsonl`
 (one line per step: stage times, rewards, losses), `rollouts/step_*.parquet` (every scored
 rollout) and `checkpoints/latest` (policy + optimizer + this loop's position, atomically).
+
+The classes behind the three roles come from a `Roles` (default: the real ones); a simulation
+(`poserft.cluster.simulate`, `benchmarks/bench_scale.py`) swaps in actors that sleep for
+modelled durations, while this loop stays the code that runs.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import signal
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +47,14 @@ NAMESPACE = "poserft"
 TASK_JOIN = ("task", "caption", "reference_text", "target_joints", "image", "target_pose")
 
 
+def _step_of(line: str) -> int | None:
+    """The step of one JSON line, or None for a line cut short by a crash."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class Ledger:
     """Append-only JSON lines of the task ids trained at each step."""
 
@@ -50,8 +64,10 @@ class Ledger:
     def truncate_after(self, step: int) -> None:
         """On resume: forget steps after the checkpoint; they will be trained again."""
         if self.path.is_file():
-            keep = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-            self.path.write_text("".join(k + "\n" for k in keep))
+            keep = [ln for ln in self.path.read_text().splitlines() if _step_of(ln) is not None and _step_of(ln) <= step]
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            tmp.write_text("".join(k + "\n" for k in keep))
+            os.replace(tmp, self.path)
 
     def append(self, entry: dict) -> None:
         with open(self.path, "a") as fh:
@@ -63,9 +79,22 @@ class Ledger:
         return [json.loads(ln) for ln in self.path.read_text().splitlines() if ln] if self.path.is_file() else []
 
 
+@dataclass(frozen=True)
+class Roles:
+    """What runs each role. The rollout and learner classes get the real constructor arguments
+    plus their extra keyword arguments; `reward_pool` is called like `RewardPool`."""
+
+    rollout_worker: type = RolloutWorkerCore
+    learner: type = LearnerCore
+    reward_pool: Callable[..., Any] = RewardPool
+    rollout_kwargs: dict = field(default_factory=dict)
+    learner_kwargs: dict = field(default_factory=dict)
+
+
 class Controller:
-    def __init__(self, cfg: Config, sft_ckpt: str, run_dir: str):
+    def __init__(self, cfg: Config, sft_ckpt: str, run_dir: str, roles: Roles | None = None):
         self.cfg, self.s = cfg, cfg.rl
+        self.roles = roles or Roles()
         self.sft_ckpt = str(sft_ckpt)
         self.run_dir = Path(run_dir)
         (self.run_dir / "rollouts").mkdir(parents=True, exist_ok=True)
@@ -108,20 +137,23 @@ class Controller:
         meta_path = self.ckpt_dir / "poserft.json"
         if not meta_path.is_file():
             self.ledger.truncate_after(0)
+            Ledger(self.run_dir / "metrics.jsonl").truncate_after(0)
             return self.sft_ckpt
         state = json.loads(meta_path.read_text())["controller"]
         self.step, self.cursor, self.requeue = state["step"], state["cursor"], deque(state["requeue"])
         self.counters.update(state["counters"])
         self.ledger.truncate_after(self.step)
+        Ledger(self.run_dir / "metrics.jsonl").truncate_after(self.step)  # steps after the checkpoint run again
         print(f"resuming {self.run_dir} at step {self.step} (policy version {state['version']})", flush=True)
         return str(self.ckpt_dir)
 
     def _new_worker(self, idx: int, start_ckpt: str):
         r = self.s.rollout
         opts, pg = placed_options("rollout worker", r.num_cpus, r.num_gpus, r.resources)
-        cls = ray.remote(max_restarts=0)(RolloutWorkerCore)
+        cls = ray.remote(max_restarts=0)(self.roles.rollout_worker)
         engine_kwargs = {"kv_cache_mb": r.kv_cache_mb, "tensor_parallel_size": r.tensor_parallel_size} if r.engine == "vllm" else {}
-        w = cls.options(**opts).remote(start_ckpt, f"rollout-{idx}", r.engine, self.s.sampling.model_dump(), engine_kwargs, r.threads)
+        w = cls.options(**opts).remote(start_ckpt, f"rollout-{idx}", r.engine, self.s.sampling.model_dump(), engine_kwargs, r.threads,
+                                       **self.roles.rollout_kwargs)
         return {"actor": w, "pg": pg, "id": f"rollout-{idx}", "busy": None, "retire": False}
 
     def _sync_new_worker(self, w) -> None:
@@ -135,16 +167,17 @@ class Controller:
         start = self._restore()
         lr_ = self.s.learner
         opts, self.learner_pg = placed_options("learner", lr_.num_cpus, lr_.num_gpus, lr_.resources)
-        self.learner = ray.remote(max_restarts=0)(LearnerCore).options(**opts).remote(
-            self.sft_ckpt, self.s, lr_.threads, str(self.ckpt_dir) if start != self.sft_ckpt else None
+        self.learner = ray.remote(max_restarts=0)(self.roles.learner).options(**opts).remote(
+            self.sft_ckpt, self.s, lr_.threads, str(self.ckpt_dir) if start != self.sft_ckpt else None,
+            **({"model": self.cfg.model} if self.roles.learner is LearnerCore else {}), **self.roles.learner_kwargs
         )
         self.version, self.weights_ref = ray.get(self.learner.publish.remote())
         rw = self.s.reward
         check_feasible("reward worker", bundle(rw.num_cpus, 0.0, rw.resources))  # an infeasible pool would wait forever
         settings = RewardSettings(weights=self.cfg.rewards.weights, joint_tau_m=self.cfg.rewards.joint_tau_m,
                                   retriever_dir=self.cfg.rewards.retriever_dir, smpl_dir=self.cfg.body.smpl_dir)
-        self.rewards = RewardPool(settings, num_workers=self.cfg.rewards.num_workers, batch_size=self.cfg.rewards.batch_size,
-                                  timeout_s=self.cfg.rewards.timeout_s, num_cpus=rw.num_cpus, resources=rw.resources)
+        self.rewards = self.roles.reward_pool(settings, num_workers=self.cfg.rewards.num_workers, batch_size=self.cfg.rewards.batch_size,
+                                              timeout_s=self.cfg.rewards.timeout_s, num_cpus=rw.num_cpus, resources=rw.resources)
         self.start_ckpt = start
         self.next_worker_idx = 0
         self.workers = []
@@ -228,6 +261,8 @@ class Controller:
                     gen_s = time.time() - t0
                     t1 = time.time()
                     scored = self.rewards.score(self._join(rollout))
+                    if not self._scoreable(scored, ids):
+                        continue
                     ready.append((scored, ids, {"gen_s": gen_s, "reward_s": time.time() - t1}))
                 else:
                     training = self._finish_train(training)
@@ -248,6 +283,23 @@ class Controller:
         with self.lock:
             self.status.update(state="finished" if self.step >= s.steps else "stopped")
         return {"steps": self.step, "version": self.version, "seconds": round(time.time() - t_run, 1), **self.counters}
+
+    def _scoreable(self, scored: pa.Table, ids: list[str]) -> bool:
+        """A batch with no scoreable row (every reward failed) goes back to the queue instead of
+        to the learner; several in a row mean the reward service is broken, which is an error."""
+        ok = pa.compute.and_(pa.compute.is_valid(scored["reward_total"]), pa.compute.is_null(scored["error"]))
+        if pa.compute.any(ok).as_py():
+            self.unscored_in_a_row = 0
+            return True
+        self.counters["unscored_batches"] = self.counters.get("unscored_batches", 0) + 1
+        self.unscored_in_a_row = getattr(self, "unscored_in_a_row", 0) + 1
+        errors = [e for e in scored["reward_error"].to_pylist() if e] if "reward_error" in scored.schema.names else []
+        reason = errors[0] if errors else "no reward could be computed"
+        if self.unscored_in_a_row >= 3:
+            raise RuntimeError(f"3 rollout batches in a row could not be scored; last reason: {reason}")
+        print(f"no row of a rollout batch could be scored ({reason}); its {len(ids)} prompts are re-queued", flush=True)
+        self._requeue(ids)
+        return False
 
     def _join(self, rollout: pa.Table) -> pa.Table:
         ids = rollout["task_id"].to_pylist()
@@ -325,12 +377,12 @@ def controller_actor_class():
     return ray.remote(num_cpus=0, max_concurrency=4, max_restarts=0)(Controller)
 
 
-def run_training(cfg: Config, sft_ckpt: str, run_dir: str, detached: bool = False) -> dict:
+def run_training(cfg: Config, sft_ckpt: str, run_dir: str, detached: bool = False, roles: Roles | None = None) -> dict:
     """Start (or attach to) Ray, run the named controller actor to the end; SIGTERM finishes the
-    current step, checkpoints and returns."""
+    current step, checkpoints and returns. `roles`: see `Roles` (default: the real classes)."""
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, logging_level="ERROR")
-    ctl = controller_actor_class().options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(cfg, sft_ckpt, run_dir)
+    ctl = controller_actor_class().options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(cfg, sft_ckpt, run_dir, roles)
     previous = {}
 
     def on_signal(signum, _frame):

@@ -98,6 +98,7 @@ class RewardPool:
                     self.stats.batches += 1
                 except RayError as err:  # died, restarting or raised: try the chunk again
                     self.stats.worker_failures += 1
+                    self._await_restart(w)  # a retry sent to a restarting actor would fail at once
                     self._retry_or_fail(c, attempts, todo, results, chunks, f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
             for ref, (c, w, start) in list(pending.items()):
                 if now - start > self.timeout_s:
@@ -107,6 +108,16 @@ class RewardPool:
                     free.append(w)
                     self._retry_or_fail(c, attempts, todo, results, chunks, f"timed out after {self.timeout_s:.0f} s")
         return pa.concat_tables([results[i] for i in range(len(chunks))], promote_options="permissive")
+
+    def _await_restart(self, w: int) -> None:
+        """Wait (up to timeout_s) until worker `w` answers again after a failure."""
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            try:
+                ray.get(self.workers[w].ready.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                return
+            except RayError:
+                time.sleep(0.2)
 
     def _retry_or_fail(self, c, attempts, todo, results, chunks, reason: str) -> None:
         if attempts[c] < self.max_attempts:
