@@ -61,6 +61,7 @@ class RewardPool:
         num_cpus: float = 1.0,
         resources: dict | None = None,
         name_prefix: str = "reward",
+        num_gpus: float = 0.0,
     ):
         if num_workers < 1:
             raise ValueError(f"reward pool needs at least 1 worker, got num_workers={num_workers}")
@@ -68,7 +69,7 @@ class RewardPool:
             raise ValueError(f"reward batch_size must be at least 1, got {batch_size}")
         self.batch_size, self.timeout_s, self.max_attempts = batch_size, timeout_s, max_attempts
         self.stats = PoolStats()
-        opts = {"num_cpus": num_cpus, "resources": resources or {}}
+        opts = {"num_cpus": num_cpus, "num_gpus": num_gpus, "resources": resources or {}}
         self.workers = [RewardWorker.options(**opts).remote(settings, f"{name_prefix}-{i}") for i in range(num_workers)]
         self.worker_info = ray.get([w.ready.remote() for w in self.workers])
 
