@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 
 import ray
 
 
-def submit(address: str, config: str, init: str, run_dir: str, overrides: list[str], working_dir: str = ".", pip_extra: list[str] | None = None) -> str:
-    """Submit `poserft train` as a Ray job with this folder as its working directory."""
+class JobClientError(ValueError):
+    """The job server could not be reached or refused us; the message says what to do."""
+
+
+def _client(address: str):
+    """A JobSubmissionClient that uses the cluster's auth token when one is available.
+
+    `ray start` (Ray >= 2.5x) enables token authentication; the SDK only reads the token when
+    RAY_AUTH_MODE=token, so we turn that on whenever a token is at hand (RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) and the user has not chosen a mode."""
     from ray.job_submission import JobSubmissionClient
 
-    client = JobSubmissionClient(address)
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        return JobSubmissionClient(address)
+    except ray.exceptions.AuthenticationError:
+        raise JobClientError(
+            f"the Ray cluster at {address} requires an auth token: set RAY_AUTH_TOKEN, or copy the head's ~/.ray/auth_token "
+            "to this machine (or point RAY_AUTH_TOKEN_PATH at it)"
+        ) from None
+    except ConnectionError as err:
+        raise JobClientError(f"cannot reach the Ray job server at {address} ({str(err).splitlines()[0][:160]}); is the head's dashboard on that port?") from None
+
+
+def submit(address: str, config: str, init: str, run_dir: str, overrides: list[str], working_dir: str = ".", pip_extra: list[str] | None = None) -> str:
+    """Submit `poserft train` as a Ray job with this folder as its working directory."""
+    client = _client(address)
     sets = " ".join(f"--set {shlex.quote(o)}" for o in overrides)
     entry = f"python -m poserft train --config {shlex.quote(config)} --init {shlex.quote(init)} --run-dir {shlex.quote(run_dir)} {sets}".strip()
     excludes = [".venv", "data", "runs", ".git", "benchmarks/results", "**/__pycache__"]
@@ -23,9 +48,7 @@ def submit(address: str, config: str, init: str, run_dir: str, overrides: list[s
 
 
 def job_status(address: str, job_id: str | None = None) -> list[dict]:
-    from ray.job_submission import JobSubmissionClient
-
-    client = JobSubmissionClient(address)
+    client = _client(address)
     if job_id:
         info = client.get_job_info(job_id)
         return [{"job_id": job_id, "status": str(info.status), "entrypoint": info.entrypoint, "message": info.message}]
@@ -33,9 +56,7 @@ def job_status(address: str, job_id: str | None = None) -> list[dict]:
 
 
 def job_logs(address: str, job_id: str) -> str:
-    from ray.job_submission import JobSubmissionClient
-
-    return JobSubmissionClient(address).get_job_logs(job_id)
+    return _client(address).get_job_logs(job_id)
 
 
 def scale_rollout_workers(n: int, address: str | None = None, namespace: str | None = None) -> dict:
