@@ -259,8 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def use_cluster_token() -> None:
+    """`ray start` (Ray 2.60) enables token authentication, and Ray's clients send the token only
+    when RAY_AUTH_MODE=token is set *before* ray is imported. Turn it on when a token is at hand
+    (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) and the user has not chosen."""
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear at once in logs and pipes
+    use_cluster_token()
     args = build_parser().parse_args(argv)
     from poserft.common.config import ConfigError
     from poserft.common.dataset import DatasetError

@@ -146,4 +146,7 @@ def run_demo(data_dir: Path, run_dir: Path, seed: int = 0, config: str | None = 
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (run_dir / "summary.md").write_text(f"# poserft demo\n\n{table}\n\nStage times (s): {json.dumps(timings)}\n")
     print(f"\nwrote {run_dir / 'summary.json'} and {run_dir / 'summary.md'}")
+    from poserft.report import write_folder_report
+
+    print(f"wrote {write_folder_report(run_dir)} (plots of both RL runs; `poserft report {run_dir}` rewrites it)")
     return 0

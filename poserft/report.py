@@ -953,15 +953,77 @@ def _markdown(run_dir, rows, series, task_rewards, files, read_steps, figures, e
     return "\n".join(doc.lines)
 
 
+def run_dirs_inside(folder: Path) -> list[Path]:
+    """Training runs directly inside `folder` (e.g. runs/demo/hygrpo and runs/demo/grpo)."""
+    return sorted(p.parent for p in Path(folder).glob("*/metrics.jsonl") if p.is_file())
+
+
+def plot_compare(runs: dict[str, list[dict]], path: Path) -> Path | None:
+    """One panel per reward component, one smoothed line per run."""
+    comps = [c for c in REWARDS if any(has(rows, f"reward_{c[0]}") for rows in runs.values())]
+    if not comps:
+        return None
+    ncols = min(3, len(comps))
+    nrows = math.ceil(len(comps) / ncols)
+    fig = _figure(5.0 * ncols, 3.6 * nrows + 0.6)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    for ax, (key, name, meaning) in zip(axes, comps):
+        for (run, rows), colour in zip(runs.items(), colours):
+            if has(rows, f"reward_{key}"):
+                _plot_series(ax, np.array([r["step"] for r in rows]), column(rows, f"reward_{key}"), colour, run)
+        _style(ax, f"{name} reward\n({meaning})", "mean reward")
+        ax.legend(fontsize=9)
+    for ax in axes[len(comps):]:
+        ax.axis("off")
+    fig.suptitle("Reward per step, run by run (faint: raw, bold: moving average)", fontsize=13)
+    return _save(fig, path)
+
+
+def write_folder_report(folder, warn: Callable[[str], None] | None = None) -> Path:
+    """For a folder of runs (such as runs/demo): a report for each run, a comparison of their
+    reward curves and FOLDER/report.md linking them, with summary.md (eval results) when present."""
+    folder = Path(folder)
+    runs = run_dirs_inside(folder)
+    if not runs:
+        _check_run_dir(folder)  # raises the error that says what is missing
+    out_dir = folder / REPORT_DIR
+    out_dir.mkdir(exist_ok=True)
+    reports = {r.name: write_report(r, warn) for r in runs}
+    rows = {r.name: read_metrics(r / "metrics.jsonl", warn or _stderr_warn) for r in runs}
+    lines = [f"# Report: {folder}", ""]
+    summary = folder / "summary.md"
+    if summary.is_file():
+        body = summary.read_text().split("\n", 1)[1] if summary.read_text().startswith("#") else summary.read_text()
+        lines += ["## Evaluation (summary.md)", "", body.strip(), ""]
+    compare = plot_compare(rows, out_dir / "compare_rewards.png")
+    if compare is not None:
+        lines += ["## Rewards, run by run", "", f"![rewards]({compare.relative_to(folder)})", "",
+                  "*Mean reward per step of each run, per component.*", ""]
+    lines += ["## Runs", ""]
+    for name, path in reports.items():
+        n = len(rows[name])
+        last = rows[name][-1] if rows[name] else {}
+        lines.append(f"- [{name}]({path.relative_to(folder)}): {n} steps, final policy version {last.get('version', '?')}")
+        for png in ("rewards.png", "throughput.png"):
+            if (path.parent / REPORT_DIR / png).is_file():
+                lines.append(f"  ![{name} {png}]({(path.parent / REPORT_DIR / png).relative_to(folder)})")
+    md = folder / "report.md"
+    md.write_text("\n".join(lines) + "\n")
+    return md
+
+
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser("report", help="write RUN_DIR/report.md with plots from a training run folder",
                               description="Summarise a `poserft train` run folder: RUN_DIR/report.md and PNGs in RUN_DIR/report/.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (holds metrics.jsonl, rollouts/, checkpoints/)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (holds metrics.jsonl, rollouts/, checkpoints/), or a folder of runs such as runs/demo")
     p.set_defaults(func=_cmd_report)
 
 
 def _cmd_report(args) -> int:
-    path = write_report(args.run_dir)
+    folder = Path(args.run_dir)
+    is_run = (folder / "metrics.jsonl").exists()
+    path = write_report(folder) if is_run or not run_dirs_inside(folder) else write_folder_report(folder)
     pngs = sorted((path.parent / REPORT_DIR).glob("*.png"))
     print(f"wrote {path} and {len(pngs)} PNG(s) in {path.parent / REPORT_DIR}")
     return 0

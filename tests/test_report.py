@@ -251,3 +251,16 @@ def test_real_demo_run(tmp_path):
     for ref in _images(md):
         assert (run / ref).is_file()
     assert "report/examples_text2pose.png" in md and "report/examples_image2pose.png" in md
+
+
+def test_a_folder_of_runs_gets_one_report_linking_each(tmp_path, capsys):
+    make_run(tmp_path / "demo" / "hygrpo", steps=6, rollout_steps=(6,))
+    make_run(tmp_path / "demo" / "grpo", steps=6, rollout_steps=(6,))
+    (tmp_path / "demo" / "summary.md").write_text("# poserft demo\n\n| metric | sft |\n|---|---|\n| x | 1 |\n")
+    assert main(["report", str(tmp_path / "demo")]) == 0
+    md = (tmp_path / "demo" / "report.md").read_text()
+    assert "| x | 1 |" in md and "(hygrpo/report.md)" in md and "(grpo/report.md)" in md
+    for rel in _images(md):
+        assert (tmp_path / "demo" / rel).is_file(), rel
+    assert (tmp_path / "demo" / "report" / "compare_rewards.png").is_file()
+    assert (tmp_path / "demo" / "hygrpo" / "report.md").is_file()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
 
@@ -14,16 +13,10 @@ class JobClientError(ValueError):
 
 
 def _client(address: str):
-    """A JobSubmissionClient that uses the cluster's auth token when one is available.
-
-    `ray start` (Ray >= 2.5x) enables token authentication; the SDK only reads the token when
-    RAY_AUTH_MODE=token, so we turn that on whenever a token is at hand (RAY_AUTH_TOKEN,
-    RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) and the user has not chosen a mode."""
+    """A JobSubmissionClient; `poserft.cli.use_cluster_token` (run before Ray is imported)
+    makes it send the cluster's auth token."""
     from ray.job_submission import JobSubmissionClient
 
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file()):
-        os.environ["RAY_AUTH_MODE"] = "token"
     try:
         return JobSubmissionClient(address)
     except ray.exceptions.AuthenticationError:
