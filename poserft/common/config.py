@@ -243,6 +243,7 @@ class RolloutConfig(Section):
     num_gpus: float = Field(0.0, ge=0)
     resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources per worker.")
     threads: int | None = Field(1, ge=1)
+    colocate: bool = Field(False, description="Learner and rollout share the GPUs: rollout engines sleep (vLLM sleep mode, GPU only) while the learner trains.")
 
     @model_validator(mode="after")
     def _check_request(self):
@@ -305,6 +306,8 @@ class RLConfig(Section):
             raise _rule("tasks", "is empty; list at least one of " + ", ".join(TASKS))
         if self.group_size < 2:
             raise _rule("group_size", f"is {self.group_size}, but group-relative advantages need at least 2 responses per prompt (with 1 every advantage is 0)")
+        if self.rollout.colocate and self.max_staleness:
+            raise _rule("max_staleness", f"is {self.max_staleness}, but rollout.colocate puts generation and training on the same devices in turn, so they cannot overlap; use 0")
         return self
 
 

@@ -86,6 +86,8 @@ class RolloutWorkerCore:
         unknown = sorted({t for t in names if t not in TASKS}, key=str)
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; known tasks: {', '.join(TASKS)}")
+        if getattr(self, "asleep", False):
+            raise RuntimeError(f"{self.worker_id} is asleep (colocated with the learner); call wake_up() before generate()")
         t0 = time.perf_counter()
         ids = tasks["id"].to_pylist()
         prompts = [self.policy.encode_prompt(p) for p in tasks["prompt"].to_pylist()]
@@ -186,6 +188,23 @@ class RolloutWorkerCore:
             self.engine.load_lm_weights({k: lm_state[k] for k in lora.with_fused_siblings(lm, merged)})
         self.version = version
         return version
+
+    # ---- colocation (learner and rollout on the same GPUs) ----
+    def sleep(self) -> dict:
+        """Release the vLLM engine's GPU memory (weights offloaded, KV cache dropped) while the
+        learner trains on the same devices. vLLM's sleep mode needs CUDA; on CPU nothing is
+        released (the engine keeps its RAM), which this reports."""
+        released = self.engine_name == "vllm" and not self.engine.on_cpu
+        if released:
+            self.engine.sleep()
+        self.asleep = True
+        return {"worker_id": self.worker_id, "released": released}
+
+    def wake_up(self) -> dict:
+        if getattr(self, "asleep", False) and self.engine_name == "vllm" and not self.engine.on_cpu:
+            self.engine.wake_up()
+        self.asleep = False
+        return {"worker_id": self.worker_id, "version": self.version}
 
     def next_token_logprobs(self, prompt: str, k: int = 20) -> dict[int, float]:
         with torch.no_grad():
