@@ -77,7 +77,7 @@ def test_submit_status_logs(ray_head, tiny_data, tiny_sft, tmp_path):
     config.write_text(yaml.safe_dump(cfg))
     run_dir = tmp_path / "run"
 
-    sub = _poserft("submit", "--address", ray_head, "--config", str(config), "--init", str(tiny_sft), "--run-dir", str(run_dir))
+    sub = _poserft("submit", "--address", ray_head, "--config", str(config), "--init", str(tiny_sft), "--run-dir", str(run_dir), timeout=420)
     assert sub.returncode == 0, sub.stderr
     job = re.search(r"submitted (\S+);", sub.stdout).group(1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import time
 from pathlib import Path
 
 import ray
@@ -33,11 +34,18 @@ def submit(address: str, config: str, init: str, run_dir: str, overrides: list[s
     client = _client(address)
     sets = " ".join(f"--set {shlex.quote(o)}" for o in overrides)
     entry = f"python -m poserft train --config {shlex.quote(config)} --init {shlex.quote(init)} --run-dir {shlex.quote(run_dir)} {sets}".strip()
-    excludes = [".venv", "data", "runs", ".git", "benchmarks/results", "**/__pycache__"]
+    excludes = [".venv", "data", "runs", "benchmarks/results", "**/__pycache__"]  # .git: Ray excludes it itself
     runtime_env = {"working_dir": str(Path(working_dir).resolve()), "excludes": excludes, "env_vars": {"HF_HUB_OFFLINE": "1"}}
     if pip_extra:
         runtime_env["pip"] = pip_extra
-    return client.submit_job(entrypoint=entry, runtime_env=runtime_env)
+    deadline = time.monotonic() + 240
+    while True:  # a head that just started answers before its job agent is up
+        try:
+            return client.submit_job(entrypoint=entry, runtime_env=runtime_env)
+        except RuntimeError as err:
+            if "No available agent" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def job_status(address: str, job_id: str | None = None) -> list[dict]:
