@@ -1,15 +1,16 @@
 """Integration: the real controller loop with the simulated roles of `poserft.cluster.simulate`
 (what `benchmarks/bench_scale.py` sweeps), with 1 and 4 rollout workers and a strong time
-compression. Only structural properties are asserted: every step finished, no task id lost or
-trained twice, versions increase, staleness within the bound, checkpoint and resume.
+compression. Structural properties: every step finished, no task id lost or trained twice,
+versions increase, staleness within the bound, checkpoint and resume, and each batch sharded
+over every idle worker.
 
-Throughput is not compared between worker counts. Besides depending on the machine's load, it
-would not grow anyway: the controller gives each rollout batch (one learner step's prompts) to
-one worker, keeps at most max_staleness + 1 batches in flight, and its weight sync after every
-step waits for the busy workers' generation, so extra workers stay idle (see NOTES.md).
+One throughput comparison: with a time model where generation is ~10x the learner step, 4
+workers must beat 1 by a wide margin (the controller splits each batch over the idle workers).
+The bound (> 1.5x, ~2.5x expected) leaves room for a loaded machine; no wall-clock limits.
 """
 
 import json
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,26 +30,26 @@ def sim_data(tmp_path_factory):
     return write_sim_dataset(tmp_path_factory.mktemp("simdata"), 200)
 
 
-def _run(sim_data, run_dir, steps, workers, staleness):
-    over = [f"rl.steps={steps}", f"rl.prompts_per_step={PROMPTS}", f"rl.group_size={GROUP}", f"rl.max_staleness={staleness}",
+def _run(sim_data, run_dir, steps, workers, staleness, prompts=PROMPTS, group=GROUP, model=SIM):
+    over = [f"rl.steps={steps}", f"rl.prompts_per_step={prompts}", f"rl.group_size={group}", f"rl.max_staleness={staleness}",
             f"rl.rollout.num_workers={workers}", "rl.checkpoint_every=2", "rewards.num_workers=1"]  # fmt: skip
-    cfg, sim = sim_config(None, over, SIM, sim_data, run_dir)
+    cfg, sim = sim_config(None, over, model, sim_data, run_dir)
     return run_simulation(cfg, sim, run_dir)
 
 
-def _check_run(run_dir, steps, staleness, dataset_ids):
+def _check_run(run_dir, steps, staleness, dataset_ids, prompts=PROMPTS, group=GROUP):
     metrics = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["version"] for m in metrics] == list(range(1, steps + 1))  # versions only increase, one per step
     assert max(m["staleness"] for m in metrics) <= staleness
     ledger = [json.loads(ln) for ln in (run_dir / "ledger.jsonl").read_text().splitlines()]
     assert [e["step"] for e in ledger] == list(range(1, steps + 1))
     ids = [t for e in ledger for t in e["task_ids"]]
-    assert len(ids) == steps * PROMPTS and len(set(ids)) == len(ids), "a task id was lost or trained twice"
+    assert len(ids) == steps * prompts and len(set(ids)) == len(ids), "a task id was lost or trained twice"
     assert set(ids) <= dataset_ids
     workers = set()
     for e in ledger:  # each step's Parquet holds exactly the groups its ledger entry names
         t = pq.read_table(run_dir / "rollouts" / f"step_{e['step']:05d}.parquet")
-        assert t.num_rows == PROMPTS * GROUP
+        assert t.num_rows == prompts * group
         assert sorted(set(t["task_id"].to_pylist())) == sorted(e["task_ids"])
         versions = set(t["policy_version"].to_pylist())
         assert len(versions) == 1 and e["version"] - 1 - staleness <= versions.pop() <= e["version"] - 1
@@ -72,6 +73,30 @@ def test_controller_runs_simulated_roles(ray_local, sim_data, tmp_path, workers,
         assert len(used) >= 2  # two batches were dispatched at once, to different workers
     summary = summarise(run_dir, SIM.time_scale, GROUP, workers)
     assert summary["samples_per_s"] > 0 and 0 < summary["learner_util"] <= 1.0  # busy time cannot exceed wall time
+
+
+def test_batches_are_sharded_and_throughput_grows_with_workers(ray_local, sim_data, tmp_path):
+    """Generation ~10x the learner step: the prefills (linear in prompts and samples, so they
+    split with the batch) are made slow, weight transfers fast. Modelled for 8 prompts x 4
+    samples: generation ~45 s on one worker, learner ~3.6 s; 0.02 real s per modelled s."""
+    prompts, group, steps = 8, 4, 6
+    model = replace(SimModel(time_scale=0.02), prefill_mfu=0.005, publish_bytes_per_s=1e12, sync_bytes_per_s=1e12)
+    dataset_ids = set(pq.read_table(sim_data / "train.parquet", columns=["id"])["id"].to_pylist())
+    rate = {}
+    for workers in (1, 4):
+        run_dir = tmp_path / f"n{workers}"
+        result = _run(sim_data, run_dir, steps, workers, 0, prompts, group, model)
+        assert result["steps"] == steps and result["worker_failures"] == 0 and result["requeued_prompts"] == 0
+        metrics, used = _check_run(run_dir, steps, 0, dataset_ids, prompts, group)
+        assert len(used) == workers
+        for m in metrics:  # max_staleness 0: every worker is idle at each dispatch and at each weight sync
+            t = pq.read_table(run_dir / "rollouts" / f"step_{m['step']:05d}.parquet", columns=["task_id", "worker_id"])
+            assert len(set(t["worker_id"].to_pylist())) == workers, f"step {m['step']} was not split over all {workers} workers"
+            assert m["shards"] == workers and m["shards_failed"] == 0 and m["sync_deferred"] == 0
+            for tid in set(t["task_id"].to_pylist()):  # a prompt's G samples stay on one worker
+                assert len(set(t.filter(pa.compute.equal(t["task_id"], tid))["worker_id"].to_pylist())) == 1
+        rate[workers] = summarise(run_dir, model.time_scale, group, workers)["samples_per_s"]
+    assert rate[4] > 1.5 * rate[1], f"samples/s: 1 worker {rate[1]:.2f}, 4 workers {rate[4]:.2f}"
 
 
 def test_resume_from_simulated_checkpoint(ray_local, sim_data, tmp_path):

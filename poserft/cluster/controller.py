@@ -1,10 +1,29 @@
 """The driver loop: prompts -> rollout pool -> reward pool -> learner -> weights back to rollout.
 
-Back-pressure is a bound on the work in flight: a rollout batch is dispatched only while the
-batches ahead of it (generating, scored and waiting, training) number at most `max_staleness`,
-so a batch is never trained more than `max_staleness` versions after the weights that made it;
-one that would be anyway (a slow worker) is dropped, counted and its prompts re-queued.
-`max_staleness: 0` is the synchronous on-policy mode.
+Back-pressure is a bound on the work in flight: a rollout batch (one learner step's prompts) is
+dispatched only while the batches ahead of it (generating, scored and waiting, training) number
+at most `max_staleness`, so a batch is never trained more than `max_staleness` versions after
+the weights that made it; one that would be anyway (a slow worker) is dropped, counted and its
+prompts re-queued. `max_staleness: 0` is the synchronous on-policy mode.
+
+Sharding: a batch is split by prompt (a prompt's G samples stay together) over the rollout
+workers that are idle when it is dispatched, as evenly as possible (never an empty shard); all
+shards are sent the current policy version as `expected_version`, so a worker holding another
+version fails the call instead of generating with the wrong weights. The batch is ready when
+every shard has returned; its table is the shards' concatenation in prompt order, scored by
+the reward pool once per batch, and its `gen_s` runs from dispatch to the last shard's return.
+A failed shard's prompts are re-queued and the batch goes on with the other shards (trained on
+fewer prompts; the ledger names exactly those); a batch with no surviving shard is dropped.
+While a batch is partly returned no new batch is dispatched, so the workers that finished first
+start the next batch together with the rest instead of taking it alone.
+
+Weight sync: after each learner step every worker is sent `update_weights`; the controller
+waits only for the idle ones (`sync_s` in metrics.jsonl is this blocking part). A busy worker
+runs the update after its current `generate` (Ray runs an actor's calls in submission order, so
+before any later `generate`); its result is collected when it arrives (`sync_deferred` counts
+these per step) and a failed one is a worker failure: the worker is removed, its shard, if any,
+re-queued. When a scored batch is already waiting, the learner starts on it before the weight
+sync and this step's bookkeeping (except on checkpoint steps, which are saved first).
 
 Run state lives in `run_dir`: `ledger.jsonl` (task ids trained per step), `metrics.jsonl`
 (one line per step: stage times, rewards, losses), `rollouts/step_*.parquet` (every scored
@@ -91,6 +110,37 @@ class Roles:
     learner_kwargs: dict = field(default_factory=dict)
 
 
+class _Batch:
+    """One learner step's prompts while they generate, split into shards (one per worker)."""
+
+    def __init__(self, ids: list[str], t0: float):
+        self.ids = ids  # every prompt of the batch, in queue order
+        self.t0 = t0  # dispatch time
+        self.pending: dict = {}  # shard ref -> (shard index, worker, shard ids)
+        self.tables: dict[int, pa.Table] = {}  # shard index -> rollout table of a returned shard
+        self.lost: set[str] = set()  # prompts of failed shards (already re-queued)
+        self.shards = 0
+        self.t_last = t0  # when the last shard returned
+
+    def partly_returned(self) -> bool:
+        return 0 < len(self.pending) < self.shards
+
+    def kept_ids(self) -> list[str]:
+        return [i for i in self.ids if i not in self.lost]
+
+
+def split_even(ids: list[str], n: int) -> list[list[str]]:
+    """`ids` in order as min(n, len(ids)) contiguous parts whose sizes differ by at most one."""
+    n = min(n, len(ids))
+    size, extra = divmod(len(ids), n)
+    parts, start = [], 0
+    for k in range(n):
+        end = start + size + (k < extra)
+        parts.append(ids[start:end])
+        start = end
+    return parts
+
+
 class Controller:
     def __init__(self, cfg: Config, sft_ckpt: str, run_dir: str, roles: Roles | None = None):
         self.cfg, self.s = cfg, cfg.rl
@@ -105,6 +155,9 @@ class Controller:
         self.lock = threading.Lock()
         self.counters = {"dropped_stale_groups": 0, "requeued_prompts": 0, "worker_failures": 0, "samples": 0, "tokens": 0}
         self.status = {"state": "starting", "step": 0, "version": 0, "workers": 0}
+        self.batches: list[_Batch] = []  # batches generating, in dispatch order
+        self.shard_of: dict = {}  # generate ref -> its _Batch
+        self.sync_of: dict = {}  # deferred update_weights ref -> its worker
         self.prom = StepMetrics(counters=self.counters).serve(self.s.metrics_port)  # [metrics] no server when rl.metrics_port is null
         self.status["metrics_port"] = self.prom.port  # [metrics] the bound port (rl.metrics_port 0 = any free one)
 
@@ -154,13 +207,18 @@ class Controller:
         engine_kwargs = {"kv_cache_mb": r.kv_cache_mb, "tensor_parallel_size": r.tensor_parallel_size} if r.engine == "vllm" else {}
         w = cls.options(**opts).remote(start_ckpt, f"rollout-{idx}", r.engine, self.s.sampling.model_dump(), engine_kwargs, r.threads,
                                        **self.roles.rollout_kwargs)
-        return {"actor": w, "pg": pg, "id": f"rollout-{idx}", "busy": None, "retire": False}
+        # busy: the ref of its shard being generated; syncs: update_weights refs sent while it was
+        # busy, not yet collected; version: the policy version it is known to hold
+        return {"actor": w, "pg": pg, "id": f"rollout-{idx}", "busy": None, "retire": False, "syncs": [], "version": None}
 
     def _sync_new_worker(self, w) -> None:
         """A new worker loads the newest weights before it takes work."""
         version = ray.get(w["actor"].get_version.remote())
         if version < self.version and self.weights_ref is not None:
-            ray.get(w["actor"].update_weights.remote(self.version, self.weights_ref))
+            version = ray.get(w["actor"].update_weights.remote(self.version, self.weights_ref))
+        if version != self.version:  # every generate would fail its expected_version check
+            raise RuntimeError(f"new rollout worker {w['id']} holds policy version {version}, the learner {self.version}")
+        w["version"] = version
 
     def setup(self):
         self._load_tasks()
@@ -194,15 +252,16 @@ class Controller:
             live.append(w)
             print(f"added {w['id']} (now {len(live)} rollout workers)", flush=True)
         for w in live[self.target_workers :]:
-            w["retire"] = True  # removed once idle, so its batch is not lost
+            w["retire"] = True  # removed once idle, so its shard is not lost
         for w in [w for w in self.workers if w["retire"] and w["busy"] is None]:
+            self._forget_syncs(w)  # a retired worker's pending updates no longer matter
             ray.kill(w["actor"])
             release(w["pg"])
             self.workers.remove(w)
             print(f"removed {w['id']} (now {len(self.workers)} rollout workers)", flush=True)
         with self.lock:
             self.status["workers"] = len(self.workers)
-        self.prom.set_workers({w["id"]: self.version for w in self.workers}, self.target_workers)  # [metrics]
+        self.prom.set_workers({w["id"]: w["version"] for w in self.workers}, self.target_workers)  # [metrics]
 
     # ---- the loop ----
     def _next_prompts(self) -> list[str]:
@@ -221,69 +280,127 @@ class Controller:
         self.requeue.extendleft(reversed(list(ids)))
         self.counters["requeued_prompts"] += len(ids)
 
+    def _dispatch(self, ready: deque, training, stopping: bool) -> None:
+        """Start batches while the staleness bound allows: each split over the idle workers."""
+        s = self.s
+        while not stopping:
+            ahead = len(self.batches) + len(ready) + (training is not None)
+            if ahead > s.max_staleness or self.step + ahead >= s.steps:
+                return
+            if any(b.partly_returned() for b in self.batches):
+                return  # wait for the rest of that batch, then its workers start the next one together
+            idle = [w for w in self.workers if w["busy"] is None and not w["retire"]]
+            if not idle:
+                return
+            batch = _Batch(self._next_prompts(), time.time())
+            for k, (w, part) in enumerate(zip(idle, split_even(batch.ids, len(idle)))):
+                # a pending update of w runs before this call; expected_version makes a failed one an error
+                ref = w["actor"].generate.remote(self._task_table(part), s.group_size, self.version, s.seed + self.step)
+                w["busy"] = ref
+                batch.pending[ref] = (k, w, part)
+                self.shard_of[ref] = batch
+            batch.shards = len(batch.pending)
+            self.batches.append(batch)
+
+    def _wait(self, waitable: list) -> list:
+        """The refs that are done: at least one (or none after a second), and all others done by then."""
+        if not waitable:
+            return []
+        done, rest = ray.wait(waitable, num_returns=1, timeout=1.0)
+        if done and rest:
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            done += more
+        return done
+
     def run(self) -> dict:
         self.setup()
         s = self.s
-        inflight: dict = {}  # rollout ref -> (worker, ids, t_start)
         ready: deque = deque()  # (scored table, ids, timings)
-        training = None  # (ref, ids, timings, batch_version)
+        training = None  # (ref, ids, timings, scored, t_start)
         t_run = time.time()
         with self.lock:
             self.status.update(state="running", step=self.step, version=self.version)
         while self.step < s.steps:
             stopping = self.stop_requested.is_set()
-            if training is None and not inflight and not ready and stopping:
+            if training is None and not self.batches and not ready and stopping:
                 break
             self._apply_scaling()
-            # 1. dispatch: bounded by max_staleness
-            for w in self.workers:
-                ahead = len(inflight) + len(ready) + (training is not None)
-                if stopping or w["busy"] is not None or w["retire"] or ahead > s.max_staleness:
-                    continue
-                if self.step + ahead >= s.steps:
-                    break
-                ids = self._next_prompts()
-                ref = w["actor"].generate.remote(self._task_table(ids), s.group_size, None, s.seed + self.step)
-                w["busy"] = ref
-                inflight[ref] = (w, ids, time.time())
-            waitable = list(inflight) + ([training[0]] if training else [])
+            # 1. dispatch: bounded by max_staleness, each batch sharded over the idle workers
+            self._dispatch(ready, training, stopping)
+            waitable = [*self.shard_of, *self.sync_of, *([training[0]] if training else [])]
             if not waitable and not ready:
                 raise RuntimeError("controller has nothing in flight and nothing to train: no rollout worker is available")
-            done, _ = ray.wait(waitable, num_returns=1, timeout=1.0) if waitable else ([], [])
-            for ref in done:
-                if ref in inflight:
-                    w, ids, t0 = inflight.pop(ref)
-                    w["busy"] = None
-                    try:
-                        rollout = ray.get(ref)
-                    except RayError as err:
-                        self._worker_failed(w, ids, err)
-                        continue
-                    gen_s = time.time() - t0
-                    t1 = time.time()
-                    scored = self.rewards.score(self._join(rollout))
-                    if not self._scoreable(scored, ids):
-                        continue
-                    ready.append((scored, ids, {"gen_s": gen_s, "reward_s": time.time() - t1}))
-                else:
-                    training = self._finish_train(training)
+            # 2. collect what finished: shards, deferred weight updates, the learner step
+            for ref in self._wait(waitable):
+                if ref in self.shard_of:
+                    self._shard_returned(ref)
+                elif ref in self.sync_of:
+                    self._sync_returned(ref)
+                elif training is not None and ref == training[0]:
+                    training = self._finish_train(training, ready)
+                # else: a ref of a worker removed while handling an earlier one in this list
+            self._complete_batches(ready)
             # 3. train the oldest ready batch if the learner is free
-            if training is None and ready:
-                scored, ids, timing = ready.popleft()
-                batch_version = int(pa.compute.min(scored["policy_version"]).as_py())
-                if self.version - batch_version > s.max_staleness:
-                    self.counters["dropped_stale_groups"] += len(ids)
-                    self._requeue(ids)
-                    continue
-                timing["staleness"] = self.version - batch_version
-                timing["queue_depth"] = len(ready)
-                training = (self.learner.train_step.remote(scored), ids, timing, scored, time.time())
+            if training is None:
+                training = self._start_training(ready)
         if training is not None:
-            self._finish_train(training)
+            self._finish_train(training, deque())
         self.checkpoint()
         with self.lock:
             self.status.update(state="finished" if self.step >= s.steps else "stopped")
         return {"steps": self.step, "version": self.version, "seconds": round(time.time() - t_run, 1), **self.counters}
+
+    def _start_training(self, ready: deque):
+        """Give the oldest ready batch that is not too stale to the learner; drop (and re-queue)
+        the stale ones before it. Returns the training tuple, or None if nothing was left."""
+        while ready and self.step < self.s.steps:
+            scored, ids, timing = ready.popleft()
+            batch_version = int(pa.compute.min(scored["policy_version"]).as_py())
+            if self.version - batch_version > self.s.max_staleness:
+                self.counters["dropped_stale_groups"] += len(ids)
+                self._requeue(ids)
+                continue
+            timing["staleness"] = self.version - batch_version
+            timing["queue_depth"] = len(ready)
+            return (self.learner.train_step.remote(scored), ids, timing, scored, time.time())
+        return None
+
+    def _shard_returned(self, ref) -> None:
+        batch = self.shard_of.pop(ref)
+        k, w, part = batch.pending.pop(ref)
+        w["busy"] = None
+        try:
+            batch.tables[k] = ray.get(ref)
+        except RayError as err:
+            batch.lost.update(part)
+            self._worker_failed(w, part, err)
+            return
+        batch.t_last = time.time()
+
+    def _sync_returned(self, ref) -> None:
+        """A deferred weight update finished (after the worker's generate)."""
+        w = self.sync_of.pop(ref)
+        w["syncs"].remove(ref)
+        try:
+            w["version"] = max(w["version"], ray.get(ref))
+        except RayError as err:
+            self._worker_failed(w, [], err)
+
+    def _complete_batches(self, ready: deque) -> None:
+        """Batches with no shard left generating: concatenate, score once, queue for the learner."""
+        for batch in [b for b in self.batches if not b.pending]:
+            self.batches.remove(batch)
+            if not batch.tables:
+                print(f"every shard of a rollout batch failed; its {len(batch.ids)} prompts were re-queued", flush=True)
+                continue
+            ids = batch.kept_ids()
+            rollout = pa.concat_tables([batch.tables[k] for k in sorted(batch.tables)])
+            t1 = time.time()
+            scored = self.rewards.score(self._join(rollout))
+            if not self._scoreable(scored, ids):
+                continue
+            ready.append((scored, ids, {"gen_s": batch.t_last - batch.t0, "reward_s": time.time() - t1, "shards": len(batch.tables),
+                                        "shards_failed": batch.shards - len(batch.tables)}))
 
     def _scoreable(self, scored: pa.Table, ids: list[str]) -> bool:
         """A batch with no scoreable row (every reward failed) goes back to the queue instead of
@@ -309,7 +426,20 @@ class Controller:
             out = out.append_column(col, pa.array([self.tasks[i][col] for i in ids]))
         return out
 
+    def _forget_syncs(self, w) -> None:
+        for r in w["syncs"]:
+            self.sync_of.pop(r, None)
+        w["syncs"] = []
+
     def _worker_failed(self, w, ids, err) -> None:
+        """Replace a worker whose call failed; `ids` and the shard it still generates are re-queued."""
+        if w["busy"] is not None:  # its generate would follow the failed update: take the shard back now
+            batch = self.shard_of.pop(w["busy"])
+            _, _, part = batch.pending.pop(w["busy"])
+            batch.lost.update(part)
+            ids = [*ids, *part]
+            w["busy"] = None
+        self._forget_syncs(w)
         self.counters["worker_failures"] += 1
         self._requeue(ids)
         print(f"{w['id']} failed ({type(err).__name__}); its {len(ids)} prompts are re-queued and the worker replaced", flush=True)
@@ -317,23 +447,44 @@ class Controller:
         release(w["pg"])
         self.workers.remove(w)
 
-    def _finish_train(self, training):
+    def _push_weights(self) -> int:
+        """Send the new weights to every worker; wait only for the idle ones. Returns how many
+        updates were deferred (busy workers: collected when they arrive, see `_sync_returned`)."""
+        blocking, deferred = [], 0
+        for w in self.workers:
+            r = w["actor"].update_weights.remote(self.version, self.weights_ref)
+            if w["busy"] is None:
+                blocking.append((w, [*w["syncs"], r]))  # earlier deferred updates run first; wait for all
+                self._forget_syncs(w)
+            else:
+                w["syncs"].append(r)
+                self.sync_of[r] = w
+                deferred += 1
+        failed = []
+        for w, refs in blocking:
+            try:
+                w["version"] = max(w["version"], *ray.get(refs))
+            except RayError as err:
+                failed.append((w, err))
+        for w, err in failed:
+            self._worker_failed(w, [], err)
+        return deferred
+
+    def _finish_train(self, training, ready: deque):
+        """Record a finished learner step and sync the weights. Unless this step checkpoints, the
+        next ready batch goes to the learner first, so it trains while the workers sync and this
+        step is written (a checkpoint must be taken before the learner moves on: it is not).
+        Returns the next training tuple or None."""
         ref, ids, timing, scored, t0 = training
         metrics = ray.get(ref)
         timing["train_s"] = time.time() - t0
         t1 = time.time()
         self.version, self.weights_ref = ray.get(self.learner.latest_weights.remote())
-        refs = [w["actor"].update_weights.remote(self.version, self.weights_ref) for w in self.workers]
-        failed = []
-        for w, r in zip(list(self.workers), refs):
-            try:
-                ray.get(r)
-            except RayError as err:
-                failed.append((w, err))
-        for w, err in failed:
-            self._worker_failed(w, [], err)
-        timing["sync_s"] = time.time() - t1
         self.step += 1
+        checkpoint_now = self.step % self.s.checkpoint_every == 0
+        following = None if checkpoint_now else self._start_training(ready)
+        timing["sync_deferred"] = self._push_weights()
+        timing["sync_s"] = time.time() - t1
         n_tokens = int(sum(len(t) for t in scored["response_tokens"].to_pylist()))
         self.counters["samples"] += scored.num_rows
         self.counters["tokens"] += n_tokens
@@ -344,19 +495,20 @@ class Controller:
         with open(self.run_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(line) + "\n")
         self.prom.observe(line, scored)  # [metrics]
-        self.prom.set_workers({w["id"]: self.version for w in self.workers}, self.target_workers)  # [metrics] synced above
+        self.prom.set_workers({w["id"]: w["version"] for w in self.workers}, self.target_workers)  # [metrics] busy ones update later
         print(
-            f"step {self.step}/{self.s.steps} v{self.version} | gen {timing['gen_s']:.1f}s reward {timing['reward_s']:.1f}s "
-            f"train {timing['train_s']:.1f}s sync {timing['sync_s']:.2f}s | reward {metrics.get('reward_total', float('nan')):.3f} "
+            f"step {self.step}/{self.s.steps} v{self.version} | gen {timing['gen_s']:.1f}s ({timing['shards']} shards) "
+            f"reward {timing['reward_s']:.1f}s train {timing['train_s']:.1f}s sync {timing['sync_s']:.2f}s "
+            f"(+{timing['sync_deferred']} deferred) | reward {metrics.get('reward_total', float('nan')):.3f} "
             f"fmt {metrics.get('reward_format', float('nan')):.2f} joint {metrics.get('reward_joint', float('nan')):.3f} "
             f"sem {metrics.get('reward_semantic', float('nan')):.3f} | stale {timing['staleness']} workers {len(self.workers)}",
             flush=True,
         )
         with self.lock:
             self.status.update(step=self.step, version=self.version)
-        if self.step % self.s.checkpoint_every == 0:
+        if checkpoint_now:
             self.checkpoint()
-        return None
+        return following
 
     def checkpoint(self) -> None:
         state = {"step": self.step, "version": self.version, "cursor": self.cursor, "requeue": list(self.requeue), "counters": self.counters}
