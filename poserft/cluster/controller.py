@@ -316,6 +316,7 @@ class Controller:
         self.setup()
         s = self.s
         ready: deque = deque()  # (scored table, ids, timings)
+        self.ready_q = ready  # seen by checkpoint(): its prompts are still in flight
         training = None  # (ref, ids, timings, scored, t_start)
         t_run = time.time()
         with self.lock:
@@ -511,7 +512,12 @@ class Controller:
         return following
 
     def checkpoint(self) -> None:
-        state = {"step": self.step, "version": self.version, "cursor": self.cursor, "requeue": list(self.requeue), "counters": self.counters}
+        # Prompts generating or scored-but-untrained go back to the front of the queue on resume,
+        # so a checkpoint taken with batches in flight (max_staleness >= 1) loses none of them.
+        in_flight = [i for _scored, ids, *_ in getattr(self, "ready_q", ()) for i in ids]
+        in_flight += [i for b in self.batches for i in b.ids if i not in b.lost]
+        state = {"step": self.step, "version": self.version, "cursor": self.cursor, "requeue": in_flight + list(self.requeue),
+                 "counters": self.counters}
         ray.get(self.learner.save.remote(str(self.ckpt_dir), {"controller": state}))
 
     def shutdown(self) -> None:
