@@ -39,10 +39,10 @@ def _poserft(*args, timeout=120) -> subprocess.CompletedProcess:
 @pytest.fixture
 def ray_head():
     tmp = tempfile.mkdtemp(prefix="rh_", dir="/tmp")  # short: Ray's unix sockets live under it
-    gcs, dash = _free_port(), _free_port()
+    gcs, dash, agent = _free_port(), _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(
-        ["ray", "start", "--head", "--block", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+        ["ray", "start", "--head", "--block", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={agent}",
          "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={tmp}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env,
     )  # fmt: skip
