@@ -270,8 +270,9 @@ def use_cluster_token() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear at once in logs and pipes
-    use_cluster_token()
     args = build_parser().parse_args(argv)
+    if args.func in (_cmd_submit, _cmd_status, _cmd_logs, _cmd_scale) and "ray" not in sys.modules:
+        use_cluster_token()  # only for clients of a running cluster, and only before Ray is imported
     from poserft.common.config import ConfigError
     from poserft.common.dataset import DatasetError
 
