@@ -77,14 +77,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from poserft.common.schemas import AA_DIM, POSE_DIM, POSE_RESPONSE, REWARD_COMPONENTS, ROLLOUT_RECORD_SCHEMA, TASK_RECORD_SCHEMA, TASKS
+from poserft.common.schemas import VersionMismatch, check_rollout_request, AA_DIM, POSE_DIM, POSE_RESPONSE, REWARD_COMPONENTS, ROLLOUT_RECORD_SCHEMA, TASK_RECORD_SCHEMA, TASKS
 
 HEAVY_MODULES = ("torch", "vllm", "transformers")
-TASK_COLUMNS = ("id", "task", "prompt", "image", "target_pose")
 
-
-class VersionMismatch(RuntimeError):
-    """A weight update or a request named a policy version the worker does not hold."""
 
 
 def _hash(*parts) -> int:
@@ -246,19 +242,7 @@ class SimRolloutWorker:
     # ---- generation ----
     def generate(self, tasks: pa.Table, group_size: int, expected_version: int | None = None, seed: int = 0) -> pa.Table:
         t0 = time.perf_counter()
-        if expected_version is not None and expected_version != self.version:
-            raise VersionMismatch(f"{self.worker_id} holds policy version {self.version}, request expects {expected_version}")
-        if group_size < 1:
-            raise ValueError(f"group_size must be at least 1, got {group_size}")
-        if tasks.num_rows == 0:
-            raise ValueError("rollout got an empty batch of tasks")
-        missing = [c for c in TASK_COLUMNS if c not in tasks.schema.names]
-        if missing:
-            raise ValueError(f"task batch is missing columns {missing}")
-        names = tasks["task"].to_pylist()
-        unknown = sorted({t for t in names if t not in TASKS}, key=str)
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; known tasks: {', '.join(TASKS)}")
+        names = check_rollout_request(self.worker_id, self.version, tasks, group_size, expected_version)
         ids = tasks["id"].to_pylist()
         n = len(ids) * group_size
         task_ids = np.repeat(np.array(ids, dtype=object), group_size)

@@ -70,3 +70,28 @@ def scored_record_schema(components=REWARD_COMPONENTS) -> pa.Schema:
         pa.field("advantage_continuous", pa.float32()),
     ]
     return pa.schema(list(ROLLOUT_RECORD_SCHEMA) + extra)
+
+
+ROLLOUT_TASK_COLUMNS = ("id", "task", "prompt", "image", "target_pose")
+
+
+class VersionMismatch(RuntimeError):
+    """A weight update or a request named a policy version the worker does not hold."""
+
+
+def check_rollout_request(worker_id: str, version: int, tasks, group_size: int, expected_version: int | None) -> list[str]:
+    """The checks every rollout worker (real or simulated) makes on a request; returns the task names."""
+    if expected_version is not None and expected_version != version:
+        raise VersionMismatch(f"{worker_id} holds policy version {version}, request expects {expected_version}")
+    if group_size < 1:
+        raise ValueError(f"group_size must be at least 1, got {group_size}")
+    if tasks.num_rows == 0:
+        raise ValueError("rollout got an empty batch of tasks")
+    missing = [c for c in ROLLOUT_TASK_COLUMNS if c not in tasks.schema.names]
+    if missing:
+        raise ValueError(f"task batch is missing columns {missing}")
+    names = tasks["task"].to_pylist()
+    unknown = sorted({t for t in names if t not in TASKS}, key=str)
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; known tasks: {', '.join(TASKS)}")
+    return names

@@ -22,18 +22,14 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from poserft.common.schemas import ROLLOUT_RECORD_SCHEMA, TASKS
+from poserft.common.schemas import VersionMismatch, check_rollout_request, ROLLOUT_RECORD_SCHEMA, TASKS
 from poserft.learner import lora
 from poserft.learner.checkpoint import load_policy
 from poserft.learner.generation import decode_response, pose_from_response, prompt_embeddings
 from poserft.learner.policy import gaussian_log_prob
 from poserft.rollout_workers.engine import HFEngine, SamplingSettings, VLLMEngine
 
-TASK_COLUMNS = ("id", "task", "prompt", "image", "target_pose")
 
-
-class VersionMismatch(RuntimeError):
-    """A weight update or a request named a policy version the worker does not hold."""
 
 
 def _seed(*parts) -> int:
@@ -73,19 +69,7 @@ class RolloutWorkerCore:
 
     # ---- generation ----
     def generate(self, tasks: pa.Table, group_size: int, expected_version: int | None = None, seed: int = 0) -> pa.Table:
-        if expected_version is not None and expected_version != self.version:
-            raise VersionMismatch(f"{self.worker_id} holds policy version {self.version}, request expects {expected_version}")
-        if group_size < 1:
-            raise ValueError(f"group_size must be at least 1, got {group_size}")
-        if tasks.num_rows == 0:
-            raise ValueError("rollout got an empty batch of tasks")
-        missing = [c for c in TASK_COLUMNS if c not in tasks.schema.names]
-        if missing:
-            raise ValueError(f"task batch is missing columns {missing}")
-        names = tasks["task"].to_pylist()
-        unknown = sorted({t for t in names if t not in TASKS}, key=str)
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; known tasks: {', '.join(TASKS)}")
+        names = check_rollout_request(self.worker_id, self.version, tasks, group_size, expected_version)
         if getattr(self, "asleep", False):
             raise RuntimeError(f"{self.worker_id} is asleep (colocated with the learner); call wake_up() before generate()")
         t0 = time.perf_counter()
