@@ -204,7 +204,8 @@ class Controller:
         r = self.s.rollout
         opts, pg = placed_options("rollout worker", r.num_cpus, r.num_gpus, r.resources)
         cls = ray.remote(max_restarts=0)(self.roles.rollout_worker)
-        engine_kwargs = {"kv_cache_mb": r.kv_cache_mb, "tensor_parallel_size": r.tensor_parallel_size} if r.engine == "vllm" else {}
+        engine_kwargs = ({"kv_cache_mb": r.kv_cache_mb, "tensor_parallel_size": r.tensor_parallel_size, "enable_sleep_mode": r.colocate}
+                         if r.engine == "vllm" else {})
         w = cls.options(**opts).remote(start_ckpt, f"rollout-{idx}", r.engine, self.s.sampling.model_dump(), engine_kwargs, r.threads,
                                        **self.roles.rollout_kwargs)
         # busy: the ref of its shard being generated; syncs: update_weights refs sent while it was
@@ -363,6 +364,10 @@ class Controller:
                 continue
             timing["staleness"] = self.version - batch_version
             timing["queue_depth"] = len(ready)
+            if self.s.rollout.colocate:  # the learner gets the devices: rollout engines release them
+                t = time.time()
+                ray.get([w["actor"].sleep.remote() for w in self.workers])
+                timing["sleep_s"] = time.time() - t
             return (self.learner.train_step.remote(scored), ids, timing, scored, time.time())
         return None
 
@@ -479,6 +484,10 @@ class Controller:
         ref, ids, timing, scored, t0 = training
         metrics = ray.get(ref)
         timing["train_s"] = time.time() - t0
+        if self.s.rollout.colocate:  # engines take the devices back before the new weights land
+            t = time.time()
+            ray.get([w["actor"].wake_up.remote() for w in self.workers])
+            timing["wake_s"] = time.time() - t
         t1 = time.time()
         self.version, self.weights_ref = ray.get(self.learner.latest_weights.remote())
         self.step += 1
