@@ -15,14 +15,13 @@ nothing lost, nothing trained twice.
 import json
 import time
 
-import numpy as np
 import psutil
 import pyarrow as pa
 import pytest
 import ray
 from ray.exceptions import RayError
 
-from poserft.cluster.controller import controller_actor_class
+from poserft.cluster.controller import controller_actor_class, prompt_order
 from poserft.common.config import load_config
 from poserft.common.dataset import load_split
 
@@ -45,8 +44,7 @@ def _data_order(cfg) -> list[str]:
     """The seeded prompt order the controller walks (sorted ids, permuted by rl.seed)."""
     table = load_split(cfg.data.dir, "train")
     table = table.filter(pa.compute.is_in(table["task"], pa.array(list(cfg.rl.tasks))))
-    ids = sorted(table["id"].to_pylist())
-    return [ids[i] for i in np.random.default_rng(cfg.rl.seed).permutation(len(ids))]
+    return prompt_order(table["id"].to_pylist(), cfg.rl.seed)
 
 
 def _read(path):
@@ -110,13 +108,19 @@ def _stop(ctl):
     ray.kill(ctl)
 
 
-def test_rollout_worker_killed_mid_generation(ray_local, tiny_data, tiny_sft, tmp_path):
+def _train_killing(task: str, tiny_data, tiny_sft, run_dir):
+    """A run in which the process executing `task` is killed once; returns (cfg, result)."""
     cfg = _config(tiny_data)
-    run_dir = tmp_path / "run"
     ctl, done = _start(cfg, tiny_sft, run_dir)
-    _kill_running("RolloutWorkerCore.generate")
+    _kill_running(task)
     result = ray.get(done, timeout=900)
     _stop(ctl)
+    return cfg, result
+
+
+def test_rollout_worker_killed_mid_generation(ray_local, tiny_data, tiny_sft, tmp_path):
+    run_dir = tmp_path / "run"
+    cfg, result = _train_killing("RolloutWorkerCore.generate", tiny_data, tiny_sft, run_dir)
     assert result["steps"] == STEPS
     # each batch is split over both workers: the killed worker's shard is re-queued, the step goes on with the other
     assert result["worker_failures"] >= 1 and result["requeued_prompts"] >= PROMPTS // 2
@@ -125,12 +129,8 @@ def test_rollout_worker_killed_mid_generation(ray_local, tiny_data, tiny_sft, tm
 
 
 def test_reward_worker_killed_during_training(ray_local, tiny_data, tiny_sft, tmp_path):
-    cfg = _config(tiny_data)
     run_dir = tmp_path / "run"
-    ctl, done = _start(cfg, tiny_sft, run_dir)
-    _kill_running("RewardWorker.score")
-    result = ray.get(done, timeout=900)
-    _stop(ctl)
+    cfg, result = _train_killing("RewardWorker.score", tiny_data, tiny_sft, run_dir)
     assert result["steps"] == STEPS
     _check_ledger(run_dir, cfg)
 

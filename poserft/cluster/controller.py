@@ -74,6 +74,12 @@ def _step_of(line: str) -> int | None:
         return None
 
 
+def prompt_order(ids: list[str], seed: int) -> list[str]:
+    """The order the controller walks the prompts: sorted ids, permuted by `rl.seed`."""
+    ids = sorted(ids)
+    return [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+
+
 class Ledger:
     """Append-only JSON lines of the task ids trained at each step."""
 
@@ -153,7 +159,10 @@ class Controller:
         self.stop_requested = threading.Event()
         self.target_workers = self.s.rollout.num_workers
         self.lock = threading.Lock()
-        self.counters = {"dropped_stale_groups": 0, "requeued_prompts": 0, "worker_failures": 0, "samples": 0, "tokens": 0}
+        self.counters = {"dropped_stale_groups": 0, "requeued_prompts": 0, "worker_failures": 0, "unscored_batches": 0, "samples": 0,
+                         "tokens": 0}
+        self.unscored_in_a_row = 0
+        self.ready_q: deque = deque()  # scored batches waiting for the learner (run() fills it)
         self.status = {"state": "starting", "step": 0, "version": 0, "workers": 0}
         self.batches: list[_Batch] = []  # batches generating, in dispatch order
         self.shard_of: dict = {}  # generate ref -> its _Batch
@@ -181,8 +190,7 @@ class Controller:
         table = load_split(self.cfg.data.dir, "train")
         table = table.filter(pa.compute.is_in(table["task"], pa.array(list(self.s.tasks))))
         self.tasks = {r["id"]: r for r in table.select(["id", "prompt", *TASK_JOIN]).to_pylist()}
-        ids = sorted(self.tasks)
-        self.order = [ids[i] for i in np.random.default_rng(self.s.seed).permutation(len(ids))]
+        self.order = prompt_order(list(self.tasks), self.s.seed)
 
     def _restore(self) -> str:
         """Resume from checkpoints/latest when present; returns the checkpoint to start from."""
@@ -316,8 +324,7 @@ class Controller:
     def run(self) -> dict:
         self.setup()
         s = self.s
-        ready: deque = deque()  # (scored table, ids, timings)
-        self.ready_q = ready  # seen by checkpoint(): its prompts are still in flight
+        ready = self.ready_q  # (scored table, ids, timings); checkpoint() re-queues what is still in it
         training = None  # (ref, ids, timings, scored, t_start)
         t_run = time.time()
         with self.lock:
@@ -415,8 +422,8 @@ class Controller:
         if pa.compute.any(ok).as_py():
             self.unscored_in_a_row = 0
             return True
-        self.counters["unscored_batches"] = self.counters.get("unscored_batches", 0) + 1
-        self.unscored_in_a_row = getattr(self, "unscored_in_a_row", 0) + 1
+        self.counters["unscored_batches"] += 1
+        self.unscored_in_a_row += 1
         errors = [e for e in scored["reward_error"].to_pylist() if e] if "reward_error" in scored.schema.names else []
         reason = errors[0] if errors else "no reward could be computed"
         if self.unscored_in_a_row >= 3:
@@ -523,7 +530,7 @@ class Controller:
     def checkpoint(self) -> None:
         # Prompts generating or scored-but-untrained go back to the front of the queue on resume,
         # so a checkpoint taken with batches in flight (max_staleness >= 1) loses none of them.
-        in_flight = [i for _scored, ids, *_ in getattr(self, "ready_q", ()) for i in ids]
+        in_flight = [i for _scored, ids, *_ in self.ready_q for i in ids]
         in_flight += [i for b in self.batches for i in b.ids if i not in b.lost]
         state = {"step": self.step, "version": self.version, "cursor": self.cursor, "requeue": in_flight + list(self.requeue),
                  "counters": self.counters}
