@@ -23,6 +23,7 @@ import ray
 from poserft.cluster.controller import CONTROLLER_NAME, NAMESPACE, controller_actor_class
 from poserft.cluster.metrics import HOST_ENV
 from poserft.common.config import load_config
+from poserft.report import write_report
 
 pytestmark = pytest.mark.integration
 
@@ -219,5 +220,14 @@ def test_every_dashboard_query_has_data_from_a_real_prometheus(controller, prome
     assert prom.value(f"poserft_rollout_workers{sel}") == 1
     assert prom.value(f'poserft_reward_mean{{job="{JOB}",component="total",task="image2pose"}}') == pytest.approx(
         lines[-1]["reward_total"], abs=1e-5)
-    components = {s["metric"]["component"] for s in prom.query(f"poserft_reward_component_seconds_count{sel}")}
-    assert components == {"format", "text_similarity", "joint"}  # the components image2pose uses
+    components = {s["metric"]["component"] for s in prom.query(f"poserft_reward_component_seconds_count{sel} > 0")}
+    assert components == {"format", "text_similarity", "joint"}  # the components image2pose uses (every one is exported from the start at 0)
+
+    # 3. `poserft report` on this real run: no warnings, every image it links exists.
+    warnings = []
+    md = write_report(run_dir, warn=warnings.append).read_text()
+    assert warnings == []
+    assert re.search(r"\| final policy version \| 4 \|", md)
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert "report/examples_image2pose.png" in images and len(images) >= 5
+    assert all((run_dir / ref).is_file() for ref in images)

@@ -21,8 +21,6 @@ from poserft.common.body import BodyModel
 from poserft.common.render import render_skeleton
 from poserft.report import ReportError, increments, moving_average, read_metrics, smooth_window, write_report
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_RUN = REPO / "runs" / "demo" / "hygrpo"
 GROUP = 4
 PROMPTS_PER_STEP = 4  # 2 text2pose + 2 image2pose groups
 
@@ -232,25 +230,6 @@ def test_increments_and_smoothing():
     assert smooth_window(3) == 0 and smooth_window(30) == 5 and smooth_window(1000) == 25
     y = np.array([1.0, np.nan, 3.0, 3.0, 3.0])
     assert np.allclose(moving_average(y, 3), [1.0, 2.0, 3.0, 3.0, 3.0])
-
-
-@pytest.mark.skipif(not (DEMO_RUN / "metrics.jsonl").is_file(), reason="runs/demo/hygrpo not built (make demo)")
-def test_real_demo_run(tmp_path):
-    """The real files (a copy: metrics, ledger, the last rollouts and the checkpoint's metadata and tokenizer)."""
-    run = tmp_path / "hygrpo"
-    (run / "rollouts").mkdir(parents=True)
-    (run / "checkpoints" / "latest").mkdir(parents=True)
-    for name in ("metrics.jsonl", "ledger.jsonl", "checkpoints/latest/poserft.json", "checkpoints/latest/tokenizer.json"):
-        shutil.copy(DEMO_RUN / name, run / name)
-    for src in sorted((DEMO_RUN / "rollouts").glob("step_*.parquet"))[-2:]:
-        shutil.copy(src, run / "rollouts" / src.name)
-    warnings = []
-    md = write_report(run, warn=warnings.append).read_text()
-    assert warnings == []
-    assert re.search(r"\| final policy version \| \d+ \|", md) and "`checkpoints/latest/poserft.json`: policy version" in md
-    for ref in _images(md):
-        assert (run / ref).is_file()
-    assert "report/examples_text2pose.png" in md and "report/examples_image2pose.png" in md
 
 
 def test_a_folder_of_runs_gets_one_report_linking_each(tmp_path, capsys):

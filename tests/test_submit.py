@@ -22,6 +22,7 @@ import yaml
 
 pytestmark = pytest.mark.integration
 
+RAY_CLI = Path(sys.executable).parent / "ray"  # the venv's script: CI does not put .venv/bin on PATH
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -41,8 +42,9 @@ def ray_head():
     tmp = tempfile.mkdtemp(prefix="rh_", dir="/tmp")  # short: Ray's unix sockets live under it
     gcs, dash, agent = _free_port(), _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PATH"] = f"{RAY_CLI.parent}{os.pathsep}{env.get('PATH', '')}"  # as on a node with the env activated: jobs run `python`
     proc = subprocess.Popen(
-        ["ray", "start", "--head", "--block", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={agent}",
+        [str(RAY_CLI), "start", "--head", "--block", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={agent}",
          "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={tmp}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env,
     )  # fmt: skip

@@ -101,6 +101,8 @@ class StepMetrics:
         self.batch_s = hist("poserft_rollout_batch_seconds", "Controller-side round trip of one rollout batch: dispatch to result (generation, pose-head prefill, transfer, waiting).")
         self.reward_s = hist("poserft_reward_seconds", "Whole reward stage of one batch (the reward pool call).")
         self.reward_component_s = hist("poserft_reward_component_seconds", "One reward component for one scorer call (first chunk of each batch).", ["component"])
+        for component in REWARD_COMPONENTS:  # series exist (at 0) from the first scrape, so rate() has a start point
+            self.reward_component_s.labels(component=component)
         self.learner_s = hist("poserft_learner_step_seconds", "Learner compute of one step (old/ref log-probs, updates, weight publish).")
         self.sync_s = hist("poserft_weight_sync_seconds", "Pushing new weights to every rollout worker after a step.")
         # state
