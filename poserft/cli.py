@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from poserft.common.config import EVAL_MAX_NEW_TOKENS
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -95,7 +97,9 @@ def _cmd_eval(args) -> int:
     from poserft.learner.evaluate import eval_table, evaluate_policy
 
     out = args.out or str(Path(args.ckpt) / "eval")
-    res = evaluate_policy(args.ckpt, args.data, args.evaluator, out_dir=out, limit=args.limit)
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    res = evaluate_policy(args.ckpt, args.data, args.evaluator, out_dir=out, limit=args.limit, max_new_tokens=args.max_new_tokens)
     print(eval_table({Path(args.ckpt).name: res}))
     print(f"wrote {out}/eval.json, eval.md and example PNGs")
     return 0
@@ -213,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True)
     ev.add_argument("--evaluator", required=True, help="the evaluator retriever (not the reward one)")
     ev.add_argument("--limit", type=int, default=None, help="only the first N rows per task")
+    ev.add_argument("--max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS,
+                    help=f"greedy decoding budget per response (default {EVAL_MAX_NEW_TOKENS}; captions need ~150)")
     ev.add_argument("--out", default=None)
     ev.set_defaults(func=_cmd_eval)
 

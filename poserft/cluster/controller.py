@@ -53,7 +53,7 @@ import ray
 from ray.exceptions import RayError
 
 from poserft.cluster.metrics import StepMetrics  # [metrics]
-from poserft.cluster.placement import bundle, check_feasible, placed_options, release
+from poserft.cluster.placement import bundle, check_feasible, placed_group_options, placed_options, release
 from poserft.common.config import Config
 from poserft.common.dataset import load_split
 from poserft.learner.learner import LearnerCore, add_advantages
@@ -233,11 +233,17 @@ class Controller:
         self._load_tasks()
         start = self._restore()
         lr_ = self.s.learner
-        opts, self.learner_pg = placed_options("learner", lr_.num_cpus, lr_.num_gpus, lr_.resources)
-        self.learner = ray.remote(max_restarts=0)(self.roles.learner).options(**opts).remote(
-            self.sft_ckpt, self.s, lr_.threads, str(self.ckpt_dir) if start != self.sft_ckpt else None,
-            **({"model": self.cfg.model} if self.roles.learner is LearnerCore else {}), **self.roles.learner_kwargs
-        )
+        opts, self.learner_pg = placed_group_options("learner", lr_.world_size, lr_.num_cpus, lr_.num_gpus, lr_.resources)
+        ranks = []
+        for rank, opt in enumerate(opts):
+            dp = {"rank": rank, "world_size": lr_.world_size} if lr_.world_size > 1 else {}
+            ranks.append(ray.remote(max_restarts=0)(self.roles.learner).options(**opt).remote(
+                self.sft_ckpt, self.s, lr_.threads, str(self.ckpt_dir) if start != self.sft_ckpt else None,
+                **({"model": self.cfg.model} if self.roles.learner is LearnerCore else {}), **dp, **self.roles.learner_kwargs
+            ))  # fmt: skip
+        self.learner, self.learner_peers = ranks[0], ranks[1:]
+        if self.learner_peers:  # rank 0 runs every step on its peers too (LearnerCore's docstring)
+            ray.get(self.learner.attach_peers.remote(self.learner_peers))
         self.version, self.weights_ref = ray.get(self.learner.publish.remote())
         rw = self.s.reward
         check_feasible("reward worker", bundle(rw.num_cpus, rw.num_gpus, rw.resources))  # an infeasible pool would wait forever
@@ -544,7 +550,8 @@ class Controller:
         if hasattr(self, "rewards"):
             self.rewards.shutdown()
         if hasattr(self, "learner"):
-            ray.kill(self.learner)
+            for actor in [self.learner, *self.learner_peers]:
+                ray.kill(actor)
             release(self.learner_pg)
 
 

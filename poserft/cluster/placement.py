@@ -60,18 +60,31 @@ def check_feasible(role: str, b: dict[str, float], key: str | None = None) -> No
 
 def placed_options(role: str, num_cpus: float, num_gpus: float, resources: dict[str, float], timeout_s: float = 120.0) -> tuple[dict, object]:
     """Actor options that run inside a fresh one-bundle placement group; returns (options, group)."""
-    b = bundle(num_cpus, num_gpus, resources)
-    check_feasible(role, b)
-    pg = placement_group([b], strategy="STRICT_PACK")
+    opts, pg = placed_group_options(role, 1, num_cpus, num_gpus, resources, timeout_s)
+    return opts[0], pg
+
+
+def placed_group_options(role: str, n: int, num_cpus: float, num_gpus: float, resources: dict[str, float],
+                         timeout_s: float = 120.0) -> tuple[list[dict], object]:
+    """Options for `n` actors (data-parallel ranks) packed on one node in one placement group:
+    each bundle has num_cpus and num_gpus; the custom `resources` are asked once, in bundle 0
+    (they pin the group to a node that declares them). Returns (options per rank, group)."""
+    bundles = [bundle(num_cpus, num_gpus, resources if i == 0 else {}) for i in range(n)]
+    whole: dict[str, float] = {}
+    for b in bundles:
+        for k, v in b.items():
+            whole[k] = whole.get(k, 0.0) + v
+    check_feasible(role, whole)
+    pg = placement_group(bundles, strategy="STRICT_PACK")
     if not pg.wait(timeout_seconds=timeout_s):
         remove_placement_group(pg)
-        raise TimeoutError(f"{role}: the cluster has no free room for {b} after {timeout_s:.0f} s")
-    opts = {
+        raise TimeoutError(f"{role}: the cluster has no free room for {whole} on one node after {timeout_s:.0f} s")
+    opts = [{
         "num_cpus": b.get("CPU", 0.0),
         "num_gpus": b.get("GPU", 0.0),
         "resources": {k: v for k, v in b.items() if k not in ("CPU", "GPU")},
-        "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=0),
-    }
+        "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=i),
+    } for i, b in enumerate(bundles)]  # fmt: skip
     return opts, pg
 
 

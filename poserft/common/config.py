@@ -222,10 +222,13 @@ class RewardsConfig(Section):
         return self
 
 
+EVAL_MAX_NEW_TOKENS = 256
+
+
 class EvalConfig(Section):
     evaluator_dir: str | None = Field(None, description="Evaluator retriever checkpoint (not the reward one).")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N rows per task.")
-    max_new_tokens: int = Field(96, ge=1)
+    max_new_tokens: int = Field(EVAL_MAX_NEW_TOKENS, ge=1, description="Greedy decoding budget; pose2text captions run to ~150 tokens.")
 
 
 class SamplingConfig(Section):
@@ -274,6 +277,11 @@ class RoleResources(Section):
         return self
 
 
+class LearnerResources(RoleResources):
+    world_size: int = Field(1, ge=1, description="Data-parallel learner ranks (DDP; gloo on CPU, NCCL on GPUs). num_cpus and num_gpus are per rank; "
+                            "the ranks are packed on one node, and `resources` are asked once for the whole group (they pin it to a node).")
+
+
 class RLConfig(Section):
     algorithm: Literal["hygrpo", "grpo"] = Field("hygrpo", description="grpo = the discrete part only (the paper's ablation).")
     steps: int = Field(30, ge=1, description="Learner steps (one scored rollout batch each).")
@@ -292,11 +300,12 @@ class RLConfig(Section):
     beta: float = Field(0.0, ge=0, description="Token KL weight (k3) to the SFT reference.")
     beta_c: float = Field(0.01, ge=0, description="Gaussian KL weight to the SFT reference.")
     pose_logprob_reduce: Literal["sum", "mean"] = Field("sum")
+    dual_clip: float | None = Field(None, gt=1, description="Dual-clip PPO bound c: a negative advantage's surrogate is at least c*A; null = plain clipping.")
     seed: int = Field(0)
     checkpoint_every: int = Field(10, ge=1)
     sampling: SamplingConfig = SamplingConfig()
     rollout: RolloutConfig = RolloutConfig()
-    learner: RoleResources = RoleResources()
+    learner: LearnerResources = LearnerResources()
     reward: RoleResources = RoleResources(num_cpus=0.5)
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus port of the controller; null = off.")
 

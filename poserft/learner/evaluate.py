@@ -1,7 +1,7 @@
 """`poserft eval`: a checkpoint on the test split (greedy text, mean pose), with baselines.
 
 Metrics:
-- format_validity: share of all test responses that match their task's template;
+- format_validity: share of all test responses that match their task's template (also per task);
 - image2pose: MPJPE and PA-MPJPE (mm) of FK(mu); a response without `<POSE>` counts with the
   mean training pose (so an invalid answer is never free); valid share reported;
 - text2pose: retrieval with the *evaluator* retriever between each caption and the pose
@@ -25,6 +25,7 @@ from poserft.common.rotations import axis_angle_to_rot6d
 from poserft.learner.checkpoint import load_policy
 from poserft.learner.generation import generate, pose_from_response
 from poserft.learner.policy import PosePolicy
+from poserft.common.config import EVAL_MAX_NEW_TOKENS
 from poserft.reward_service.rewards import TextEmbedder, format_reward, text_similarity
 
 
@@ -46,7 +47,7 @@ def _task_outputs(policy: PosePolicy, table, max_new_tokens: int) -> dict:
     return {"texts": gen.texts, "mu": mu, "has_pose": has, "tasks": tasks}
 
 
-def evaluate_policy(ckpt, data_dir, evaluator_dir, out_dir=None, limit: int | None = None, max_new_tokens: int = 96,
+def evaluate_policy(ckpt, data_dir, evaluator_dir, out_dir=None, limit: int | None = None, max_new_tokens: int = EVAL_MAX_NEW_TOKENS,
                     split: str = "test", examples: int = 6) -> dict:
     from poserft.reward_service.retriever import Retriever
 
@@ -94,6 +95,7 @@ def evaluate_policy(ckpt, data_dir, evaluator_dir, out_dir=None, limit: int | No
             sim = text_similarity(embedder, out["texts"], refs)
             res["pose2text"] = {"text_similarity": float(sim.mean()), "n": table.num_rows, "examples": [
                 {"generated": g, "reference": r} for g, r in zip(out["texts"][:3], refs[:3])]}
+        res[task]["format_validity"] = float(format_reward(out["texts"], out["tasks"]).mean())
     res["format_validity"] = float(format_reward(texts_all, tasks_all).mean())
     if out_dir is not None:
         write_eval_outputs(res, figures, Path(out_dir))
@@ -104,6 +106,7 @@ def eval_table(results: dict[str, dict]) -> str:
     """Markdown table, one column per evaluated checkpoint (name -> eval result)."""
     rows = [
         ("format validity (%)", lambda r: 100 * r["format_validity"]),
+        *((f"  {t}", lambda r, t=t: 100 * r[t].get("format_validity", float("nan"))) for t in ("image2pose", "text2pose", "pose2text")),
         ("image2pose MPJPE (mm)", lambda r: r["image2pose"]["mpjpe_mm"]),
         ("image2pose PA-MPJPE (mm)", lambda r: r["image2pose"]["pa_mpjpe_mm"]),
         ("  mean-pose baseline PA-MPJPE", lambda r: r["image2pose"]["baseline_mean_pose_pa_mpjpe_mm"]),

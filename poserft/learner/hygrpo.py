@@ -157,11 +157,19 @@ def _validate(b: HyGRPOBatch, continuous: bool, beta: float, beta_c: float, redu
     _check("ref_log_std", b.ref_log_std, bd, nan_rows=v, required=beta_c > 0)
 
 
-def _clipped_surrogate(log_ratio: torch.Tensor, adv: torch.Tensor, eps: float):
-    """min(rho A, clip(rho, 1-e, 1+e) A) and where clipping cut the gradient."""
+def _clipped_surrogate(log_ratio: torch.Tensor, adv: torch.Tensor, eps: float, dual_clip: float | None = None):
+    """min(rho A, clip(rho, 1-e, 1+e) A) and where clipping cut the gradient. With `dual_clip`
+    c > 1, a negative advantage's term is also bounded below by c A (dual-clip PPO, Ye et al.
+    2020): the plain objective is unbounded there when rho grows, which a 144-dim Gaussian's
+    summed log-ratio does quickly."""
     ratio = log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp()
     unclipped, clipped = ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv
-    return torch.minimum(unclipped, clipped), ratio, clipped < unclipped
+    surr, cut = torch.minimum(unclipped, clipped), clipped < unclipped
+    if dual_clip is not None:
+        floor = dual_clip * adv.to(surr.dtype)
+        low = (adv < 0) & (surr < floor)
+        surr, cut = torch.where(low, floor, surr), cut | low
+    return surr, ratio, cut
 
 
 def _masked_mean(x: torch.Tensor, w: torch.Tensor, dim=None) -> torch.Tensor:
@@ -188,6 +196,7 @@ def hygrpo_loss(
     beta_c: float = 0.0,
     pose_logprob_reduce: str = "sum",
     continuous: bool = True,
+    dual_clip: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The HyGRPO loss (scalar, to minimise) and its metrics (python floats).
 
@@ -195,6 +204,8 @@ def hygrpo_loss(
     `continuous`. Means over V are 0.0 when V is empty (see `pose_valid_frac`).
     """
     b = batch
+    if dual_clip is not None and not dual_clip > 1:
+        raise ValueError(f"dual_clip must be > 1 (it bounds a negative advantage's term at dual_clip x A), got {dual_clip}")
     _validate(b, continuous, beta, beta_c, pose_logprob_reduce)
     m = b.mask.bool()
     mf = m.to(b.logp.dtype)
@@ -203,7 +214,7 @@ def hygrpo_loss(
 
     # Discrete part: per-sequence mean over response tokens, then mean over sequences.
     tok_log_ratio = logp - torch.where(m, b.old_logp, zero).detach()
-    tok_surr, tok_ratio, tok_cut = _clipped_surrogate(tok_log_ratio, b.adv_discrete.detach()[:, None], clip_eps)
+    tok_surr, tok_ratio, tok_cut = _clipped_surrogate(tok_log_ratio, b.adv_discrete.detach()[:, None], clip_eps, dual_clip)
     loss_token = -_masked_mean(tok_surr, mf, dim=1).mean()
     loss = loss_token
     stats = {"loss_token": loss_token, "clip_frac_token": _masked_mean(tok_cut.to(mf.dtype), mf),
@@ -226,7 +237,7 @@ def hygrpo_loss(
         lp = gaussian_log_prob(pose.detach(), b.mu, b.log_std, reduce=pose_logprob_reduce)
         pose_log_ratio = torch.where(v, lp - old_lp, torch.zeros_like(lp))
         adv_c = torch.where(v, b.adv_continuous.detach(), torch.zeros_like(vf))
-        pose_surr, pose_ratio, pose_cut = _clipped_surrogate(pose_log_ratio, adv_c, clip_eps_pose)
+        pose_surr, pose_ratio, pose_cut = _clipped_surrogate(pose_log_ratio, adv_c, clip_eps_pose, dual_clip)
         loss_pose = -_masked_mean(pose_surr, vf)
         loss = loss + lambda_c * loss_pose
         stats |= {"loss_pose": loss_pose, "clip_frac_pose": _masked_mean(pose_cut.to(vf.dtype), vf),

@@ -15,12 +15,15 @@ them into their own copy of the base weights (`poserft.learner.lora`).
 from __future__ import annotations
 
 import os
+import socket
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import torch
+import torch.distributed as dist
 
 from poserft.common.config import ModelConfig, RLConfig
 from poserft.learner import lora
@@ -52,15 +55,37 @@ def add_advantages(scored: pa.Table, pose_components: dict[str, str] = POSE_REWA
     return out
 
 
+def _flat_all_reduce(tensors: list[torch.Tensor]) -> None:
+    """Sum `tensors` over the process group in place, one collective per dtype."""
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for group in by_dtype.values():
+        flat = torch.cat([t.reshape(-1) for t in group])
+        dist.all_reduce(flat)
+        offset = 0
+        for t in group:
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+
 class LearnerCore:
+    """One learner rank. With `rl.learner.world_size` N > 1 there are N of them (data parallel):
+    rank 0 is the one the controller talks to; it hands every step to ranks 1..N-1
+    (`attach_peers`), each rank computes the gradient of its share of the batch's rows, the
+    gradients are summed over the process group (gloo on CPU, NCCL on GPUs) and every rank takes
+    the same optimizer step, so the ranks stay identical and rank 0 alone publishes and saves."""
+
     def __init__(self, sft_ckpt: str, settings: RLConfig, threads: int | None = None, resume_dir: str | None = None,
-                 model: ModelConfig | None = None):
+                 model: ModelConfig | None = None, rank: int = 0, world_size: int = 1):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         if threads:
             torch.set_num_threads(threads)
         torch.manual_seed(settings.seed)
         self.s = settings
-        self.policy = load_policy(resume_dir or sft_ckpt).train()
+        self.rank, self.world_size, self.peers = rank, world_size, []
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # a rank placed with a GPU uses it
+        self.policy = load_policy(resume_dir or sft_ckpt).train().to(self.device)
         adapter = Path(resume_dir) / lora.ADAPTER_DIR if resume_dir else None
         adapter = adapter if adapter is not None and adapter.is_dir() else None  # written by a LoRA run
         self.switches = apply_training_switches(self.policy, model or ModelConfig(), adapter)
@@ -69,7 +94,7 @@ class LearnerCore:
             raise ValueError(f"{resume_dir}: its LoRA adapter was trained with other model.lora settings (r, alpha, target_modules, "
                              "modules_to_save); resume with the settings it was written with, or start a new run from it")  # fmt: skip
         needs_ref = settings.beta > 0 or settings.beta_c > 0
-        self.ref = load_policy(sft_ckpt).eval().requires_grad_(False) if needs_ref else None
+        self.ref = load_policy(sft_ckpt).eval().requires_grad_(False).to(self.device) if needs_ref else None
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
         if not trainable:
             raise ValueError("model.freeze leaves nothing to train; remove a part from it or enable model.lora")
@@ -90,11 +115,50 @@ class LearnerCore:
     def get_version(self) -> int:
         return self.version
 
+    # ---- data parallel ----
+    def rendezvous_address(self) -> str:
+        """A `tcp://ip:port` on this rank's node for the process group (rank 0 is asked)."""
+        import ray
+
+        with socket.socket() as sock:
+            sock.bind(("", 0))
+            port = sock.getsockname()[1]
+        return f"tcp://{ray.util.get_node_ip_address()}:{port}"
+
+    def join_group(self, init_method: str, timeout_s: float = 600.0) -> int:
+        """Join the data-parallel process group and take rank 0's parameters (they start equal;
+        this makes sure). Blocks until every rank has joined."""
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, init_method=init_method, rank=self.rank, world_size=self.world_size,
+                                timeout=timedelta(seconds=timeout_s))
+        with torch.no_grad():
+            for p in self.policy.parameters():
+                dist.broadcast(p.data, src=0)
+        return self.rank
+
+    def attach_peers(self, peers: list) -> int:
+        """Rank 0: form the process group with ranks 1..N-1 (Ray actor handles, in rank order)."""
+        import ray
+
+        if self.rank != 0 or len(peers) != self.world_size - 1:
+            raise ValueError(f"attach_peers: rank {self.rank} of {self.world_size} got {len(peers)} peers; rank 0 takes the N-1 others")
+        init = self.rendezvous_address()
+        joined = [peer.join_group.remote(init) for peer in peers]
+        self.join_group(init)
+        ray.get(joined)
+        self.peers = list(peers)
+        return self.world_size
+
+    def parameter_checksum(self) -> float:
+        """Sum of every parameter (float64): equal on every rank while they are in step."""
+        with torch.no_grad():
+            return float(sum(p.detach().double().sum() for p in self.policy.parameters()))
+
     def weight_state(self) -> dict:
         """What `publish` sends: the full policy state, or with LoRA on the LoRA-only update."""
         if self.lora:
-            return lora.lora_update(self.policy, base_unmerged=self.switches["base_unmerged"])
-        return {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+            return {k: v.cpu() for k, v in lora.lora_update(self.policy, base_unmerged=self.switches["base_unmerged"]).items()}
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.policy.state_dict().items()}
 
     def publish(self):
         """Put the current weights in the object store once; returns (version, ref)."""
@@ -131,15 +195,35 @@ class LearnerCore:
         return old
 
     def train_step(self, scored: pa.Table) -> dict:
+        """One learner step on a scored batch (rank 0 also runs it on its peers, see the class)."""
+        if not self.peers:
+            return self._train_step(scored)
+        import ray
+
+        ref = ray.put(scored)
+        shards = [peer.train_shard.remote(ref) for peer in self.peers]
+        try:
+            out = self._train_step(scored)
+        finally:
+            ray.get(shards)  # a peer's error surfaces here (a peer that died: the collective timed out above)
+        return out
+
+    def train_shard(self, scored: pa.Table) -> dict:
+        """Ranks 1..N-1: the same step on the same batch; this rank trains on its share of rows."""
+        return self._train_step(scored)
+
+    def _train_step(self, scored: pa.Table) -> dict:
         t0 = time.perf_counter()
         s = self.s
+        dev = self.device
         keep = pa.compute.and_(pa.compute.is_valid(scored["reward_total"]), pa.compute.is_null(scored["error"]))
         dropped = scored.num_rows - int(pa.compute.sum(keep).as_py() or 0)
-        scored = add_advantages(scored.filter(keep))
-        rows = scored.to_pylist()
-        if not rows:
+        scored = add_advantages(scored.filter(keep))  # over whole groups, before the rows are shared out
+        all_rows = scored.to_pylist()
+        if not all_rows:
             raise ValueError("train_step got no scoreable rows (every reward is null or errored)")
-        on_policy = all(r["policy_version"] == self.version for r in rows)
+        on_policy = all(r["policy_version"] == self.version for r in all_rows)
+        rows = all_rows[self.rank :: self.world_size]  # this rank's share; the loss weights stay global
         micro = [rows[i : i + s.micro_batch_size] for i in range(0, len(rows), s.micro_batch_size)]
         cache = []  # per micro-batch: old token logp, old pose logp, reference outputs
         with torch.no_grad():
@@ -148,11 +232,11 @@ class LearnerCore:
                 if on_policy:
                     out = self.policy(inp)
                     old = out["token_logp"]
-                    pose = torch.tensor([r["pose"] if r["pose"] is not None else [0.0] * 144 for r in mb])
+                    pose = torch.tensor([r["pose"] if r["pose"] is not None else [0.0] * 144 for r in mb], device=dev)
                     old_pose = gaussian_log_prob(pose, out["mu"], out["log_std"])
                 else:
-                    old = self._behaviour_logp(mb, (len(mb), inp.input_ids.shape[1] - 1))
-                    old_pose = torch.tensor([r["pose_logprob"] if r["pose_logprob"] is not None else 0.0 for r in mb])
+                    old = self._behaviour_logp(mb, (len(mb), inp.input_ids.shape[1] - 1)).to(dev)
+                    old_pose = torch.tensor([r["pose_logprob"] if r["pose_logprob"] is not None else 0.0 for r in mb], device=dev)
                 ref = self.ref(self._inputs(self.ref, mb)) if self.ref is not None else None
                 cache.append((old, old_pose, ref))
         metrics: dict = {}
@@ -163,30 +247,47 @@ class LearnerCore:
                 out = self.policy(self._inputs(self.policy, mb))
                 batch = HyGRPOBatch(
                     logp=out["token_logp"], old_logp=old, mask=out["mask"],
-                    adv_discrete=torch.tensor([r["advantage_discrete"] for r in mb]),
+                    adv_discrete=torch.tensor([r["advantage_discrete"] for r in mb], device=dev),
                     ref_logp=None if ref is None else ref["token_logp"],
-                    pose=torch.tensor([r["pose"] if r["pose"] is not None else [float("nan")] * 144 for r in mb]),
+                    pose=torch.tensor([r["pose"] if r["pose"] is not None else [float("nan")] * 144 for r in mb], device=dev),
                     mu=out["mu"], log_std=out["log_std"], old_pose_logp=old_pose,
-                    valid=torch.tensor([bool(r["has_pose"]) and r["pose"] is not None for r in mb]),
-                    adv_continuous=torch.tensor([r["advantage_continuous"] for r in mb]),
+                    valid=torch.tensor([bool(r["has_pose"]) and r["pose"] is not None for r in mb], device=dev),
+                    adv_continuous=torch.tensor([r["advantage_continuous"] for r in mb], device=dev),
                     ref_mu=None if ref is None else ref["mu"], ref_log_std=None if ref is None else ref["log_std"],
                 )  # fmt: skip
                 loss, m = hygrpo_loss(
                     batch, clip_eps=s.clip_eps, clip_eps_pose=s.clip_eps_pose, lambda_c=s.lambda_c, beta=s.beta, beta_c=s.beta_c,
-                    pose_logprob_reduce=s.pose_logprob_reduce, continuous=s.algorithm == "hygrpo",
+                    pose_logprob_reduce=s.pose_logprob_reduce, continuous=s.algorithm == "hygrpo", dual_clip=s.dual_clip,
                 )  # fmt: skip
-                (loss * len(mb) / len(rows)).backward()
+                (loss * len(mb) / len(all_rows)).backward()
                 for k, v in m.items():
-                    agg[k] = agg.get(k, 0.0) + v * len(mb) / len(rows)
+                    agg[k] = agg.get(k, 0.0) + v * len(mb) / len(all_rows)
+            if self.world_size > 1:
+                agg = self._sum_over_ranks(agg)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), s.grad_clip)
             self.opt.step()
             metrics = {**agg, "grad_norm": float(grad_norm)}
         self.version += 1
-        self.publish()
+        if self.rank == 0:
+            self.publish()
         rewards = {c: float(np.nanmean(scored[c].to_numpy(zero_copy_only=False).astype(float)))
                    for c in scored.schema.names if c.startswith("reward_") and c != "reward_error" and scored[c].null_count < scored.num_rows}
-        return {**metrics, **rewards, "version": self.version, "rows": len(rows), "dropped_unscored_rows": dropped,
+        return {**metrics, **rewards, "version": self.version, "rows": len(all_rows), "dropped_unscored_rows": dropped,
                 "on_policy": on_policy, "learner_seconds": time.perf_counter() - t0}
+
+    def _sum_over_ranks(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Sum every trainable gradient and the row-weighted metrics over the ranks (the sums
+        equal the single-process full-batch values)."""
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        for p in params:
+            if p.grad is None:  # a rank whose rows never reached this parameter (or had no rows)
+                p.grad = torch.zeros_like(p)
+        keys: list = [None] * self.world_size
+        dist.all_gather_object(keys, sorted(metrics))  # a rank without rows has none
+        names = sorted({k for ks in keys for k in ks})
+        vec = torch.tensor([metrics.get(k, 0.0) for k in names], dtype=torch.float64, device=self.device)
+        _flat_all_reduce([p.grad for p in params] + [vec])
+        return dict(zip(names, vec.tolist()))
 
     # ---- checkpoints ----
     def save(self, out: str, extra_meta: dict | None = None) -> str:

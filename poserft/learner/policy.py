@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +194,12 @@ class PolicyInputs:
     pose_inputs: torch.Tensor | None  # (B_pose, 144)
     pose_input_rows: list[int]
 
+    def to(self, device) -> PolicyInputs:
+        """The same batch with every tensor on `device` (the policy's, e.g. a GPU learner's)."""
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return replace(self, input_ids=move(self.input_ids), attention_mask=move(self.attention_mask),
+                       response_mask=move(self.response_mask), images=move(self.images), pose_inputs=move(self.pose_inputs))
+
 
 class PosePolicy(nn.Module):
     """The LM and the three small modules, with the batch-level computations RL needs."""
@@ -215,6 +221,10 @@ class PosePolicy(nn.Module):
         self.pose_token_id, self.image_token_id, self.pose_input_token_id = ids[POSE_TOKEN], ids[IMAGE_TOKEN], ids[POSE_INPUT_TOKEN]
         self.eos_token_id = tokenizer.eos_token_id
         self.pad_token_id = tokenizer.pad_token_id
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.mean[0].weight.device
 
     # ---- inputs ------------------------------------------------------------------------
     def encode_prompt(self, prompt: str) -> list[int]:
@@ -245,7 +255,8 @@ class PosePolicy(nn.Module):
         if pose_rows:
             aa = torch.tensor(np.stack([np.asarray(pose_inputs[i], dtype=np.float32).reshape(NUM_JOINTS, 3) for i in pose_rows]))
             poses = axis_angle_to_rot6d(aa).reshape(len(pose_rows), POSE_6D_DIM)
-        return PolicyInputs(input_ids, attn, resp, [len(p) for p in prompt_ids], imgs, image_rows, poses, pose_rows)
+        inp = PolicyInputs(input_ids, attn, resp, [len(p) for p in prompt_ids], imgs, image_rows, poses, pose_rows)
+        return inp.to(self.device) if self.device.type != "cpu" else inp
 
     def load_image(self, png: bytes) -> torch.Tensor:
         """PNG bytes -> (3, S, S) in [0, 1] at the vision encoder's size."""
@@ -294,7 +305,7 @@ class PosePolicy(nn.Module):
         token_logp = torch.where(mask, token_logp, torch.zeros_like(token_logp))
         hidden = out.hidden_states[-1]
         pose_pos, has_pose = self.pose_positions(inp)
-        h_pose = hidden[torch.arange(hidden.shape[0]), pose_pos]
+        h_pose = hidden[torch.arange(hidden.shape[0], device=hidden.device), pose_pos]
         mu, log_std = self.head(h_pose.float())
         res = {"token_logp": token_logp, "mask": mask, "hidden_pose": h_pose, "has_pose": has_pose, "mu": mu, "log_std": log_std}
         if with_logits:
