@@ -49,7 +49,7 @@ def test_roles_scaling_ledger_versions_staleness(cluster, tiny_data, tiny_sft, t
         f"data.dir={tiny_data}", f"rl.steps={STEPS}", f"rl.prompts_per_step={PROMPTS}", "rl.group_size=3",
         "rl.tasks=[image2pose]", f"rl.max_staleness={STALENESS}", "rl.checkpoint_every=4", "rl.sampling.max_tokens=16",
         "rl.rollout.engine=hf", "rl.rollout.num_workers=1", "rl.rollout.num_cpus=1", "rl.rollout.resources={rollout_node: 1}",
-        "rl.learner.num_cpus=1", "rl.learner.resources={learner_node: 1}",
+        "rl.learner.num_cpus=0.5", "rl.learner.world_size=2", "rl.learner.resources={learner_node: 1}",  # 2 DDP ranks (gloo)
         "rl.reward.num_cpus=0.5", "rl.reward.resources={reward_node: 1}", "rewards.num_workers=1",
     ])
     run_dir = tmp_path / "run"
@@ -66,10 +66,11 @@ def test_roles_scaling_ledger_versions_staleness(cluster, tiny_data, tiny_sft, t
     from ray.util.state import list_actors
 
     node_res = {n["NodeID"]: n["Resources"] for n in ray.nodes()}
-    seen = {}
+    seen, learners = {}, 0
     for a in list_actors(limit=1000):
         seen.setdefault(a.class_name, set()).add(next(k for k in node_res[a.node_id] if k.endswith("_node")))
-    assert seen["LearnerCore"] == {"learner_node"}
+        learners += a.class_name == "LearnerCore"
+    assert seen["LearnerCore"] == {"learner_node"} and learners == 2  # both ranks on the learner node
     assert seen["RolloutWorkerCore"] == {"rollout_node"}
     assert seen["RewardWorker"] == {"reward_node"}
 

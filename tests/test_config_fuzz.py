@@ -390,8 +390,10 @@ def test_shipped_configs_fit_their_described_cluster(monkeypatch):
     """The 8xh100 roles fit the two nodes NODES describes; bundle() then check_feasible()."""
     monkeypatch.setattr(placement.ray, "nodes", lambda: NODES)
     cfg = load_config(TINY.parent / "8xh100.yaml")
-    for role, res in (("rollout worker", cfg.rl.rollout), ("learner", cfg.rl.learner)):
-        placement.check_feasible(role, placement.bundle(res.num_cpus, res.num_gpus, res.resources))
+    r = cfg.rl.rollout
+    placement.check_feasible("rollout worker", placement.bundle(r.num_cpus, r.num_gpus, r.resources))
+    lr = cfg.rl.learner
+    placement.check_feasible("learner", placement.bundles_total(placement.group_bundles(lr.world_size, lr.num_cpus, lr.num_gpus, lr.resources)))
     r = cfg.rl.rollout.model_copy(update={"num_gpus": 10.0})
     with pytest.raises(ConfigError, match="rl.rollout.num_gpus"):
         placement.check_feasible("rollout worker", placement.bundle(r.num_cpus, r.num_gpus, r.resources))

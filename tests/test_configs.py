@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from poserft.cluster import placement
 from poserft.cluster.placement import bundle
 from poserft.common.config import ConfigError, load_config
 
@@ -19,7 +20,9 @@ def test_config_validates(path):
 def test_8xh100_places_roles_as_described():
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "8xh100.yaml")
     r, lr, rw = cfg.rl.rollout, cfg.rl.learner, cfg.rl.reward
-    assert bundle(lr.num_cpus, lr.num_gpus, lr.resources) == {"CPU": 16.0, "GPU": 8.0, "learner_node": 1.0}
+    ranks = placement.group_bundles(lr.world_size, lr.num_cpus, lr.num_gpus, lr.resources)
+    assert ranks == [{"CPU": 2.0, "GPU": 1.0, "learner_node": 1.0}] + [{"CPU": 2.0, "GPU": 1.0}] * 7  # 8 DDP ranks, one GPU each
+    assert placement.bundles_total(ranks) == {"CPU": 16.0, "GPU": 8.0, "learner_node": 1.0}  # the whole learner node
     assert bundle(r.num_cpus, r.num_gpus, r.resources) == {"CPU": 8.0, "GPU": 2.0, "rollout_node": 1.0}
     assert r.tensor_parallel_size == r.num_gpus == 2
     assert r.num_workers * r.num_gpus + rw.num_gpus * cfg.rewards.num_workers <= 8  # fits one rollout node

@@ -58,6 +58,20 @@ def check_feasible(role: str, b: dict[str, float], key: str | None = None) -> No
     raise ConfigError(f"config keys {keys}: the {role} requests {b} on one node, but no node of the Ray cluster has all of it together")
 
 
+def group_bundles(n: int, num_cpus: float, num_gpus: float, resources: dict[str, float]) -> list[dict[str, float]]:
+    """One bundle per rank: each with num_cpus and num_gpus; the custom resources only in the first."""
+    return [bundle(num_cpus, num_gpus, resources if i == 0 else {}) for i in range(n)]
+
+
+def bundles_total(bundles: list[dict[str, float]]) -> dict[str, float]:
+    """What a STRICT_PACK group of these bundles needs from one node."""
+    whole: dict[str, float] = {}
+    for b in bundles:
+        for k, v in b.items():
+            whole[k] = whole.get(k, 0.0) + v
+    return whole
+
+
 def placed_options(role: str, num_cpus: float, num_gpus: float, resources: dict[str, float], timeout_s: float = 120.0) -> tuple[dict, object]:
     """Actor options that run inside a fresh one-bundle placement group; returns (options, group)."""
     opts, pg = placed_group_options(role, 1, num_cpus, num_gpus, resources, timeout_s)
@@ -69,11 +83,8 @@ def placed_group_options(role: str, n: int, num_cpus: float, num_gpus: float, re
     """Options for `n` actors (data-parallel ranks) packed on one node in one placement group:
     each bundle has num_cpus and num_gpus; the custom `resources` are asked once, in bundle 0
     (they pin the group to a node that declares them). Returns (options per rank, group)."""
-    bundles = [bundle(num_cpus, num_gpus, resources if i == 0 else {}) for i in range(n)]
-    whole: dict[str, float] = {}
-    for b in bundles:
-        for k, v in b.items():
-            whole[k] = whole.get(k, 0.0) + v
+    bundles = group_bundles(n, num_cpus, num_gpus, resources)
+    whole = bundles_total(bundles)
     check_feasible(role, whole)
     pg = placement_group(bundles, strategy="STRICT_PACK")
     if not pg.wait(timeout_seconds=timeout_s):
