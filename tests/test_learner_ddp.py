@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import ray
+import torch
 
 from poserft.common.config import RLConfig
 from poserft.common.schemas import POSE_RESPONSE
@@ -97,3 +98,25 @@ def test_attach_peers_checks_the_rank_count(tiny_sft):
     learner = LearnerCore(str(tiny_sft), RLConfig(**SETTINGS), threads=1, rank=0, world_size=3)
     with pytest.raises(ValueError, match="takes the N-1 others"):
         learner.attach_peers([object()])
+
+
+def test_natural_mean_gradient_scales_the_gradient_at_mu_by_the_variance():
+    from poserft.learner.learner import natural_mean_gradient
+
+    w = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    mu, log_std = w * 2.0, torch.randn(3, 5, dtype=torch.float64)
+    natural_mean_gradient(mu, log_std)
+    c = torch.randn(3, 5, dtype=torch.float64)
+    (mu * c).sum().backward()
+    torch.testing.assert_close(w.grad, 2.0 * c * torch.exp(2 * log_std))
+
+
+def test_lr_scale_zero_keeps_a_part_fixed(ray_local, tiny_sft):
+    learner = LearnerCore(str(tiny_sft), RLConfig(**SETTINGS, lr_scale={"lm": 0.0, "vision": 0.5}), threads=1)
+    lrs = {g["part"]: g["lr"] for g in learner.opt.param_groups}
+    assert lrs["lm"] == 0.0 and lrs["vision"] == pytest.approx(0.001) and lrs["head"] == pytest.approx(0.002)
+    before = learner.weight_state()
+    learner.train_step(_batch(learner.policy, 0, seed=0))
+    after = learner.weight_state()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("lm."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("head."))

@@ -9,6 +9,7 @@ one line naming the dotted key (`rl.rollout.num_gpus`) and where it was set (fil
 from __future__ import annotations
 
 import difflib
+import math
 import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
@@ -18,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from poserft.common.schemas import REWARD_COMPONENTS, TASKS
+
+POLICY_PART_NAMES = ("lm", "vision", "projector", "pose_in", "head")
 
 
 class ConfigError(ValueError):
@@ -163,10 +166,9 @@ class ModelConfig(Section):
     @field_validator("freeze")
     @classmethod
     def _known_parts(cls, parts: list[str]) -> list[str]:
-        valid = ("lm", "vision", "projector", "pose_in", "head")  # = poserft.learner.policy.POLICY_PARTS
-        unknown = [p for p in parts if p not in valid]
+        unknown = [p for p in parts if p not in POLICY_PART_NAMES]
         if unknown:
-            raise _rule("", f"names unknown part(s) {', '.join(map(repr, unknown))}; valid parts: {', '.join(valid)}")
+            raise _rule("", f"names unknown part(s) {', '.join(map(repr, unknown))}; valid parts: {', '.join(POLICY_PART_NAMES)}")
         return list(dict.fromkeys(parts))
 
     @model_validator(mode="after")
@@ -290,6 +292,7 @@ class RLConfig(Section):
     tasks: list[Literal["text2pose", "image2pose", "pose2text"]] = Field(default_factory=lambda: ["text2pose", "image2pose"])
     max_staleness: int = Field(0, ge=0, description="0 = synchronous on-policy; k >= 1 overlaps generation and training.")
     lr: float = Field(2e-4, gt=0)
+    lr_scale: dict[str, float] = Field(default_factory=dict, description="Learning-rate multiplier per policy part (lm, vision, projector, pose_in, head); unlisted parts get 1.")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     micro_batch_size: int = Field(32, ge=1)
@@ -300,6 +303,7 @@ class RLConfig(Section):
     beta: float = Field(0.0, ge=0, description="Token KL weight (k3) to the SFT reference.")
     beta_c: float = Field(0.01, ge=0, description="Gaussian KL weight to the SFT reference.")
     pose_logprob_reduce: Literal["sum", "mean"] = Field("sum")
+    pose_natural_gradient: bool = Field(False, description="Precondition the loss gradient at the pose mean by the Gaussian's Fisher inverse (sigma^2 per dimension).")
     dual_clip: float | None = Field(None, gt=1, description="Dual-clip PPO bound c: a negative advantage's surrogate is at least c*A; null = plain clipping.")
     seed: int = Field(0)
     checkpoint_every: int = Field(10, ge=1)
@@ -311,6 +315,11 @@ class RLConfig(Section):
 
     @model_validator(mode="after")
     def _check_run(self):
+        for part, scale in self.lr_scale.items():
+            if part not in POLICY_PART_NAMES:
+                raise _rule(f"lr_scale.{part}", f"is not a policy part; parts: {', '.join(POLICY_PART_NAMES)}")
+            if not (scale >= 0 and math.isfinite(scale)):
+                raise _rule(f"lr_scale.{part}", f"is {scale}; a learning-rate multiplier must be a finite number >= 0")
         if not self.tasks:
             raise _rule("tasks", "is empty; list at least one of " + ", ".join(TASKS))
         if self.group_size < 2:

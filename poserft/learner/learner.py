@@ -55,6 +55,15 @@ def add_advantages(scored: pa.Table, pose_components: dict[str, str] = POSE_REWA
     return out
 
 
+def natural_mean_gradient(mu: torch.Tensor, log_std: torch.Tensor) -> None:
+    """Precondition every gradient that reaches `mu` by the inverse Fisher information of the
+    Gaussian mean (sigma^2 per dimension): d/dmu log N(x) = (x - mu) / sigma^2 becomes (x - mu),
+    so the dimensions with a small sigma stop dominating the update with their noise."""
+    if mu.requires_grad:
+        var = torch.exp(2 * log_std.detach())
+        mu.register_hook(lambda g: g * var)
+
+
 def _flat_all_reduce(tensors: list[torch.Tensor]) -> None:
     """Sum `tensors` over the process group in place, one collective per dtype."""
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
@@ -95,10 +104,14 @@ class LearnerCore:
                              "modules_to_save); resume with the settings it was written with, or start a new run from it")  # fmt: skip
         needs_ref = settings.beta > 0 or settings.beta_c > 0
         self.ref = load_policy(sft_ckpt).eval().requires_grad_(False).to(self.device) if needs_ref else None
-        trainable = [p for p in self.policy.parameters() if p.requires_grad]
-        if not trainable:
+        groups: dict[str, list] = {}  # policy part -> trainable parameters (rl.lr_scale is per part)
+        for name, p in self.policy.named_parameters():
+            if p.requires_grad:
+                groups.setdefault(name.split(".", 1)[0], []).append(p)
+        if not groups:
             raise ValueError("model.freeze leaves nothing to train; remove a part from it or enable model.lora")
-        self.opt = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.99))
+        param_groups = [{"params": ps, "lr": settings.lr * settings.lr_scale.get(part, 1.0), "part": part} for part, ps in groups.items()]
+        self.opt = torch.optim.AdamW(param_groups, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.99))
         self.version = int(self.policy.meta.get("policy_version", 0))
         self.weights_ref = None
         self.published_bytes = 0
@@ -245,6 +258,8 @@ class LearnerCore:
             agg: dict[str, float] = {}
             for mb, (old, old_pose, ref) in zip(micro, cache):
                 out = self.policy(self._inputs(self.policy, mb))
+                if s.pose_natural_gradient:
+                    natural_mean_gradient(out["mu"], out["log_std"])
                 batch = HyGRPOBatch(
                     logp=out["token_logp"], old_logp=old, mask=out["mask"],
                     adv_discrete=torch.tensor([r["advantage_discrete"] for r in mb], device=dev),

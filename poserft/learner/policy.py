@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from poserft.common.body import NUM_JOINTS, POSE_6D_DIM
+from poserft.common.config import POLICY_PART_NAMES
 from poserft.common.rotations import axis_angle_to_rot6d
 from poserft.common.schemas import IMAGE_TOKEN, POSE_INPUT_TOKEN, POSE_TOKEN
 
@@ -333,7 +334,7 @@ def load_meta(folder: Path) -> dict:
 
 
 # ---- what the learner trains -------------------------------------------------------------------
-POLICY_PARTS = ("lm", "vision", "projector", "pose_in", "head")
+POLICY_PARTS = POLICY_PART_NAMES  # the parts model.freeze and rl.lr_scale name
 
 
 def apply_training_switches(policy: PosePolicy, model_cfg, saved_adapter: Path | None = None) -> dict:
