@@ -237,6 +237,7 @@ class SamplingConfig(Section):
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for rollouts (1.0 keeps behaviour log-probs exact).")
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int = Field(48, ge=1, description="Longest response a rollout may generate.")
+    pose_temperature: float = Field(1.0, gt=0, le=1, description="The RL pose policy is N(mu, (T sigma)^2): T < 1 explores closer to mu, where the reward is smoother; the learner uses the same T.")
 
 
 class RolloutConfig(Section):
@@ -292,6 +293,7 @@ class RLConfig(Section):
     tasks: list[Literal["text2pose", "image2pose", "pose2text"]] = Field(default_factory=lambda: ["text2pose", "image2pose"])
     max_staleness: int = Field(0, ge=0, description="0 = synchronous on-policy; k >= 1 overlaps generation and training.")
     lr: float = Field(2e-4, gt=0)
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw, or sgd with momentum 0.9 (no per-parameter normalisation: noisy pose-gradient dimensions stay small).")
     lr_scale: dict[str, float] = Field(default_factory=dict, description="Learning-rate multiplier per policy part (lm, vision, projector, pose_in, head); unlisted parts get 1.")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)

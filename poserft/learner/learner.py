@@ -14,6 +14,7 @@ them into their own copy of the base weights (`poserft.learner.lora`).
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -111,7 +112,10 @@ class LearnerCore:
         if not groups:
             raise ValueError("model.freeze leaves nothing to train; remove a part from it or enable model.lora")
         param_groups = [{"params": ps, "lr": settings.lr * settings.lr_scale.get(part, 1.0), "part": part} for part, ps in groups.items()]
-        self.opt = torch.optim.AdamW(param_groups, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.99))
+        if settings.optimizer == "sgd":
+            self.opt = torch.optim.SGD(param_groups, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay)
+        else:
+            self.opt = torch.optim.AdamW(param_groups, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.99))
         self.version = int(self.policy.meta.get("policy_version", 0))
         self.weights_ref = None
         self.published_bytes = 0
@@ -198,6 +202,11 @@ class LearnerCore:
             [np.asarray(r["target_pose"], np.float32) if r["task"] == "pose2text" else None for r in rows],
         )  # fmt: skip
 
+    def _tempered(self, out: dict) -> dict:
+        """The RL pose policy N(mu, (T sigma)^2), T = rl.sampling.pose_temperature (as the workers sample)."""
+        t = self.s.sampling.pose_temperature
+        return out if t == 1.0 else {**out, "log_std": out["log_std"] + math.log(t)}
+
     @staticmethod
     def _behaviour_logp(rows, shape) -> torch.Tensor:
         old = torch.zeros(shape)
@@ -243,21 +252,21 @@ class LearnerCore:
             for mb in micro:
                 inp = self._inputs(self.policy, mb)
                 if on_policy:
-                    out = self.policy(inp)
+                    out = self._tempered(self.policy(inp))
                     old = out["token_logp"]
                     pose = torch.tensor([r["pose"] if r["pose"] is not None else [0.0] * 144 for r in mb], device=dev)
                     old_pose = gaussian_log_prob(pose, out["mu"], out["log_std"])
                 else:
                     old = self._behaviour_logp(mb, (len(mb), inp.input_ids.shape[1] - 1)).to(dev)
                     old_pose = torch.tensor([r["pose_logprob"] if r["pose_logprob"] is not None else 0.0 for r in mb], device=dev)
-                ref = self.ref(self._inputs(self.ref, mb)) if self.ref is not None else None
+                ref = self._tempered(self.ref(self._inputs(self.ref, mb))) if self.ref is not None else None
                 cache.append((old, old_pose, ref))
         metrics: dict = {}
         for _ in range(s.updates_per_batch):
             self.opt.zero_grad(set_to_none=True)
             agg: dict[str, float] = {}
             for mb, (old, old_pose, ref) in zip(micro, cache):
-                out = self.policy(self._inputs(self.policy, mb))
+                out = self._tempered(self.policy(self._inputs(self.policy, mb)))
                 if s.pose_natural_gradient:
                     natural_mean_gradient(out["mu"], out["log_std"])
                 batch = HyGRPOBatch(

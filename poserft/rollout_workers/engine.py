@@ -22,6 +22,7 @@ class SamplingSettings:
     top_p: float = 1.0
     max_tokens: int = 64
     seed: int | None = 0
+    pose_temperature: float = 1.0  # the pose is drawn from N(mu, (T sigma)^2); not an engine setting
 
 
 @dataclass

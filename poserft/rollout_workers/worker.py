@@ -14,6 +14,7 @@ merged layers into vLLM and into its own copy of the policy.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import zlib
@@ -113,7 +114,7 @@ class RolloutWorkerCore:
             }  # fmt: skip
             if valid and bool(has_first[k]):
                 gen = torch.Generator().manual_seed(_seed(seed, ids[i], self.version, g, "pose"))
-                m, ls = mu[k].float(), log_std[k].float()
+                m, ls = mu[k].float(), log_std[k].float() + math.log(self.sampling.pose_temperature)  # the behaviour Gaussian
                 p = m + ls.exp() * torch.randn(m.shape, generator=gen)
                 row.update(mu=m.tolist(), log_std=ls.tolist(), pose=p.tolist(), pose_logprob=float(gaussian_log_prob(p, m, ls)))
             rows.append(row)
