@@ -56,6 +56,17 @@ def add_advantages(scored: pa.Table, pose_components: dict[str, str] = POSE_REWA
     return out
 
 
+def _on_cpu(obj):
+    """Tensors (in nested dicts and lists) moved to the CPU; the object store gets host memory."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
+
+
 def natural_mean_gradient(mu: torch.Tensor, log_std: torch.Tensor) -> None:
     """Precondition every gradient that reaches `mu` by the inverse Fisher information of the
     Gaussian mean (sigma^2 per dimension): d/dmu log N(x) = (x - mu) / sigma^2 becomes (x - mu),
@@ -174,7 +185,7 @@ class LearnerCore:
     def weight_state(self) -> dict:
         """What `publish` sends: the full policy state, or with LoRA on the LoRA-only update."""
         if self.lora:
-            return {k: v.cpu() for k, v in lora.lora_update(self.policy, base_unmerged=self.switches["base_unmerged"]).items()}
+            return _on_cpu(lora.lora_update(self.policy, base_unmerged=self.switches["base_unmerged"]))
         return {k: v.detach().to("cpu", copy=True) for k, v in self.policy.state_dict().items()}
 
     def publish(self):
