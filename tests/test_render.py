@@ -25,7 +25,7 @@ def _decode(png):
 def _side_pixels(img):
     """Boolean masks of pixels that look like the left (orange) and right (blue) colours."""
     a = np.asarray(img).astype(int)
-    r, g, b = a[..., 0], a[..., 1], a[..., 2]
+    r, b = a[..., 0], a[..., 2]
     lit = a.sum(-1) > 120
     return lit & (r > b + 60), lit & (b > r + 60)
 

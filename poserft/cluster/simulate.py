@@ -77,7 +77,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from poserft.common.schemas import VersionMismatch, check_rollout_request, AA_DIM, POSE_DIM, POSE_RESPONSE, REWARD_COMPONENTS, ROLLOUT_RECORD_SCHEMA, TASK_RECORD_SCHEMA, TASKS
+from poserft.common.schemas import VersionMismatch, check_rollout_request, AA_DIM, POSE_DIM, POSE_RESPONSE, REWARD_COMPONENTS, ROLLOUT_RECORD_SCHEMA, TASK_RECORD_SCHEMA
 
 HEAVY_MODULES = ("torch", "vllm", "transformers")
 

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from poserft.common.schemas import VersionMismatch, check_rollout_request, ROLLOUT_RECORD_SCHEMA, TASKS
+from poserft.common.schemas import VersionMismatch, check_rollout_request, ROLLOUT_RECORD_SCHEMA
 from poserft.learner import lora
 from poserft.learner.checkpoint import load_policy
 from poserft.learner.generation import decode_response, pose_from_response, prompt_embeddings
