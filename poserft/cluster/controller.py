@@ -56,6 +56,7 @@ from poserft.cluster.metrics import StepMetrics  # [metrics]
 from poserft.cluster.placement import bundle, check_feasible, placed_group_options, placed_options, release
 from poserft.common.config import Config
 from poserft.common.dataset import load_split
+from poserft.common.schemas import response_rows
 from poserft.learner.learner import LearnerCore, add_advantages
 from poserft.reward_service.pool import RewardPool
 from poserft.reward_service.rewards import RewardSettings
@@ -248,7 +249,8 @@ class Controller:
         rw = self.s.reward
         check_feasible("reward worker", bundle(rw.num_cpus, rw.num_gpus, rw.resources))  # an infeasible pool would wait forever
         settings = RewardSettings(weights=self.cfg.rewards.weights, joint_tau_m=self.cfg.rewards.joint_tau_m,
-                                  retriever_dir=self.cfg.rewards.retriever_dir, smpl_dir=self.cfg.body.smpl_dir)
+                                  joint_align=self.cfg.rewards.joint_align, retriever_dir=self.cfg.rewards.retriever_dir,
+                                  smpl_dir=self.cfg.body.smpl_dir)
         self.rewards = self.roles.reward_pool(settings, num_workers=self.cfg.rewards.num_workers, batch_size=self.cfg.rewards.batch_size,
                                               timeout_s=self.cfg.rewards.timeout_s, num_cpus=rw.num_cpus, resources=rw.resources,
                                               **({"num_gpus": rw.num_gpus} if rw.num_gpus else {}))
@@ -508,12 +510,13 @@ class Controller:
         following = None if checkpoint_now else self._start_training(ready)
         timing["sync_deferred"] = self._push_weights()
         timing["sync_s"] = time.time() - t1
-        n_tokens = int(sum(len(t) for t in scored["response_tokens"].to_pylist()))
-        self.counters["samples"] += scored.num_rows
+        responses = response_rows(scored)
+        n_tokens = int(sum(len(t) for t in responses["response_tokens"].to_pylist()))
+        self.counters["samples"] += responses.num_rows
         self.counters["tokens"] += n_tokens
         pq.write_table(add_advantages(scored), self.run_dir / "rollouts" / f"step_{self.step:05d}.parquet", compression="zstd")
         self.ledger.append({"step": self.step, "version": self.version, "task_ids": ids})
-        line = {"step": self.step, "version": self.version, "time": time.time(), "workers": len(self.workers), "samples": scored.num_rows,
+        line = {"step": self.step, "version": self.version, "time": time.time(), "workers": len(self.workers), "samples": responses.num_rows,
                 "tokens": n_tokens, **timing, **metrics, **{k: v for k, v in self.counters.items()}}
         with open(self.run_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(line) + "\n")

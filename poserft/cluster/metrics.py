@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from poserft.common.schemas import REWARD_COMPONENTS
+from poserft.common.schemas import REWARD_COMPONENTS, response_rows
 from poserft.reward_service.rewards import REWARD_TIMING_KEY  # per-component seconds of one scorer call
 
 HOST_ENV = "POSERFT_METRICS_HOST"
@@ -171,9 +171,10 @@ class StepMetrics:
     def _observe(self, line: dict, scored: pa.Table) -> None:
         # Counted from the batch itself: in `line`, "samples"/"tokens" are the run's cumulative counters.
         self.steps.inc()
-        self.samples.inc(scored.num_rows)
+        responses = response_rows(scored)
+        self.samples.inc(responses.num_rows)
         if "response_tokens" in scored.schema.names:
-            self.tokens.inc(pc.sum(pc.list_value_length(scored["response_tokens"])).as_py() or 0)
+            self.tokens.inc(pc.sum(pc.list_value_length(responses["response_tokens"])).as_py() or 0)
         if "group_id" in scored.schema.names:
             self.groups.inc(pc.count_distinct(scored["group_id"]).as_py())
         if _finite(line.get("dropped_unscored_rows")):

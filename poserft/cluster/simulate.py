@@ -273,6 +273,7 @@ class SimRolloutWorker:
             "pose_logprob": pa.array(pose_logprob.astype(np.float32)),
             "generation_seconds": pa.array(np.full(n, timing["total"] / n, np.float32)),
             "error": pa.nulls(n, pa.string()),
+            "pose_sample_index": pa.array(np.zeros(n, np.int32)),
         }  # fmt: skip
         table = pa.Table.from_arrays([columns[f.name] for f in ROLLOUT_RECORD_SCHEMA], schema=ROLLOUT_RECORD_SCHEMA)
         _sleep_until(t0, timing["total"] * self.sim.time_scale)

@@ -208,6 +208,7 @@ class RewardsConfig(Section):
         description="Reward weights per task and component (format, text_similarity, semantic, joint).",
     )
     joint_tau_m: float = Field(0.1, gt=0, description="Joint reward = 1 / (1 + error_m / tau).")
+    joint_align: Literal["root", "procrustes"] = Field("root", description="Joint reward error after root alignment (MPJPE) or after the best similarity transform (PA-MPJPE).")
     retriever_dir: str | None = Field(None, description="Reward retriever checkpoint (not the evaluator).")
     num_workers: int = Field(2, ge=1)
     batch_size: int = Field(256, ge=1)
@@ -238,6 +239,7 @@ class SamplingConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int = Field(48, ge=1, description="Longest response a rollout may generate.")
     pose_temperature: float = Field(1.0, gt=0, le=1, description="The RL pose policy is N(mu, (T sigma)^2): T < 1 explores closer to mu, where the reward is smoother; the learner uses the same T.")
+    pose_samples: int = Field(1, ge=1, le=1024, description="Poses drawn from the Gaussian of each response with a valid <POSE> (K): the continuous advantage is normalised over the group's G x K poses, the discrete one uses each response's mean reward. 1 = the paper's HyGRPO; K > 1 costs no generation.")
 
 
 class RolloutConfig(Section):
@@ -306,6 +308,7 @@ class RLConfig(Section):
     beta_c: float = Field(0.01, ge=0, description="Gaussian KL weight to the SFT reference.")
     pose_logprob_reduce: Literal["sum", "mean"] = Field("sum")
     pose_natural_gradient: bool = Field(False, description="Precondition the loss gradient at the pose mean by the Gaussian's Fisher inverse (sigma^2 per dimension).")
+    pose_loss_trains_trunk: bool = Field(True, description="False: the pose surrogate and the Gaussian KL train the pose head only; the LM, vision encoder and projectors learn from the token term alone.")
     dual_clip: float | None = Field(None, gt=1, description="Dual-clip PPO bound c: a negative advantage's surrogate is at least c*A; null = plain clipping.")
     seed: int = Field(0)
     checkpoint_every: int = Field(10, ge=1)

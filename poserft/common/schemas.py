@@ -41,7 +41,7 @@ ROLLOUT_RECORD_SCHEMA = pa.schema(
     [
         pa.field("task_id", pa.string(), nullable=False),
         pa.field("group_id", pa.string(), nullable=False),
-        pa.field("sample_index", pa.int32(), nullable=False),
+        pa.field("sample_index", pa.int32(), nullable=False),  # which of the G text responses
         pa.field("policy_version", pa.int64(), nullable=False),
         pa.field("worker_id", pa.string(), nullable=False),
         pa.field("prompt_tokens", pa.list_(pa.int32()), nullable=False),
@@ -55,6 +55,8 @@ ROLLOUT_RECORD_SCHEMA = pa.schema(
         pa.field("pose_logprob", pa.float32()),
         pa.field("generation_seconds", pa.float32(), nullable=False),
         pa.field("error", pa.string()),  # per-row failure (e.g. prompt longer than the context)
+        # k-th pose drawn for this response (rl.sampling.pose_samples); null means 0 (one pose each)
+        pa.field("pose_sample_index", pa.int32()),
     ]
 )
 
@@ -73,6 +75,16 @@ def scored_record_schema(components=REWARD_COMPONENTS) -> pa.Schema:
 
 
 ROLLOUT_TASK_COLUMNS = ("id", "task", "prompt", "image", "target_pose")
+
+
+def response_rows(table: pa.Table) -> pa.Table:
+    """One row per text response: with several pose samples per response (rl.sampling.pose_samples)
+    the rows after the first repeat its tokens, so throughput counts only the first."""
+    if "pose_sample_index" not in table.schema.names:
+        return table
+    import pyarrow.compute as pc
+
+    return table.filter(pc.fill_null(pc.equal(table["pose_sample_index"], 0), True))
 
 
 class VersionMismatch(RuntimeError):

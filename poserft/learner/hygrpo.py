@@ -95,7 +95,7 @@ def token_kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 # ---- loss ----------------------------------------------------------------------------------
 @dataclass
 class HyGRPOBatch:
-    """One learner minibatch. B sequences, T token positions, D = 144 pose numbers."""
+    """One learner minibatch. B sequences, T token positions, P pose rows, D = 144 pose numbers."""
 
     logp: torch.Tensor  # (B, T) current token log-probs
     old_logp: torch.Tensor  # (B, T) behaviour (or recomputed old) token log-probs
@@ -103,14 +103,16 @@ class HyGRPOBatch:
     adv_discrete: torch.Tensor  # (B,) F
     ref_logp: torch.Tensor | None = None  # (B, T) frozen SFT policy, needed when beta > 0
     token_entropy: torch.Tensor | None = None  # (B, T) optional, only reported
-    pose: torch.Tensor | None = None  # (B, D) sampled pose (anything, even NaN, at invalid rows)
-    mu: torch.Tensor | None = None  # (B, D) current head mean
-    log_std: torch.Tensor | None = None  # (B, D) current head log-std
-    old_pose_logp: torch.Tensor | None = None  # (B,) behaviour log N(pose), summed over D
-    valid: torch.Tensor | None = None  # (B,) bool, exactly one valid <POSE>
-    adv_continuous: torch.Tensor | None = None  # (B,) D
-    ref_mu: torch.Tensor | None = None  # (B, D) needed when beta_c > 0
-    ref_log_std: torch.Tensor | None = None  # (B, D)
+    # The pose part has its own P rows: P = B with one pose per sequence, or one row per pose
+    # sample (mu / log_std then repeat their sequence's head output).
+    pose: torch.Tensor | None = None  # (P, D) sampled pose (anything, even NaN, at invalid rows)
+    mu: torch.Tensor | None = None  # (P, D) current head mean
+    log_std: torch.Tensor | None = None  # (P, D) current head log-std
+    old_pose_logp: torch.Tensor | None = None  # (P,) behaviour log N(pose), summed over D
+    valid: torch.Tensor | None = None  # (P,) bool, exactly one valid <POSE>
+    adv_continuous: torch.Tensor | None = None  # (P,) D
+    ref_mu: torch.Tensor | None = None  # (P, D) needed when beta_c > 0
+    ref_log_std: torch.Tensor | None = None  # (P, D)
 
 
 def _check(name: str, t, shape: tuple, nan_rows=None, required: bool = True):
@@ -143,16 +145,16 @@ def _validate(b: HyGRPOBatch, continuous: bool, beta: float, beta_c: float, redu
         return
     if reduce not in ("sum", "mean"):
         raise ValueError(f"pose_logprob_reduce must be 'sum' or 'mean', got {reduce!r}")
-    if b.mu is None or b.mu.dim() != 2 or b.mu.shape[0] != n:
-        raise ValueError(f"mu must have shape ({n}, D), got {None if b.mu is None else tuple(b.mu.shape)}")
-    bd = tuple(b.mu.shape)
-    _check("valid", b.valid, (n,))
+    if b.mu is None or b.mu.dim() != 2:
+        raise ValueError(f"mu must have shape (P, D), got {None if b.mu is None else tuple(b.mu.shape)}")
+    bd, p = tuple(b.mu.shape), b.mu.shape[0]  # P pose rows: B, or more with several poses per response
+    _check("valid", b.valid, (p,))
     v = b.valid.bool()
     _check("mu", b.mu, bd, nan_rows=True)
     _check("log_std", b.log_std, bd, nan_rows=True)
     _check("pose", b.pose, bd, nan_rows=v)
-    _check("old_pose_logp", b.old_pose_logp, (n,), nan_rows=v)
-    _check("adv_continuous", b.adv_continuous, (n,), nan_rows=v)
+    _check("old_pose_logp", b.old_pose_logp, (p,), nan_rows=v)
+    _check("adv_continuous", b.adv_continuous, (p,), nan_rows=v)
     _check("ref_mu", b.ref_mu, bd, nan_rows=v, required=beta_c > 0)
     _check("ref_log_std", b.ref_log_std, bd, nan_rows=v, required=beta_c > 0)
 

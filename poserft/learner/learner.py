@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from poserft.common.config import ModelConfig, RLConfig
+from poserft.common.schemas import POSE_DIM
 from poserft.learner import lora
 from poserft.learner.checkpoint import load_policy, save_policy
 from poserft.learner.policy import apply_training_switches, gaussian_log_prob
@@ -35,10 +36,28 @@ from poserft.learner.hygrpo import HyGRPOBatch, continuous_advantages, group_adv
 POSE_REWARD_BY_TASK = {"text2pose": "reward_semantic", "image2pose": "reward_joint"}
 
 
+def response_keys(scored: pa.Table) -> list[tuple]:
+    """(group_id, sample_index) per row: the rows of one text response (one per pose sample
+    when rl.sampling.pose_samples > 1) share it."""
+    return list(zip(scored["group_id"].to_pylist(), scored["sample_index"].to_pylist()))
+
+
 def add_advantages(scored: pa.Table, pose_components: dict[str, str] = POSE_REWARD_BY_TASK) -> pa.Table:
-    """Append advantage_discrete / advantage_continuous (DESIGN §5) to a scored batch."""
+    """Append advantage_discrete / advantage_continuous (DESIGN §5) to a scored batch.
+
+    F is computed over the G text responses of a group, each scored by the mean total reward of
+    its rows (its pose samples); D over every valid pose row of the group. With one pose per
+    response both are exactly DESIGN §5."""
     groups = scored["group_id"].to_pylist()
-    total = torch.tensor(scored["reward_total"].to_numpy(zero_copy_only=False), dtype=torch.float64)
+    total = scored["reward_total"].to_numpy(zero_copy_only=False).astype(np.float64)
+    keys = response_keys(scored)
+    resp_of_row = {}
+    for k in keys:
+        resp_of_row.setdefault(k, len(resp_of_row))
+    row_resp = np.array([resp_of_row[k] for k in keys], dtype=np.int64)
+    n_resp = len(resp_of_row)
+    resp_total = np.bincount(row_resp, weights=total, minlength=n_resp) / np.bincount(row_resp, minlength=n_resp)
+    resp_group = [k[0] for k in resp_of_row]
     tasks = scored["task"].to_pylist()
     pose_r = np.full(scored.num_rows, np.nan)
     for task, col in pose_components.items():
@@ -47,7 +66,7 @@ def add_advantages(scored: pa.Table, pose_components: dict[str, str] = POSE_REWA
             sel = np.array([t == task for t in tasks], dtype=bool)
             pose_r[sel] = vals[sel]
     valid = torch.tensor(scored["has_pose"].to_pylist()) & torch.from_numpy(~np.isnan(pose_r))
-    f = group_advantages(total, groups)
+    f = group_advantages(torch.from_numpy(resp_total), resp_group)[torch.from_numpy(row_resp)]
     d = continuous_advantages(torch.from_numpy(pose_r), groups, valid)
     out = scored
     for name, v in (("advantage_discrete", f), ("advantage_continuous", d)):
@@ -255,48 +274,57 @@ class LearnerCore:
         all_rows = scored.to_pylist()
         if not all_rows:
             raise ValueError("train_step got no scoreable rows (every reward is null or errored)")
+        by_response: dict[tuple, list[dict]] = {}  # a text response and its pose-sample rows
+        for key, r in zip(response_keys(scored), all_rows):
+            by_response.setdefault(key, []).append(r)
+        responses = list(by_response.values())
         on_policy = all(r["policy_version"] == self.version for r in all_rows)
-        rows = all_rows[self.rank :: self.world_size]  # this rank's share; the loss weights stay global
-        micro = [rows[i : i + s.micro_batch_size] for i in range(0, len(rows), s.micro_batch_size)]
-        cache = []  # per micro-batch: old token logp, old pose logp, reference outputs
+        mine = responses[self.rank :: self.world_size]  # this rank's share; the loss weights stay global
+        micro = [mine[i : i + s.micro_batch_size] for i in range(0, len(mine), s.micro_batch_size)]
+        cache = []  # per micro-batch: pose rows (index of their response, poses), old token / pose logp, reference
         with torch.no_grad():
             for mb in micro:
-                inp = self._inputs(self.policy, mb)
+                first = [rs[0] for rs in mb]
+                inp = self._inputs(self.policy, first)
+                pose_rows = [(i, r) for i, rs in enumerate(mb) for r in rs if bool(r["has_pose"]) and r["pose"] is not None]
+                idx = torch.tensor([i for i, _ in pose_rows], dtype=torch.long, device=dev)
+                pose = torch.tensor([r["pose"] for _, r in pose_rows], device=dev).reshape(-1, POSE_DIM)
                 if on_policy:
                     out = self._tempered(self.policy(inp))
                     old = out["token_logp"]
-                    pose = torch.tensor([r["pose"] if r["pose"] is not None else [0.0] * 144 for r in mb], device=dev)
-                    old_pose = gaussian_log_prob(pose, out["mu"], out["log_std"])
+                    old_pose = gaussian_log_prob(pose, out["mu"][idx], out["log_std"][idx])
                 else:
-                    old = self._behaviour_logp(mb, (len(mb), inp.input_ids.shape[1] - 1)).to(dev)
-                    old_pose = torch.tensor([r["pose_logprob"] if r["pose_logprob"] is not None else 0.0 for r in mb], device=dev)
-                ref = self._tempered(self.ref(self._inputs(self.ref, mb))) if self.ref is not None else None
-                cache.append((old, old_pose, ref))
+                    old = self._behaviour_logp(first, (len(mb), inp.input_ids.shape[1] - 1)).to(dev)
+                    old_pose = torch.tensor([r["pose_logprob"] for _, r in pose_rows], device=dev)
+                ref = self._tempered(self.ref(self._inputs(self.ref, first))) if self.ref is not None else None
+                cache.append((pose_rows, idx, pose, old, old_pose, ref))
         metrics: dict = {}
         for _ in range(s.updates_per_batch):
             self.opt.zero_grad(set_to_none=True)
             agg: dict[str, float] = {}
-            for mb, (old, old_pose, ref) in zip(micro, cache):
-                out = self._tempered(self.policy(self._inputs(self.policy, mb)))
+            for mb, (pose_rows, idx, pose, old, old_pose, ref) in zip(micro, cache):
+                inp = self._inputs(self.policy, [rs[0] for rs in mb])
+                out = self._tempered(self.policy(inp, detach_pose_hidden=not s.pose_loss_trains_trunk))
                 if s.pose_natural_gradient:
                     natural_mean_gradient(out["mu"], out["log_std"])
                 batch = HyGRPOBatch(
                     logp=out["token_logp"], old_logp=old, mask=out["mask"],
-                    adv_discrete=torch.tensor([r["advantage_discrete"] for r in mb], device=dev),
+                    adv_discrete=torch.tensor([rs[0]["advantage_discrete"] for rs in mb], device=dev),
                     ref_logp=None if ref is None else ref["token_logp"],
-                    pose=torch.tensor([r["pose"] if r["pose"] is not None else [float("nan")] * 144 for r in mb], device=dev),
-                    mu=out["mu"], log_std=out["log_std"], old_pose_logp=old_pose,
-                    valid=torch.tensor([bool(r["has_pose"]) and r["pose"] is not None for r in mb], device=dev),
-                    adv_continuous=torch.tensor([r["advantage_continuous"] for r in mb], device=dev),
-                    ref_mu=None if ref is None else ref["mu"], ref_log_std=None if ref is None else ref["log_std"],
+                    pose=pose, mu=out["mu"][idx], log_std=out["log_std"][idx], old_pose_logp=old_pose,
+                    valid=torch.ones(len(pose_rows), dtype=torch.bool, device=dev),
+                    adv_continuous=torch.tensor([r["advantage_continuous"] for _, r in pose_rows], device=dev),
+                    ref_mu=None if ref is None else ref["mu"][idx], ref_log_std=None if ref is None else ref["log_std"][idx],
                 )  # fmt: skip
                 loss, m = hygrpo_loss(
                     batch, clip_eps=s.clip_eps, clip_eps_pose=s.clip_eps_pose, lambda_c=s.lambda_c, beta=s.beta, beta_c=s.beta_c,
                     pose_logprob_reduce=s.pose_logprob_reduce, continuous=s.algorithm == "hygrpo", dual_clip=s.dual_clip,
                 )  # fmt: skip
-                (loss * len(mb) / len(all_rows)).backward()
+                if "pose_valid_frac" in m:  # of the responses, not of the pose rows (all valid)
+                    m["pose_valid_frac"] = len({i for i, _ in pose_rows}) / len(mb)
+                (loss * len(mb) / len(responses)).backward()
                 for k, v in m.items():
-                    agg[k] = agg.get(k, 0.0) + v * len(mb) / len(all_rows)
+                    agg[k] = agg.get(k, 0.0) + v * len(mb) / len(responses)
             if self.world_size > 1:
                 agg = self._sum_over_ranks(agg)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), s.grad_clip)
@@ -307,8 +335,8 @@ class LearnerCore:
             self.publish()
         rewards = {c: float(np.nanmean(scored[c].to_numpy(zero_copy_only=False).astype(float)))
                    for c in scored.schema.names if c.startswith("reward_") and c != "reward_error" and scored[c].null_count < scored.num_rows}
-        return {**metrics, **rewards, "version": self.version, "rows": len(all_rows), "dropped_unscored_rows": dropped,
-                "on_policy": on_policy, "learner_seconds": time.perf_counter() - t0}
+        return {**metrics, **rewards, "version": self.version, "rows": len(all_rows), "responses": len(responses),
+                "dropped_unscored_rows": dropped, "on_policy": on_policy, "learner_seconds": time.perf_counter() - t0}
 
     def _sum_over_ranks(self, metrics: dict[str, float]) -> dict[str, float]:
         """Sum every trainable gradient and the row-weighted metrics over the ranks (the sums

@@ -293,9 +293,10 @@ class PosePolicy(nn.Module):
         return self.embed(inp)[0]
 
     # ---- outputs -----------------------------------------------------------------------
-    def forward(self, inp: PolicyInputs, with_logits: bool = False) -> dict:
+    def forward(self, inp: PolicyInputs, with_logits: bool = False, detach_pose_hidden: bool = False) -> dict:
         """Token log-probs of each position's token (B, L; 0 where not response), hidden states
-        at the first response `<POSE>` (B, h) with a has_pose mask, and mu/log_std (B, 144)."""
+        at the first response `<POSE>` (B, h) with a has_pose mask, and mu/log_std (B, 144).
+        `detach_pose_hidden`: gradients of mu/log_std stop at the hidden state (train the head only)."""
         emb = self.embed(inp)
         out = self.lm(inputs_embeds=emb, attention_mask=inp.attention_mask, output_hidden_states=True, use_cache=False)
         logits = out.logits[:, :-1].float()
@@ -307,7 +308,7 @@ class PosePolicy(nn.Module):
         hidden = out.hidden_states[-1]
         pose_pos, has_pose = self.pose_positions(inp)
         h_pose = hidden[torch.arange(hidden.shape[0], device=hidden.device), pose_pos]
-        mu, log_std = self.head(h_pose.float())
+        mu, log_std = self.head((h_pose.detach() if detach_pose_hidden else h_pose).float())
         res = {"token_logp": token_logp, "mask": mask, "hidden_pose": h_pose, "has_pose": has_pose, "mu": mu, "log_std": log_std}
         if with_logits:
             res["logp_all"] = logp

@@ -336,7 +336,8 @@ def register_cli(subparsers) -> None:
                               description=f"Serve RewardService. The bearer token comes from ${TOKEN_ENV}.")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for other machines)")
     p.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed on start)")
-    p.add_argument("--retriever", default=None, metavar="DIR", help="reward retriever folder (semantic reward)")
+    p.add_argument("--retriever", default=None, metavar="DIR", help="reward retriever folder (semantic reward); overrides the config's")
+    p.add_argument("--config", default=None, metavar="YAML", help="take rewards.* (weights, joint_tau_m, joint_align, retriever_dir) and body.smpl_dir from this config")
     p.add_argument("--tls-cert", default=None, help="server certificate (PEM); needs --tls-key")
     p.add_argument("--tls-key", default=None, help="server private key (PEM)")
     p.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20)
@@ -348,17 +349,21 @@ def register_cli(subparsers) -> None:
 
 
 def _cmd_serve_reward(args) -> int:
+    from poserft.common.config import ConfigError, load_config
     from poserft.reward_service.rewards import RewardScorer, RewardSettings
 
     try:
         token = resolve_token(None, args.insecure_no_auth)  # before loading models: fail fast
-        scorer = RewardScorer(RewardSettings(retriever_dir=args.retriever))
+        cfg = load_config(args.config, [])
+        r = cfg.rewards
+        scorer = RewardScorer(RewardSettings(weights=r.weights, joint_tau_m=r.joint_tau_m, joint_align=r.joint_align,
+                                             retriever_dir=args.retriever or r.retriever_dir, smpl_dir=cfg.body.smpl_dir))
         server = RewardServer(scorer, args.host, args.port, token=token, insecure_no_auth=args.insecure_no_auth,
                               tls_cert=args.tls_cert, tls_key=args.tls_key,
                               max_message_bytes=int(args.max_message_mb * 2**20),
                               max_batch_size=args.max_batch_size, workers=args.workers)  # fmt: skip
         port = server.start()
-    except RewardServerError as err:
+    except (RewardServerError, ConfigError) as err:
         print(f"poserft: error: {err}", file=sys.stderr)
         return 2
     stop = threading.Event()

@@ -254,5 +254,9 @@ def _atomic(path: Path, write) -> None:
 
 
 def pose_text_similarity(model: Retriever, texts: list[str], pose: torch.Tensor) -> np.ndarray:
-    """Row-wise cosine between text i and pose i (the semantic reward), (N,) in [-1, 1]."""
-    return (model.embed_text(texts) * model.embed_pose(pose)).sum(-1).numpy()
+    """Row-wise cosine between text i and pose i (the semantic reward), (N,) in [-1, 1]. Each
+    distinct text is encoded once (several pose samples of a prompt share its caption)."""
+    unique = list(dict.fromkeys(texts))
+    where = {t: i for i, t in enumerate(unique)}
+    text_emb = model.embed_text(unique)[torch.tensor([where[t] for t in texts], dtype=torch.long)]
+    return (text_emb * model.embed_pose(pose)).sum(-1).numpy()

@@ -4,8 +4,9 @@ Pure functions take columns and return (N,) float arrays:
 - `format_reward(texts, tasks)`: 1 if the response matches its task's template, else 0.
 - `text_similarity(embedder, texts, refs)`: cosine of sentence embeddings, in [-1, 1].
 - `semantic_reward(retriever, captions, pose_6d)`: retriever cosine of text and pose, in [-1, 1].
-- `joint_reward(body, pose_6d, target_joints_m, tau_m)`: 1 / (1 + err / tau), err = mean
-  root-aligned joint error in metres; 1 for a perfect pose, towards 0 as the error grows.
+- `joint_reward(body, pose_6d, target_joints_m, tau_m, align)`: 1 / (1 + err / tau), err = mean
+  joint error in metres after root alignment (MPJPE) or after the best similarity transform
+  (`align="procrustes"`, PA-MPJPE); 1 for a perfect pose, towards 0 as the error grows.
 
 `RewardScorer.score(table)` adds `reward_<component>`, `reward_total` and `reward_error` to a
 batch of rollouts. A component that does not apply to a row's task is null. A row whose pose is
@@ -26,6 +27,7 @@ import pyarrow as pa
 import torch
 
 from poserft.common.body import POSE_6D_DIM, BodyModel
+from poserft.common.metrics import similarity_align
 from poserft.common.schemas import AA_DIM, POSE_RESPONSE, POSE_TOKEN, REWARD_COMPONENTS, TASKS
 
 SEMANTIC_FLOOR = -1.0
@@ -86,11 +88,21 @@ def semantic_reward(retriever, captions: list[str], pose_6d: torch.Tensor) -> np
     return pose_text_similarity(retriever, captions, pose_6d).astype(np.float32)
 
 
-def joint_reward(body: BodyModel, pose_6d: torch.Tensor, target_joints_m: torch.Tensor, tau_m: float = 0.1) -> np.ndarray:
+JOINT_ALIGNMENTS = ("root", "procrustes")
+
+
+def joint_reward(body: BodyModel, pose_6d: torch.Tensor, target_joints_m: torch.Tensor, tau_m: float = 0.1, align: str = "root") -> np.ndarray:
+    """1 / (1 + err / tau) with err the mean joint error (m) after root alignment, or with
+    `align="procrustes"` after the best similarity transform (what PA-MPJPE measures: the global
+    orientation, which an image often leaves ambiguous, then costs nothing)."""
+    if align not in JOINT_ALIGNMENTS:
+        raise ValueError(f"joint reward alignment must be one of {', '.join(JOINT_ALIGNMENTS)}, got {align!r}")
     with torch.no_grad():
         pred = body.forward_kinematics(pose_6d.double())
     pred = pred - pred[:, :1]
     target = target_joints_m.double() - target_joints_m.double()[:, :1]
+    if align == "procrustes":
+        pred = similarity_align(pred, target)
     err_m = (pred - target).norm(dim=-1).mean(-1)
     return (1.0 / (1.0 + err_m / tau_m)).float().numpy()
 
@@ -99,6 +111,7 @@ def joint_reward(body: BodyModel, pose_6d: torch.Tensor, target_joints_m: torch.
 class RewardSettings:
     weights: dict = field(default_factory=lambda: {t: dict(w) for t, w in DEFAULT_WEIGHTS.items()})
     joint_tau_m: float = 0.1
+    joint_align: str = "root"
     retriever_dir: str | None = None
     smpl_dir: str | None = None
 
@@ -196,7 +209,8 @@ class RewardScorer:
         cols["joint"][jr] = JOINT_FLOOR
         idx = np.flatnonzero(jr & has_pose)
         if len(idx):
-            cols["joint"][idx] = joint_reward(self.body, torch.from_numpy(pose[idx]), torch.from_numpy(target[idx].reshape(-1, 24, 3)), self.settings.joint_tau_m)
+            cols["joint"][idx] = joint_reward(self.body, torch.from_numpy(pose[idx]), torch.from_numpy(target[idx].reshape(-1, 24, 3)),
+                                              self.settings.joint_tau_m, self.settings.joint_align)
         if jr.any():
             seconds["joint"] = time.perf_counter() - t0
 

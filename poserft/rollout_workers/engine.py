@@ -23,6 +23,7 @@ class SamplingSettings:
     max_tokens: int = 64
     seed: int | None = 0
     pose_temperature: float = 1.0  # the pose is drawn from N(mu, (T sigma)^2); not an engine setting
+    pose_samples: int = 1  # poses drawn per response with a valid <POSE>; not an engine setting
 
 
 @dataclass

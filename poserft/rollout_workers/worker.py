@@ -31,8 +31,6 @@ from poserft.learner.policy import gaussian_log_prob
 from poserft.rollout_workers.engine import HFEngine, SamplingSettings, VLLMEngine
 
 
-
-
 def _seed(*parts) -> int:
     return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
 
@@ -93,10 +91,13 @@ class RolloutWorkerCore:
             flat = [(i, g, c) for i, group in zip(ok, groups) for g, c in enumerate(group)]
             rows += self._with_poses(flat, ids, prompts, images, pose_in, seed, gen_s / max(1, len(flat)))
         order = {tid: k for k, tid in enumerate(ids)}
-        rows.sort(key=lambda r: (order[r["task_id"]], r["sample_index"]))
+        rows.sort(key=lambda r: (order[r["task_id"]], r["sample_index"], r["pose_sample_index"]))
         return pa.Table.from_pylist(rows, schema=ROLLOUT_RECORD_SCHEMA)
 
     def _with_poses(self, flat, ids, prompts, images, pose_in, seed, gen_s_each) -> list[dict]:
+        """One row per (response, pose sample): a response with a valid `<POSE>` gets
+        `sampling.pose_samples` poses from its Gaussian (rows sharing its text and tokens, told
+        apart by `pose_sample_index`); any other response gets one row without a pose."""
         pose_id = self.policy.pose_token_id
         resp = [c.token_ids for _, _, c in flat]
         with torch.no_grad():
@@ -107,21 +108,24 @@ class RolloutWorkerCore:
         for k, (i, g, c) in enumerate(flat):
             valid = c.token_ids.count(pose_id) == 1  # V: exactly one <POSE>
             row = {
-                "task_id": ids[i], "group_id": f"{ids[i]}@v{self.version}", "sample_index": g, "policy_version": self.version,
-                "worker_id": self.worker_id, "prompt_tokens": prompts[i], "response_tokens": c.token_ids,
+                "task_id": ids[i], "group_id": f"{ids[i]}@v{self.version}", "sample_index": g, "pose_sample_index": 0,
+                "policy_version": self.version, "worker_id": self.worker_id, "prompt_tokens": prompts[i], "response_tokens": c.token_ids,
                 "token_logprobs": c.logprobs, "text": decode_response(self.policy, c.token_ids), "has_pose": valid,
                 "mu": None, "log_std": None, "pose": None, "pose_logprob": None, "generation_seconds": gen_s_each, "error": None,
             }  # fmt: skip
-            if valid and bool(has_first[k]):
-                gen = torch.Generator().manual_seed(_seed(seed, ids[i], self.version, g, "pose"))
-                m, ls = mu[k].float(), log_std[k].float() + math.log(self.sampling.pose_temperature)  # the behaviour Gaussian
-                p = m + ls.exp() * torch.randn(m.shape, generator=gen)
-                row.update(mu=m.tolist(), log_std=ls.tolist(), pose=p.tolist(), pose_logprob=float(gaussian_log_prob(p, m, ls)))
-            rows.append(row)
+            if not (valid and bool(has_first[k])):
+                rows.append(row)
+                continue
+            m, ls = mu[k].float(), log_std[k].float() + math.log(self.sampling.pose_temperature)  # the behaviour Gaussian
+            for j in range(self.sampling.pose_samples):
+                parts = (seed, ids[i], self.version, g, "pose") + ((j,) if j else ())  # sample 0 keeps the K = 1 seed
+                p = m + ls.exp() * torch.randn(m.shape, generator=torch.Generator().manual_seed(_seed(*parts)))
+                rows.append({**row, "pose_sample_index": j, "mu": m.tolist(), "log_std": ls.tolist(), "pose": p.tolist(),
+                             "pose_logprob": float(gaussian_log_prob(p, m, ls))})  # fmt: skip
         return rows
 
     def _error_row(self, task_id, g, prompt, reason) -> dict:
-        return {"task_id": task_id, "group_id": f"{task_id}@v{self.version}", "sample_index": g, "policy_version": self.version,
+        return {"task_id": task_id, "group_id": f"{task_id}@v{self.version}", "sample_index": g, "pose_sample_index": 0, "policy_version": self.version,
                 "worker_id": self.worker_id, "prompt_tokens": prompt, "response_tokens": [], "token_logprobs": [], "text": "",
                 "has_pose": False, "mu": None, "log_std": None, "pose": None, "pose_logprob": None, "generation_seconds": 0.0, "error": reason}
 
