@@ -75,7 +75,7 @@ def poserft_overrides(steps: int, engine: str, run_dir: str | Path, staleness: i
         "rl.algorithm=grpo", f"rl.tasks=[{TASK}]", f"rewards.weights={{{TASK}: {{format: 1.0}}}}", f"rl.steps={steps}",
         "rl.updates_per_batch=1", "rl.beta=0.0", "rl.beta_c=0.0", f"rl.max_staleness={staleness}", "rl.sampling.temperature=1.0",
         "rl.sampling.top_p=1.0", "rl.rollout.num_workers=1", f"rl.rollout.engine={engine}", "rewards.num_workers=1",
-        "rl.checkpoint_every=100000", "rl.metrics_port=null", f"run_dir={run_dir}",
+        "rl.checkpoint_every=100000", "rl.metrics_port=null", f"run_dir={run_dir}", "rl.sampling.pose_samples=1",
     ]  # fmt: skip
 
 

@@ -23,6 +23,7 @@ def test_poserft_side_is_text_only_grpo_with_the_format_reward(cfg):
     assert (s.beta, s.beta_c, s.rollout.num_workers, s.rollout.engine) == (0.0, 0.0, 1, "hf")
     assert cfg.rewards.weights == {TASK: {"format": 1.0}}
     assert (s.prompts_per_step, s.group_size, s.sampling.max_tokens, s.sampling.temperature) == (3, 4, 12, 1.0)
+    assert s.sampling.pose_samples == 1  # one row per completion, as TRL has
 
 
 def test_trl_side_matches_group_size_batch_and_sampling(cfg, tmp_path):

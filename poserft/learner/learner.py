@@ -279,6 +279,9 @@ class LearnerCore:
             by_response.setdefault(key, []).append(r)
         responses = list(by_response.values())
         on_policy = all(r["policy_version"] == self.version for r in all_rows)
+        # One update on an on-policy batch: the old policy is the current one, so its log-probs
+        # are the first forward's, detached (ratio exactly 1); no separate no-grad pass is needed.
+        old_is_current = on_policy and s.updates_per_batch == 1
         mine = responses[self.rank :: self.world_size]  # this rank's share; the loss weights stay global
         micro = [mine[i : i + s.micro_batch_size] for i in range(0, len(mine), s.micro_batch_size)]
         cache = []  # per micro-batch: pose rows (index of their response, poses), old token / pose logp, reference
@@ -289,7 +292,9 @@ class LearnerCore:
                 pose_rows = [(i, r) for i, rs in enumerate(mb) for r in rs if bool(r["has_pose"]) and r["pose"] is not None]
                 idx = torch.tensor([i for i, _ in pose_rows], dtype=torch.long, device=dev)
                 pose = torch.tensor([r["pose"] for _, r in pose_rows], device=dev).reshape(-1, POSE_DIM)
-                if on_policy:
+                if old_is_current:
+                    old = old_pose = None  # taken from the training forward below
+                elif on_policy:
                     out = self._tempered(self.policy(inp))
                     old = out["token_logp"]
                     old_pose = gaussian_log_prob(pose, out["mu"][idx], out["log_std"][idx])
@@ -305,6 +310,8 @@ class LearnerCore:
             for mb, (pose_rows, idx, pose, old, old_pose, ref) in zip(micro, cache):
                 inp = self._inputs(self.policy, [rs[0] for rs in mb])
                 out = self._tempered(self.policy(inp, detach_pose_hidden=not s.pose_loss_trains_trunk))
+                if old_is_current:
+                    old, old_pose = out["token_logp"].detach(), gaussian_log_prob(pose, out["mu"][idx], out["log_std"][idx]).detach()
                 if s.pose_natural_gradient:
                     natural_mean_gradient(out["mu"], out["log_std"])
                 batch = HyGRPOBatch(
