@@ -48,7 +48,7 @@ REWARDS = (
     ("format", "format", "1 = response matches the task template"),
     ("text_similarity", "text similarity", "sentence-embedding cosine, -1..1"),
     ("semantic", "semantic", "retriever text-pose cosine, -1..1"),
-    ("joint", "joint", "1 / (1 + MPJPE / tau), 0..1"),
+    ("joint", "joint", "1 / (1 + joint error / tau), 0..1"),
     ("total", "total", "weighted sum per task"),
 )
 PLOT_FILES = ("rewards.png", "throughput.png", "staleness.png", "sync.png", "stage_times.png", "learner.png")
@@ -533,7 +533,8 @@ def pick_examples(table, per_task: int = EXAMPLES_PER_TASK) -> dict:
         chosen = []
         for members in groups.values():
             zero = [m for m in members if m.get("sample_index") == 0]
-            chosen.append((zero or members)[0] | {"_group_size": len(members)})
+            responses = {m.get("sample_index") for m in members}  # rows per response: one per pose sample
+            chosen.append((zero or members)[0] | {"_group_size": len(responses), "_pose_samples": len(members) // max(1, len(responses))})
             if len(chosen) == per_task:
                 break
         if chosen:
@@ -568,6 +569,8 @@ def _wrap(text: str, width: int, max_lines: int) -> list[str]:
 
 def _caption(r: dict, prompt: str, prompt_label: str, mpjpe_mm: float | None) -> str:
     head = f"{r.get('task')} | {r.get('task_id', '?')} | sample {r.get('sample_index', '?')} of {r['_group_size']}"
+    if r.get("_pose_samples", 1) > 1:
+        head += f" (pose {r.get('pose_sample_index') or 0} of {r['_pose_samples']})"
     if r.get("policy_version") is not None:
         head += f" | policy v{r['policy_version']}"
     lines = [head, ""] + _wrap(f"{prompt_label}: {prompt}", CAPTION_CHARS, 7)
