@@ -41,7 +41,15 @@ def _paths(tree: dict, prefix: tuple = ()):
             yield from _paths(v, (*prefix, k))
 
 
-SECTIONS = [()] + [p for p, v in _paths(BASE) if isinstance(v, dict)]
+def _is_section(path: tuple) -> bool:
+    """A pydantic section (fixed keys), not a free-form mapping such as rl.lr_scale."""
+    model = Config
+    for k in path:
+        model = model.model_fields[k].annotation if isinstance(model, type) and issubclass(model, BaseModel) and k in model.model_fields else None
+    return isinstance(model, type) and issubclass(model, BaseModel)
+
+
+SECTIONS = [()] + [p for p, v in _paths(BASE) if isinstance(v, dict) and _is_section(p)]
 LEAVES = [p for p, v in _paths(BASE) if not isinstance(v, dict)]
 ALL_KEYS = [p for p, _ in _paths(BASE)]
 
