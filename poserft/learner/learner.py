@@ -288,18 +288,18 @@ class LearnerCore:
         with torch.no_grad():
             for mb in micro:
                 first = [rs[0] for rs in mb]
-                inp = self._inputs(self.policy, first)
                 pose_rows = [(i, r) for i, rs in enumerate(mb) for r in rs if bool(r["has_pose"]) and r["pose"] is not None]
                 idx = torch.tensor([i for i, _ in pose_rows], dtype=torch.long, device=dev)
                 pose = torch.tensor([r["pose"] for _, r in pose_rows], device=dev).reshape(-1, POSE_DIM)
                 if old_is_current:
                     old = old_pose = None  # taken from the training forward below
                 elif on_policy:
-                    out = self._tempered(self.policy(inp))
+                    out = self._tempered(self.policy(self._inputs(self.policy, first)))
                     old = out["token_logp"]
                     old_pose = gaussian_log_prob(pose, out["mu"][idx], out["log_std"][idx])
                 else:
-                    old = self._behaviour_logp(first, (len(mb), inp.input_ids.shape[1] - 1)).to(dev)
+                    width = self._inputs(self.policy, first).input_ids.shape[1] - 1  # token positions of the padded batch
+                    old = self._behaviour_logp(first, (len(mb), width)).to(dev)
                     old_pose = torch.tensor([r["pose_logprob"] for _, r in pose_rows], device=dev)
                 ref = self._tempered(self.ref(self._inputs(self.ref, first))) if self.ref is not None else None
                 cache.append((pose_rows, idx, pose, old, old_pose, ref))

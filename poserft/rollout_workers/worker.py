@@ -117,11 +117,11 @@ class RolloutWorkerCore:
                 rows.append(row)
                 continue
             m, ls = mu[k].float(), log_std[k].float() + math.log(self.sampling.pose_temperature)  # the behaviour Gaussian
+            row.update(mu=m.tolist(), log_std=ls.tolist())  # shared by the response's pose samples
             for j in range(self.sampling.pose_samples):
                 parts = (seed, ids[i], self.version, g, "pose") + ((j,) if j else ())  # sample 0 keeps the K = 1 seed
                 p = m + ls.exp() * torch.randn(m.shape, generator=torch.Generator().manual_seed(_seed(*parts)))
-                rows.append({**row, "pose_sample_index": j, "mu": m.tolist(), "log_std": ls.tolist(), "pose": p.tolist(),
-                             "pose_logprob": float(gaussian_log_prob(p, m, ls))})  # fmt: skip
+                rows.append({**row, "pose_sample_index": j, "pose": p.tolist(), "pose_logprob": float(gaussian_log_prob(p, m, ls))})
         return rows
 
     def _error_row(self, task_id, g, prompt, reason) -> dict:
