@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0, help="rl.sampling.pose_temperature")
     ap.add_argument("--align", choices=["root", "procrustes"], default="root", help="rewards.joint_align")
     ap.add_argument("--tau", type=float, default=0.1, help="rewards.joint_tau_m")
+    ap.add_argument("--root-share", type=float, default=0.0,
+                    help="with --align procrustes: this share of the joint error is the root-aligned one (not a poserft option; measured only)")
     ap.add_argument("--parts", default="head", help="policy parts trained (comma-separated); the non-head ones at lr / 10")
     ap.add_argument("--test", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
@@ -100,7 +102,12 @@ def main() -> None:
 
     def joint_rewards(table, x):
         target = joints(table).repeat_interleave(a.n, 0)
-        return torch.from_numpy(joint_reward(body, x.reshape(-1, 144), target, a.tau, a.align))
+        r = torch.from_numpy(joint_reward(body, x.reshape(-1, 144), target, a.tau, a.align)).double()
+        if a.root_share:  # 1 / (1 + err / tau) -> err, mixed, -> reward
+            err = (1 - a.root_share) * a.tau * (1 / r - 1)
+            err += a.root_share * a.tau * (1 / torch.from_numpy(joint_reward(body, x.reshape(-1, 144), target, a.tau, "root")).double() - 1)
+            r = 1 / (1 + err / a.tau)
+        return r
 
     def semantic_rewards(table, x):
         captions = [c for c in table["caption"].to_pylist() for _ in range(a.n)]
