@@ -4,7 +4,8 @@ Each step draws `--i2p` image2pose and `--t2p` text2pose training prompts, runs 
 template response (what the SFT policy answers), draws `--n` poses per prompt from
 N(mu, (T sigma)^2), scores them with the joint reward (`--align`) or the reward retriever's
 semantic reward, normalises the rewards per prompt (the continuous advantage over the group's
-poses) and takes one Adam step on the score-function loss, by default on the pose head only.
+poses) and takes one Adam step on the score-function loss (plus `--beta-c` times the Gaussian KL
+to the start policy, as the learner's `rl.beta_c`), by default on the pose head only.
 It prints, at the start and every third of the run, the mean pose's test MPJPE / PA-MPJPE
 (image2pose) and text2pose Recall@10 with the evaluator retriever, on `--test` rows each: the
 same numbers `poserft eval` reports for the pose tasks.
@@ -13,7 +14,7 @@ With `--n 8` it is the paper's setting (one pose per response, G = 8); `--n 256`
 `rl.sampling.pose_samples: 32`. NOTES.md ("HyGRPO's pose term") has the sweep.
 
     python scripts/rl_pose_term_offline.py --ckpt runs/demo/sft/policy --n 256 --align procrustes \
-        --natural --temperature 0.5 --i2p 8 --t2p 8 --steps 60 --seed 0
+        --root-share 0.17 --beta-c 0.05 --natural --temperature 0.5 --i2p 8 --t2p 8 --steps 60 --seed 0
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def main() -> None:
     from poserft.common.metrics import mpjpe, pa_mpjpe, retrieval_recalls
     from poserft.common.schemas import POSE_RESPONSE
     from poserft.learner.checkpoint import load_policy
-    from poserft.learner.policy import gaussian_log_prob
+    from poserft.learner.policy import gaussian_kl, gaussian_log_prob
     from poserft.reward_service.retriever import Retriever, pose_text_similarity
     from poserft.reward_service.rewards import joint_reward
 
@@ -53,7 +54,8 @@ def main() -> None:
     ap.add_argument("--align", choices=["root", "procrustes"], default="root", help="rewards.joint_align")
     ap.add_argument("--tau", type=float, default=0.1, help="rewards.joint_tau_m")
     ap.add_argument("--root-share", type=float, default=0.0,
-                    help="with --align procrustes: this share of the joint error is the root-aligned one (not a poserft option; measured only)")
+                    help="rewards.joint_root_share: with --align procrustes, this share of the joint error is the root-aligned one")
+    ap.add_argument("--beta-c", type=float, default=0.0, help="rl.beta_c: weight of the Gaussian KL to the start policy")
     ap.add_argument("--parts", default="head", help="policy parts trained (comma-separated); the non-head ones at lr / 10")
     ap.add_argument("--test", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
@@ -63,16 +65,18 @@ def main() -> None:
     rng = np.random.default_rng(a.seed)
 
     policy = load_policy(a.ckpt).train()
+    reference = load_policy(a.ckpt).eval() if a.beta_c else None
     body = BodyModel()
     reward_retriever, evaluator = Retriever.load(a.reward_retriever), Retriever.load(a.evaluator)
     train = {t: load_split(a.data, "train", task=t) for t in ("image2pose", "text2pose")}
     test = {t: load_split(a.data, "test", task=t).slice(0, a.test) for t in ("image2pose", "text2pose")}
     response = policy.encode_response(POSE_RESPONSE)
 
-    def head_output(table):
+    def head_output(table, model=None):
+        model = model or policy
         prompts = [policy.encode_prompt(p) for p in table["prompt"].to_pylist()]
         images = [im if t == "image2pose" else None for im, t in zip(table["image"].to_pylist(), table["task"].to_pylist())]
-        out = policy(policy.build_inputs(prompts, [response] * len(prompts), images, [None] * len(prompts)))
+        out = model(model.build_inputs(prompts, [response] * len(prompts), images, [None] * len(prompts)))
         return out["mu"], out["log_std"] + np.log(a.temperature)
 
     def joints(table):
@@ -98,16 +102,16 @@ def main() -> None:
             x = mu.detach()[:, None] + log_std.detach().exp()[:, None] * torch.randn(len(table), a.n, 144)
             r = rewards_of(table, x).reshape(len(table), a.n)
             adv = ((r - r.mean(1, keepdim=True)) / (r.std(1, correction=0, keepdim=True) + 1e-6)).float()
-        return -(adv * gaussian_log_prob(x, mu[:, None], log_std[:, None])).mean(), float(r.mean())
+        loss = -(adv * gaussian_log_prob(x, mu[:, None], log_std[:, None])).mean()
+        if a.beta_c:
+            with torch.no_grad():
+                ref_mu, ref_log_std = head_output(table, reference)
+            loss = loss + a.beta_c * gaussian_kl(mu, log_std, ref_mu, ref_log_std).mean()
+        return loss, float(r.mean())
 
     def joint_rewards(table, x):
         target = joints(table).repeat_interleave(a.n, 0)
-        r = torch.from_numpy(joint_reward(body, x.reshape(-1, 144), target, a.tau, a.align)).double()
-        if a.root_share:  # 1 / (1 + err / tau) -> err, mixed, -> reward
-            err = (1 - a.root_share) * a.tau * (1 / r - 1)
-            err += a.root_share * a.tau * (1 / torch.from_numpy(joint_reward(body, x.reshape(-1, 144), target, a.tau, "root")).double() - 1)
-            r = 1 / (1 + err / a.tau)
-        return r
+        return torch.from_numpy(joint_reward(body, x.reshape(-1, 144), target, a.tau, a.align, a.root_share)).double()
 
     def semantic_rewards(table, x):
         captions = [c for c in table["caption"].to_pylist() for _ in range(a.n)]

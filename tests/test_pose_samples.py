@@ -1,5 +1,6 @@
 """Several pose samples per text response (`rl.sampling.pose_samples` K), the head-only pose
-gradient (`rl.pose_loss_trains_trunk: false`) and the Procrustes-aligned joint reward."""
+gradient (`rl.pose_loss_trains_trunk: false`) and the Procrustes-aligned joint reward (with its
+root-aligned share)."""
 
 import numpy as np
 import pyarrow as pa
@@ -134,6 +135,47 @@ def test_procrustes_joint_reward_ignores_the_global_orientation():
     assert (joint_reward(body, turned, target, align="root") < 0.9).all()
     with pytest.raises(ValueError, match="alignment must be one of"):
         joint_reward(body, turned, target, align="pelvis")
+
+
+def _umeyama_error(pred: np.ndarray, target: np.ndarray) -> float:
+    """Reference: mean joint error after the best similarity transform (numpy, written here)."""
+    p, t = pred - pred.mean(0), target - target.mean(0)
+    u, s, vt = np.linalg.svd(t.T @ p)
+    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    rot, scale = u @ d @ vt, (s * np.diag(d)).sum() / (p**2).sum()
+    return float(np.linalg.norm(scale * p @ rot.T - t, axis=1).mean())
+
+
+@pytest.mark.parametrize("share", [0.0, 0.17, 0.5, 1.0])
+def test_joint_root_share_mixes_the_two_errors(share):
+    body, g = BodyModel(), torch.Generator().manual_seed(3)
+    aa = 0.4 * torch.randn(4, 24, 3, generator=g, dtype=torch.float64)
+    target = body.forward_kinematics(axis_angle_to_rot6d(aa).reshape(4, 144))
+    pred6 = axis_angle_to_rot6d(aa + 0.3 * torch.randn(4, 24, 3, generator=g, dtype=torch.float64)).reshape(4, 144)
+    pred = body.forward_kinematics(pred6).numpy()
+    tau = 0.1
+    expected = []
+    for pj, tj in zip(pred, target.numpy()):
+        root = np.linalg.norm((pj - pj[0]) - (tj - tj[0]), axis=1).mean()
+        err = (1 - share) * _umeyama_error(pj, tj) + share * root
+        expected.append(1 / (1 + err / tau))
+    got = joint_reward(body, pred6, target, tau, align="procrustes", root_share=share)
+    assert np.allclose(got, expected, rtol=1e-5)
+    if share == 1.0:
+        assert np.allclose(got, joint_reward(body, pred6, target, tau, align="root"), rtol=1e-6)
+    with pytest.raises(ValueError, match="root_share must be in"):
+        joint_reward(body, pred6, target, tau, align="procrustes", root_share=1.5)
+
+
+def test_reward_settings_from_config_carry_every_joint_option():
+    from poserft.reward_service.rewards import RewardSettings
+
+    cfg = load_config(None, ["rewards.joint_align=procrustes", "rewards.joint_root_share=0.25", "rewards.joint_tau_m=0.2"])
+    s = RewardSettings.from_config(cfg, retriever_dir="elsewhere")
+    assert (s.joint_align, s.joint_root_share, s.joint_tau_m, s.retriever_dir) == ("procrustes", 0.25, 0.2, "elsewhere")
+    for bad in ("-0.1", "1.5", "half"):
+        with pytest.raises(ConfigError, match="rewards.joint_root_share"):
+            load_config(None, [f"rewards.joint_root_share={bad}"])
 
 
 def test_pose_samples_and_alignment_are_validated():

@@ -248,9 +248,7 @@ class Controller:
         self.version, self.weights_ref = ray.get(self.learner.publish.remote())
         rw = self.s.reward
         check_feasible("reward worker", bundle(rw.num_cpus, rw.num_gpus, rw.resources))  # an infeasible pool would wait forever
-        settings = RewardSettings(weights=self.cfg.rewards.weights, joint_tau_m=self.cfg.rewards.joint_tau_m,
-                                  joint_align=self.cfg.rewards.joint_align, retriever_dir=self.cfg.rewards.retriever_dir,
-                                  smpl_dir=self.cfg.body.smpl_dir)
+        settings = RewardSettings.from_config(self.cfg)
         self.rewards = self.roles.reward_pool(settings, num_workers=self.cfg.rewards.num_workers, batch_size=self.cfg.rewards.batch_size,
                                               timeout_s=self.cfg.rewards.timeout_s, num_cpus=rw.num_cpus, resources=rw.resources,
                                               **({"num_gpus": rw.num_gpus} if rw.num_gpus else {}))

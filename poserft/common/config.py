@@ -209,6 +209,7 @@ class RewardsConfig(Section):
     )
     joint_tau_m: float = Field(0.1, gt=0, description="Joint reward = 1 / (1 + error_m / tau).")
     joint_align: Literal["root", "procrustes"] = Field("root", description="Joint reward error after root alignment (MPJPE) or after the best similarity transform (PA-MPJPE).")
+    joint_root_share: float = Field(0.0, ge=0, le=1, description="With joint_align procrustes: this share of the joint error is the root-aligned one, so the global orientation is not left free.")
     retriever_dir: str | None = Field(None, description="Reward retriever checkpoint (not the evaluator).")
     num_workers: int = Field(2, ge=1)
     batch_size: int = Field(256, ge=1)

@@ -337,7 +337,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for other machines)")
     p.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed on start)")
     p.add_argument("--retriever", default=None, metavar="DIR", help="reward retriever folder (semantic reward); overrides the config's")
-    p.add_argument("--config", default=None, metavar="YAML", help="take rewards.* (weights, joint_tau_m, joint_align, retriever_dir) and body.smpl_dir from this config")
+    p.add_argument("--config", default=None, metavar="YAML", help="take rewards.* (weights, joint_tau_m, joint_align, joint_root_share, retriever_dir) and body.smpl_dir from this config")
     p.add_argument("--tls-cert", default=None, help="server certificate (PEM); needs --tls-key")
     p.add_argument("--tls-key", default=None, help="server private key (PEM)")
     p.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20)
@@ -355,9 +355,7 @@ def _cmd_serve_reward(args) -> int:
     try:
         token = resolve_token(None, args.insecure_no_auth)  # before loading models: fail fast
         cfg = load_config(args.config, [])
-        r = cfg.rewards
-        scorer = RewardScorer(RewardSettings(weights=r.weights, joint_tau_m=r.joint_tau_m, joint_align=r.joint_align,
-                                             retriever_dir=args.retriever or r.retriever_dir, smpl_dir=cfg.body.smpl_dir))
+        scorer = RewardScorer(RewardSettings.from_config(cfg, retriever_dir=args.retriever))
         server = RewardServer(scorer, args.host, args.port, token=token, insecure_no_auth=args.insecure_no_auth,
                               tls_cert=args.tls_cert, tls_key=args.tls_key,
                               max_message_bytes=int(args.max_message_mb * 2**20),

@@ -4,9 +4,10 @@ Pure functions take columns and return (N,) float arrays:
 - `format_reward(texts, tasks)`: 1 if the response matches its task's template, else 0.
 - `text_similarity(embedder, texts, refs)`: cosine of sentence embeddings, in [-1, 1].
 - `semantic_reward(retriever, captions, pose_6d)`: retriever cosine of text and pose, in [-1, 1].
-- `joint_reward(body, pose_6d, target_joints_m, tau_m, align)`: 1 / (1 + err / tau), err = mean
-  joint error in metres after root alignment (MPJPE) or after the best similarity transform
-  (`align="procrustes"`, PA-MPJPE); 1 for a perfect pose, towards 0 as the error grows.
+- `joint_reward(body, pose_6d, target_joints_m, tau_m, align, root_share)`: 1 / (1 + err / tau),
+  err = mean joint error in metres after root alignment (MPJPE) or after the best similarity
+  transform (`align="procrustes"`, PA-MPJPE, optionally mixed with `root_share` of the
+  root-aligned error); 1 for a perfect pose, towards 0 as the error grows.
 
 `RewardScorer.score(table)` adds `reward_<component>`, `reward_total` and `reward_error` to a
 batch of rollouts. A component that does not apply to a row's task is null. A row whose pose is
@@ -91,19 +92,25 @@ def semantic_reward(retriever, captions: list[str], pose_6d: torch.Tensor) -> np
 JOINT_ALIGNMENTS = ("root", "procrustes")
 
 
-def joint_reward(body: BodyModel, pose_6d: torch.Tensor, target_joints_m: torch.Tensor, tau_m: float = 0.1, align: str = "root") -> np.ndarray:
+def joint_reward(body: BodyModel, pose_6d: torch.Tensor, target_joints_m: torch.Tensor, tau_m: float = 0.1, align: str = "root",
+                 root_share: float = 0.0) -> np.ndarray:
     """1 / (1 + err / tau) with err the mean joint error (m) after root alignment, or with
     `align="procrustes"` after the best similarity transform (what PA-MPJPE measures: the global
-    orientation, which an image often leaves ambiguous, then costs nothing)."""
+    orientation, which an image often leaves ambiguous, then costs nothing). With Procrustes,
+    `root_share` of err is the root-aligned error instead, so the global orientation still
+    counts a little."""
     if align not in JOINT_ALIGNMENTS:
         raise ValueError(f"joint reward alignment must be one of {', '.join(JOINT_ALIGNMENTS)}, got {align!r}")
+    if not 0.0 <= root_share <= 1.0:
+        raise ValueError(f"joint reward root_share must be in [0, 1], got {root_share!r}")
     with torch.no_grad():
         pred = body.forward_kinematics(pose_6d.double())
     pred = pred - pred[:, :1]
     target = target_joints_m.double() - target_joints_m.double()[:, :1]
-    if align == "procrustes":
-        pred = similarity_align(pred, target)
     err_m = (pred - target).norm(dim=-1).mean(-1)
+    if align == "procrustes":
+        aligned_err_m = (similarity_align(pred, target) - target).norm(dim=-1).mean(-1)
+        err_m = (1.0 - root_share) * aligned_err_m + root_share * err_m
     return (1.0 / (1.0 + err_m / tau_m)).float().numpy()
 
 
@@ -112,8 +119,16 @@ class RewardSettings:
     weights: dict = field(default_factory=lambda: {t: dict(w) for t, w in DEFAULT_WEIGHTS.items()})
     joint_tau_m: float = 0.1
     joint_align: str = "root"
+    joint_root_share: float = 0.0
     retriever_dir: str | None = None
     smpl_dir: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg, retriever_dir: str | None = None) -> "RewardSettings":
+        """The settings of a validated `Config`: its `rewards` section and `body.smpl_dir`."""
+        r = cfg.rewards
+        return cls(weights=r.weights, joint_tau_m=r.joint_tau_m, joint_align=r.joint_align, joint_root_share=r.joint_root_share,
+                   retriever_dir=retriever_dir or r.retriever_dir, smpl_dir=cfg.body.smpl_dir)
 
 
 def _vector_column(table: pa.Table, name: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +225,8 @@ class RewardScorer:
         idx = np.flatnonzero(jr & has_pose)
         if len(idx):
             cols["joint"][idx] = joint_reward(self.body, torch.from_numpy(pose[idx]), torch.from_numpy(target[idx].reshape(-1, 24, 3)),
-                                              self.settings.joint_tau_m, self.settings.joint_align)
+                                              self.settings.joint_tau_m, self.settings.joint_align,
+                                              self.settings.joint_root_share)
         if jr.any():
             seconds["joint"] = time.perf_counter() - t0
 
