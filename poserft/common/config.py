@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from poserft.common.schemas import REWARD_COMPONENTS, TASKS
+from poserft.common.schemas import DEFAULT_REWARD_WEIGHTS, REWARD_COMPONENTS, TASKS
 
 POLICY_PART_NAMES = ("lm", "vision", "projector", "pose_in", "head")
 
@@ -200,11 +200,7 @@ class SFTConfig(Section):
 
 class RewardsConfig(Section):
     weights: dict[str, dict[str, float]] = Field(
-        default_factory=lambda: {
-            "text2pose": {"format": 1.0, "text_similarity": 0.25, "semantic": 1.0},
-            "image2pose": {"format": 1.0, "text_similarity": 0.25, "joint": 1.0},
-            "pose2text": {"format": 1.0, "text_similarity": 1.0},
-        },
+        default_factory=lambda: {t: dict(w) for t, w in DEFAULT_REWARD_WEIGHTS.items()},
         description="Reward weights per task and component (format, text_similarity, semantic, joint).",
     )
     joint_tau_m: float = Field(0.1, gt=0, description="Joint reward = 1 / (1 + error_m / tau).")

@@ -61,6 +61,12 @@ ROLLOUT_RECORD_SCHEMA = pa.schema(
 )
 
 REWARD_COMPONENTS = ("format", "text_similarity", "semantic", "joint")
+# Reward weights per task and component: the default of `rewards.weights` and of `RewardSettings`.
+DEFAULT_REWARD_WEIGHTS = {
+    "text2pose": {"format": 1.0, "text_similarity": 0.25, "semantic": 1.0},
+    "image2pose": {"format": 1.0, "text_similarity": 0.25, "joint": 1.0},
+    "pose2text": {"format": 1.0, "text_similarity": 1.0},
+}
 
 
 def scored_record_schema(components=REWARD_COMPONENTS) -> pa.Schema:

@@ -29,7 +29,7 @@ import torch
 
 from poserft.common.body import POSE_6D_DIM, BodyModel
 from poserft.common.metrics import similarity_align
-from poserft.common.schemas import AA_DIM, POSE_RESPONSE, POSE_TOKEN, REWARD_COMPONENTS, TASKS
+from poserft.common.schemas import AA_DIM, DEFAULT_REWARD_WEIGHTS, POSE_RESPONSE, POSE_TOKEN, REWARD_COMPONENTS, TASKS
 
 SEMANTIC_FLOOR = -1.0
 JOINT_FLOOR = 0.0
@@ -39,11 +39,6 @@ REWARD_TIMING_KEY = b"poserft.reward_seconds"
 
 _POSE_TEMPLATE = re.compile(r"^\s*The SMPL pose of this person is <POSE>\s*\.\s*$")
 
-DEFAULT_WEIGHTS = {
-    "text2pose": {"format": 1.0, "text_similarity": 0.25, "semantic": 1.0},
-    "image2pose": {"format": 1.0, "text_similarity": 0.25, "joint": 1.0},
-    "pose2text": {"format": 1.0, "text_similarity": 1.0},
-}
 
 # Columns a batch must carry to be scored (rollout fields plus the task's reference fields).
 REQUIRED_COLUMNS = ("task", "text", "has_pose", "pose", "caption", "reference_text", "target_joints")
@@ -116,7 +111,7 @@ def joint_reward(body: BodyModel, pose_6d: torch.Tensor, target_joints_m: torch.
 
 @dataclass
 class RewardSettings:
-    weights: dict = field(default_factory=lambda: {t: dict(w) for t, w in DEFAULT_WEIGHTS.items()})
+    weights: dict = field(default_factory=lambda: {t: dict(w) for t, w in DEFAULT_REWARD_WEIGHTS.items()})
     joint_tau_m: float = 0.1
     joint_align: str = "root"
     joint_root_share: float = 0.0
