@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, timeit, write_json  # noqa: E402
 from poserft.common.body import BodyModel  # noqa: E402
-from poserft.common.captioner import Captioner  # noqa: E402
-from poserft.common.pose_prior import PosePrior  # noqa: E402
+from poserft.data.captioner import Captioner  # noqa: E402
+from poserft.data.pose_prior import PosePrior  # noqa: E402
 from tests.synthetic_smpl import write_synthetic_smpl  # noqa: E402
 
 

@@ -100,7 +100,7 @@ def step_prompts(cfg) -> list[list[tuple[str, str]]]:
 def trl_prompt_text(tokenizer, prompt: str, image_tokens: int) -> str:
     """poserft's chat prompt as a plain string for TRL; BOS is written out when the tokenizer does
     not add it (TRL tokenises with the tokenizer's defaults)."""
-    from poserft.learner.policy import chat_prompt
+    from poserft.model.policy import chat_prompt
 
     text = chat_prompt(prompt, image_tokens)
     probe = tokenizer(text)["input_ids"]
@@ -139,7 +139,7 @@ def run_trl(cfg, ckpt: str, prompts: list[list[tuple[str, str]]], out_dir: Path,
     from transformers import AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from poserft.learner.checkpoint import load_policy
+    from poserft.model.checkpoint import load_policy
     from poserft.reward_service.rewards import format_reward
 
     t_start = time.time()
@@ -226,7 +226,7 @@ def checkpoint(arg: str | None, data_dir: str, preset: str, workdir: Path) -> tu
         return arg, f"{arg} (--ckpt)"
     if (Path(DEFAULT_SFT) / "poserft.json").is_file():
         return DEFAULT_SFT, f"{DEFAULT_SFT} (SFT, from make demo)"
-    from poserft.learner.checkpoint import init_policy, save_policy
+    from poserft.model.checkpoint import init_policy, save_policy
 
     out = workdir / "init"
     save_policy(init_policy(preset, data_dir, seed=0), out)

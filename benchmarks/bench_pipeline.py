@@ -73,7 +73,7 @@ def sync_times(data: str, presets: list[str], repeats: int, workdir: Path) -> li
     import ray
 
     from poserft.common.config import RLConfig
-    from poserft.learner.checkpoint import count_parameters, init_policy, save_policy
+    from poserft.model.checkpoint import count_parameters, init_policy, save_policy
     from poserft.learner.learner import LearnerCore
     from poserft.rollout_workers.worker import rollout_actor_class
 

@@ -36,8 +36,8 @@ def main() -> None:
     import pyarrow as pa
     import ray
 
-    from poserft.common.dataset import build_dataset, load_split
-    from poserft.learner.checkpoint import count_parameters, init_policy, save_policy
+    from poserft.data.dataset import build_dataset, load_split
+    from poserft.model.checkpoint import count_parameters, init_policy, save_policy
     from poserft.rollout_workers.worker import rollout_actor_class
 
     data = Path(args.data)

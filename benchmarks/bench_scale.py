@@ -1,7 +1,7 @@
 """Scale simulation: the real controller with 1..64 simulated rollout workers.
 
 Runs `poserft.cluster.controller` (the named controller actor, as `poserft train` does) with the
-simulated roles of `poserft.cluster.simulate`: rollout workers, learner and reward pool sleep for
+simulated roles of `benchmarks.sim_roles`: rollout workers, learner and reward pool sleep for
 durations from a time model of a 7B policy on H100s (see that module's docstring for the model,
 its sources and which constants are assumptions) compressed by `--time-scale`. Everything else
 (dispatch with the max_staleness bound, weight sync, ledger, Parquet per step, metrics,
@@ -149,7 +149,7 @@ def model_summary(sim, cfg) -> list[dict]:
 def sweep(args, sim, workdir: Path) -> tuple[list[dict], dict]:
     import ray
 
-    from poserft.cluster.simulate import run_simulation, sim_config, summarise, write_sim_dataset
+    from benchmarks.sim_roles import run_simulation, sim_config, summarise, write_sim_dataset
 
     steps = args.steps or (6 if args.quick else 10)
     workers = [int(w) for w in args.workers.split(",")] if args.workers else ([1, 2, 4, 8, 16] if args.quick else [1, 2, 4, 8, 16, 32, 64])
@@ -220,7 +220,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
-    from poserft.cluster.simulate import SimModel
+    from benchmarks.sim_roles import SimModel
 
     sim = SimModel(time_scale=args.time_scale)
     kinds = {f.name: type(getattr(sim, f.name)) for f in fields(sim)}
@@ -234,7 +234,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
         rows, meta = sweep(args, sim, Path(tmp))
     cfg = meta["config"]
-    from poserft.cluster.simulate import sim_config
+    from benchmarks.sim_roles import sim_config
 
     _, sized = sim_config(args.config, args.set, sim, "unused", "unused")
     stages = model_summary(sized, cfg)

@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _cmd_data_build(args) -> int:
-    from poserft.common.dataset import build_dataset
+    from poserft.data.dataset import build_dataset
 
     card = build_dataset(
         args.out,
@@ -63,7 +63,7 @@ def _cmd_retriever_eval(args) -> int:
 
 
 def _cmd_model_init(args) -> int:
-    from poserft.learner.checkpoint import count_parameters, init_policy, save_policy
+    from poserft.model.checkpoint import count_parameters, init_policy, save_policy
 
     policy = init_policy(args.preset, args.data, seed=args.seed)
     save_policy(policy, args.out)
@@ -73,8 +73,8 @@ def _cmd_model_init(args) -> int:
 
 
 def _cmd_model_import(args) -> int:
-    from poserft.learner.checkpoint import count_parameters
-    from poserft.learner.llava import import_llava
+    from poserft.model.checkpoint import count_parameters
+    from poserft.model.llava import import_llava
 
     policy = import_llava(args.llava, args.out, seed=args.seed, dtype=args.dtype)
     n = count_parameters(policy)
@@ -94,7 +94,7 @@ def _cmd_sft(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from poserft.learner.evaluate import eval_table, evaluate_policy
+    from poserft.evaluate import eval_table, evaluate_policy
 
     out = args.out or str(Path(args.ckpt) / "eval")
     if args.max_new_tokens < 1:
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.func in (_cmd_submit, _cmd_status, _cmd_logs, _cmd_scale) and "ray" not in sys.modules:
         use_cluster_token()  # only for clients of a running cluster, and only before Ray is imported
     from poserft.common.config import ConfigError
-    from poserft.common.dataset import DatasetError
+    from poserft.data.dataset import DatasetError
 
     try:
         return int(args.func(args) or 0)

@@ -35,8 +35,8 @@ def sample_sheet(data_dir: Path, out_png: Path, n: int = 6) -> list[str]:
     """Render a few test poses with their captions; returns the captions."""
     import numpy as np
 
-    from poserft.common.dataset import load_split
-    from poserft.common.render import render_grid
+    from poserft.data.dataset import load_split
+    from poserft.data.render import render_grid
 
     table = load_split(data_dir, "test", task="text2pose").slice(0, n)
     joints = np.array(table["target_joints"].combine_chunks().flatten(), dtype=np.float64).reshape(-1, 24, 3)
@@ -58,13 +58,13 @@ def run_demo(data_dir: Path, run_dir: Path, seed: int = 0, config: str | None = 
 
     t0 = _stage("data", 1)
     if not (data_dir / "dataset_card.json").is_file():
-        from poserft.common.dataset import build_dataset
+        from poserft.data.dataset import build_dataset
 
         d = cfg.data
         build_dataset(data_dir, seed=d.seed, train_poses=d.train_poses, val_poses=d.val_poses, test_poses=d.test_poses, image_size=d.image_size)
     else:
         print(f"using existing {data_dir} (delete it to rebuild)")
-    from poserft.common.dataset import load_card
+    from poserft.data.dataset import load_card
 
     card = load_card(data_dir)  # a corrupt card is a one-line DatasetError, not a JSON traceback
     captions = sample_sheet(data_dir, run_dir / "samples.png")
@@ -92,7 +92,7 @@ def run_demo(data_dir: Path, run_dir: Path, seed: int = 0, config: str | None = 
     t0 = _stage("model", 3)
     init = run_dir / "init"
     if not (init / "poserft.json").is_file():
-        from poserft.learner.checkpoint import count_parameters, init_policy, save_policy
+        from poserft.model.checkpoint import count_parameters, init_policy, save_policy
 
         policy = init_policy(cfg.model.preset, data_dir, seed=cfg.model.init_seed)
         save_policy(policy, init)
@@ -132,7 +132,7 @@ def run_demo(data_dir: Path, run_dir: Path, seed: int = 0, config: str | None = 
         ray.shutdown()
 
     t0 = _stage("eval", 7)
-    from poserft.learner.evaluate import eval_table, evaluate_policy
+    from poserft.evaluate import eval_table, evaluate_policy
 
     results = {}
     for name, ckpt in checkpoints.items():

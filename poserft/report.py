@@ -603,7 +603,7 @@ def plot_examples(task: str, examples: list[dict], decode, path: Path) -> Path:
     from PIL import Image
 
     from poserft.common.body import BodyModel
-    from poserft.common.render import render_pil
+    from poserft.data.render import render_pil
 
     body = BodyModel()
     with_image = task == "image2pose"

@@ -27,9 +27,9 @@ def main() -> None:
 
     from poserft.common.body import BodyModel
     from poserft.common.config import load_config
-    from poserft.common.dataset import load_split
+    from poserft.data.dataset import load_split
     from poserft.common.metrics import mpjpe, pa_mpjpe
-    from poserft.learner.evaluate import _task_outputs
+    from poserft.evaluate import _task_outputs
     from poserft.learner.learner import LearnerCore
     from poserft.reward_service.rewards import RewardScorer, RewardSettings
     from poserft.rollout_workers.worker import RolloutWorkerCore

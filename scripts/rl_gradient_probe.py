@@ -25,10 +25,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def main() -> None:
     from poserft.common.body import BodyModel
-    from poserft.common.dataset import load_split
+    from poserft.data.dataset import load_split
     from poserft.common.schemas import POSE_RESPONSE
-    from poserft.learner.checkpoint import load_policy
-    from poserft.learner.generation import pose_from_response
+    from poserft.model.checkpoint import load_policy
+    from poserft.model.generation import pose_from_response
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ckpt", required=True)

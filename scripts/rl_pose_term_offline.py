@@ -31,11 +31,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def main() -> None:
     from poserft.common.body import BodyModel
-    from poserft.common.dataset import load_split
+    from poserft.data.dataset import load_split
     from poserft.common.metrics import mpjpe, pa_mpjpe, retrieval_recalls
     from poserft.common.schemas import POSE_RESPONSE
-    from poserft.learner.checkpoint import load_policy
-    from poserft.learner.policy import gaussian_kl, gaussian_log_prob
+    from poserft.model.checkpoint import load_policy
+    from poserft.model.policy import gaussian_kl, gaussian_log_prob
     from poserft.reward_service.retriever import Retriever, pose_text_similarity
     from poserft.reward_service.rewards import joint_reward
 

@@ -7,6 +7,16 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+_INTEGRATION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "integration") + os.sep
+
+
+def pytest_collection_modifyitems(config, items):
+    """The folder decides the marker: everything under tests/integration/ starts real Ray, vLLM,
+    gRPC, Prometheus or a training run and is marked `integration`; tests/unit/ is not."""
+    for item in items:
+        if str(item.path).startswith(_INTEGRATION):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(scope="module")
 def ray_local():
@@ -21,7 +31,7 @@ def ray_local():
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """A small synthetic benchmark (built once per test session)."""
-    from poserft.common.dataset import build_dataset
+    from poserft.data.dataset import build_dataset
 
     out = tmp_path_factory.mktemp("data") / "synth"
     build_dataset(out, seed=0, train_poses=1500, val_poses=96, test_poses=96, progress=False)
@@ -31,7 +41,7 @@ def tiny_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_ckpt(tiny_data, tmp_path_factory):
     """A freshly initialised tiny policy checkpoint."""
-    from poserft.learner.checkpoint import init_policy, save_policy
+    from poserft.model.checkpoint import init_policy, save_policy
 
     out = tmp_path_factory.mktemp("ckpt") / "init"
     save_policy(init_policy("tiny", tiny_data, seed=0), out)

@@ -30,7 +30,7 @@ Run state lives in `run_dir`: `ledger.jsonl` (task ids trained per step), `metri
 rollout) and `checkpoints/latest` (policy + optimizer + this loop's position, atomically).
 
 The classes behind the three roles come from a `Roles` (default: the real ones); a simulation
-(`poserft.cluster.simulate`, `benchmarks/bench_scale.py`) swaps in actors that sleep for
+(`benchmarks.sim_roles`, `benchmarks/bench_scale.py`) swaps in actors that sleep for
 modelled durations, while this loop stays the code that runs.
 """
 
@@ -55,7 +55,7 @@ from ray.exceptions import RayError
 from poserft.cluster.metrics import StepMetrics  # [metrics]
 from poserft.cluster.placement import bundle, check_feasible, placed_group_options, placed_options, release
 from poserft.common.config import Config
-from poserft.common.dataset import load_split
+from poserft.data.dataset import load_split
 from poserft.common.schemas import response_rows
 from poserft.learner.learner import LearnerCore, add_advantages
 from poserft.reward_service.pool import RewardPool

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from poserft.learner.policy import gaussian_entropy, gaussian_kl, gaussian_log_prob
+from poserft.model.policy import gaussian_entropy, gaussian_kl, gaussian_log_prob
 
 MAX_LOG_RATIO = 20.0
 

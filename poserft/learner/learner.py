@@ -9,7 +9,7 @@ version (on-policy); the behaviour log-probs recorded at rollout time for stale 
 The model switches (`model.freeze`, `model.lora`) apply to the trained policy only, never to the
 reference; the optimizer sees only trainable parameters. With LoRA on, `publish` puts only the
 adapters (and the trainable non-LM parts) in the object store, and the rollout workers merge
-them into their own copy of the base weights (`poserft.learner.lora`).
+them into their own copy of the base weights (`poserft.model.lora`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import torch.distributed as dist
 
 from poserft.common.config import ModelConfig, RLConfig
 from poserft.common.schemas import POSE_DIM
-from poserft.learner import lora
-from poserft.learner.checkpoint import load_policy, save_policy
-from poserft.learner.policy import apply_training_switches, gaussian_log_prob
+from poserft.model import lora
+from poserft.model.checkpoint import load_policy, save_policy
+from poserft.model.policy import apply_training_switches, gaussian_log_prob
 from poserft.learner.hygrpo import HyGRPOBatch, continuous_advantages, group_advantages, hygrpo_loss
 
 POSE_REWARD_BY_TASK = {"text2pose": "reward_semantic", "image2pose": "reward_joint"}

@@ -32,13 +32,13 @@ from tqdm import tqdm
 
 from poserft.common.body import NUM_JOINTS, POSE_6D_DIM, BodyModel
 from poserft.common.config import SFTConfig
-from poserft.common.dataset import load_split
+from poserft.data.dataset import load_split
 from poserft.common.metrics import mpjpe
 from poserft.common.train_state import load_train_state, save_train_state
 from poserft.common.rotations import axis_angle_to_rot6d, rot6d_to_matrix
 
-from poserft.learner.checkpoint import load_policy, save_policy
-from poserft.learner.policy import PosePolicy, gaussian_log_prob
+from poserft.model.checkpoint import load_policy, save_policy
+from poserft.model.policy import PosePolicy, gaussian_log_prob
 
 
 @dataclass

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from poserft.common.captioner import Captioner
+from poserft.data.captioner import Captioner
 from poserft.common.config import RetrieverTrainConfig
-from poserft.common.dataset import load_split
+from poserft.data.dataset import load_split
 from poserft.common.metrics import r_precision, retrieval_recalls
 from poserft.common.train_state import load_train_state, save_train_state
 from poserft.reward_service.retriever import Retriever, RetrieverConfig, pose_features

@@ -127,7 +127,7 @@ class HFEngine:
 
     @torch.no_grad()
     def generate(self, prompt_embeds: list[torch.Tensor], n: int, s: SamplingSettings, seeds: list[int] | None = None) -> list[list[Completion]]:
-        from poserft.learner.generation import generate_from_embeds
+        from poserft.model.generation import generate_from_embeds
 
         result = []
         for i, emb in enumerate(prompt_embeds):

@@ -7,7 +7,7 @@ N(mu, std^2) with a seeded generator and its log-prob recorded. Output: RolloutR
 A Ray actor runs one method at a time, so a weight update is atomic between generation calls.
 
 Weight updates come as a full policy state or, when the learner trains LoRA adapters, as a
-LoRA-only update (`poserft.learner.lora`): the worker then merges W = W0 + scale * B @ A itself,
+LoRA-only update (`poserft.model.lora`): the worker then merges W = W0 + scale * B @ A itself,
 always from W0 of the checkpoint it started from (so updates never accumulate), and loads the
 merged layers into vLLM and into its own copy of the policy.
 """
@@ -24,10 +24,10 @@ import pyarrow as pa
 import torch
 
 from poserft.common.schemas import VersionMismatch, check_rollout_request, ROLLOUT_RECORD_SCHEMA
-from poserft.learner import lora
-from poserft.learner.checkpoint import load_policy
-from poserft.learner.generation import decode_response, pose_from_response, prompt_embeddings
-from poserft.learner.policy import gaussian_log_prob
+from poserft.model import lora
+from poserft.model.checkpoint import load_policy
+from poserft.model.generation import decode_response, pose_from_response, prompt_embeddings
+from poserft.model.policy import gaussian_log_prob
 from poserft.rollout_workers.engine import HFEngine, SamplingSettings, VLLMEngine
 
 
@@ -132,7 +132,7 @@ class RolloutWorkerCore:
     # ---- weights ----
     def update_weights(self, version: int, state: dict[str, torch.Tensor]) -> int:
         """Load a full policy state (LM `lm.*` plus head/encoders), or a LoRA-only update
-        (`poserft.learner.lora.lora_update`, merged here), as `version`; returns the version.
+        (`poserft.model.lora.lora_update`, merged here), as `version`; returns the version.
 
         Callers pass the learner's object ref as `state`: Ray resolves a top-level ref argument
         from the object store (zero-copy on the same node) before the call runs."""

@@ -1,0 +1,30 @@
+"""Configuration: the schema (`schema`: pydantic sections with defaults) and the loader
+(`loader`: YAML plus dotted overrides, one-line errors). Import from here.
+"""
+
+from poserft.common.config.loader import load_config, parse_override, validate_config
+from poserft.common.config.schema import (
+    EVAL_MAX_NEW_TOKENS,
+    BodyConfig,
+    Config,
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    LearnerResources,
+    LoRAConfig,
+    ModelConfig,
+    RetrieverTrainConfig,
+    RewardsConfig,
+    RLConfig,
+    RoleResources,
+    RolloutConfig,
+    SamplingConfig,
+    Section,
+    SFTConfig,
+)
+
+__all__ = [
+    "EVAL_MAX_NEW_TOKENS", "BodyConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "LearnerResources",
+    "LoRAConfig", "ModelConfig", "RetrieverTrainConfig", "RewardsConfig", "RLConfig", "RoleResources", "RolloutConfig",
+    "SamplingConfig", "Section", "SFTConfig", "load_config", "parse_override", "validate_config",
+]  # fmt: skip

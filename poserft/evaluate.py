@@ -1,0 +1,133 @@
+"""`poserft eval`: a checkpoint on the test split (greedy text, mean pose), with baselines.
+
+Metrics:
+- format_validity: share of all test responses that match their task's template (also per task);
+- image2pose: MPJPE and PA-MPJPE (mm) of FK(mu); a response without `<POSE>` counts with the
+  mean training pose (so an invalid answer is never free); valid share reported;
+- text2pose: retrieval with the *evaluator* retriever between each caption and the pose
+  generated from it: Recall@1/5/10 both ways and mRecall (over the full test split);
+- pose2text: MiniLM cosine between generated and reference captions.
+Baselines on the same split: the mean training pose (MPJPE / PA-MPJPE) and chance recall.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from poserft.common.body import BodyModel
+from poserft.data.dataset import load_split
+from poserft.common.metrics import mpjpe, pa_mpjpe, retrieval_recalls
+from poserft.common.rotations import axis_angle_to_rot6d
+from poserft.model.checkpoint import load_policy
+from poserft.model.generation import generate, pose_from_response
+from poserft.model.policy import PosePolicy
+from poserft.common.config import EVAL_MAX_NEW_TOKENS
+from poserft.reward_service.rewards import TextEmbedder, format_reward, text_similarity
+
+
+def mean_training_pose(data_dir) -> torch.Tensor:
+    """The mean training pose as (1, 144) 6D (mean of rotation-matrix columns, FK re-orthonormalises)."""
+    table = load_split(data_dir, "train", task="image2pose")
+    aa = torch.from_numpy(np.array(table["target_pose"].combine_chunks().flatten(), dtype=np.float64).reshape(-1, 24, 3))
+    return axis_angle_to_rot6d(aa).mean(0).reshape(1, 144)
+
+
+def _task_outputs(policy: PosePolicy, table, max_new_tokens: int) -> dict:
+    prompts = [policy.encode_prompt(p) for p in table["prompt"].to_pylist()]
+    images = table["image"].to_pylist()
+    tasks = table["task"].to_pylist()
+    pose_in = [np.asarray(p, dtype=np.float32) if t == "pose2text" else None for p, t in zip(table["target_pose"].to_pylist(), tasks)]
+    images = [im if t == "image2pose" else None for im, t in zip(images, tasks)]
+    gen = generate(policy, prompts, images, pose_in, max_new_tokens=max_new_tokens)
+    mu, log_std, has = pose_from_response(policy, prompts, gen.token_ids, images, pose_in)
+    return {"texts": gen.texts, "mu": mu, "has_pose": has, "tasks": tasks}
+
+
+def evaluate_policy(ckpt, data_dir, evaluator_dir, out_dir=None, limit: int | None = None, max_new_tokens: int = EVAL_MAX_NEW_TOKENS,
+                    split: str = "test", examples: int = 6) -> dict:
+    from poserft.reward_service.retriever import Retriever
+
+    policy = load_policy(ckpt)
+    evaluator = Retriever.load(evaluator_dir)
+    body = BodyModel()
+    embedder = TextEmbedder()
+    mean6d = mean_training_pose(data_dir).float()
+    res: dict = {"ckpt": str(ckpt), "split": split}
+    texts_all, tasks_all = [], []
+    figures = {}
+    for task in ("image2pose", "text2pose", "pose2text"):
+        table = load_split(data_dir, split, task=task)
+        if limit:
+            table = table.slice(0, limit)
+        out = _task_outputs(policy, table, max_new_tokens)
+        texts_all += out["texts"]
+        tasks_all += out["tasks"]
+        has = out["has_pose"]
+        pose6d = torch.where(has[:, None], out["mu"], mean6d.expand_as(out["mu"]))
+        target_j = torch.from_numpy(np.array(table["target_joints"].combine_chunks().flatten(), dtype=np.float64).reshape(-1, 24, 3))
+        if task == "image2pose":
+            with torch.no_grad():
+                pred_j = body.forward_kinematics(pose6d.double())
+                base_j = body.forward_kinematics(mean6d.double()).expand_as(target_j)
+            res["image2pose"] = {
+                "mpjpe_mm": float(mpjpe(pred_j, target_j).mean()),
+                "pa_mpjpe_mm": float(pa_mpjpe(pred_j, target_j).mean()),
+                "valid_pose_fraction": float(has.float().mean()),
+                "baseline_mean_pose_mpjpe_mm": float(mpjpe(base_j, target_j).mean()),
+                "baseline_mean_pose_pa_mpjpe_mm": float(pa_mpjpe(base_j, target_j).mean()),
+                "n": table.num_rows,
+            }
+            figures["image2pose"] = (pred_j[:examples].numpy(), target_j[:examples].numpy(), table["caption"].to_pylist()[:examples])
+        elif task == "text2pose":
+            captions = table["caption"].to_pylist()
+            rec = retrieval_recalls(evaluator.embed_text(captions), evaluator.embed_pose(pose6d), ks=(1, 5, 10))
+            n = table.num_rows
+            res["text2pose"] = {**rec, "valid_pose_fraction": float(has.float().mean()), "n": n,
+                                **{f"chance_recall_at_{k}": 100.0 * min(k, n) / n for k in (1, 5, 10)}}
+            with torch.no_grad():
+                figures["text2pose"] = (body.forward_kinematics(pose6d[:examples].double()).numpy(), target_j[:examples].numpy(), captions[:examples])
+        else:
+            refs = table["reference_text"].to_pylist()
+            sim = text_similarity(embedder, out["texts"], refs)
+            res["pose2text"] = {"text_similarity": float(sim.mean()), "n": table.num_rows, "examples": [
+                {"generated": g, "reference": r} for g, r in zip(out["texts"][:3], refs[:3])]}
+        res[task]["format_validity"] = float(format_reward(out["texts"], out["tasks"]).mean())
+    res["format_validity"] = float(format_reward(texts_all, tasks_all).mean())
+    if out_dir is not None:
+        write_eval_outputs(res, figures, Path(out_dir))
+    return res
+
+
+def eval_table(results: dict[str, dict]) -> str:
+    """Markdown table, one column per evaluated checkpoint (name -> eval result)."""
+    rows = [
+        ("format validity (%)", lambda r: 100 * r["format_validity"]),
+        *((f"  {t}", lambda r, t=t: 100 * r[t].get("format_validity", float("nan"))) for t in ("image2pose", "text2pose", "pose2text")),
+        ("image2pose MPJPE (mm)", lambda r: r["image2pose"]["mpjpe_mm"]),
+        ("image2pose PA-MPJPE (mm)", lambda r: r["image2pose"]["pa_mpjpe_mm"]),
+        ("  mean-pose baseline PA-MPJPE", lambda r: r["image2pose"]["baseline_mean_pose_pa_mpjpe_mm"]),
+        ("text2pose R@10 t2p (%)", lambda r: r["text2pose"]["recall_at_10_t2p"]),
+        ("text2pose mRecall (%)", lambda r: r["text2pose"]["mrecall"]),
+        ("  chance R@10", lambda r: r["text2pose"]["chance_recall_at_10"]),
+        ("pose2text text similarity", lambda r: r["pose2text"]["text_similarity"]),
+    ]
+    names = list(results)
+    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label, get in rows:
+        lines.append(f"| {label} | " + " | ".join(f"{get(results[n]):.2f}" for n in names) + " |")
+    return "\n".join(lines)
+
+
+def write_eval_outputs(res: dict, figures: dict, out_dir: Path) -> None:
+    from poserft.data.render import render_grid
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "eval.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out_dir / "eval.md").write_text(eval_table({"checkpoint": res}) + "\n")
+    for task, (pred, target, captions) in figures.items():
+        # the prediction in colour over its target in grey, with the prompt's caption below
+        render_grid(list(pred), captions=[c[:160] for c in captions], size=256, overlay=list(target)).save(out_dir / f"{task}_examples.png")

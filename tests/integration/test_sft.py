@@ -1,0 +1,49 @@
+"""SFT: resume reaches the same parameters; checkpoints fail clearly when incomplete."""
+
+import shutil
+
+import pytest
+import torch
+
+from poserft.common.config import SFTConfig
+from poserft.model.checkpoint import CheckpointError, init_policy, load_policy
+from poserft.learner.sft import batch_indices, run_sft
+
+SETTINGS = SFTConfig(align_steps=2, steps=6, batch_size=4, val_every=100, ckpt_every=100, warmup_steps=2, val_rows=8, threads=1)
+
+
+def test_resume_gives_the_same_parameters(tiny_data, tiny_ckpt, tmp_path):
+    full = run_sft(tiny_ckpt, tiny_data, tmp_path / "full", SETTINGS, progress=False)
+    part = run_sft(tiny_ckpt, tiny_data, tmp_path / "part", SETTINGS, progress=False, stop_after=3)
+    assert part["stopped"] and part["step"] == 3
+    resumed = run_sft(tiny_ckpt, tiny_data, tmp_path / "part", SETTINGS, progress=False)
+    assert resumed["step"] == full["step"] == SETTINGS.align_steps + SETTINGS.steps  # the stop at 3 fell in the SFT phase
+    a = load_policy(full["policy"]).state_dict()
+    b = load_policy(resumed["policy"]).state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_data_position_is_a_function_of_step():
+    assert (batch_indices(10, 4, 0, 2) == batch_indices(10, 4, 0, 2)).all()
+    seen = [int(i) for s in range(5) for i in batch_indices(10, 4, 0, s)]
+    assert sorted(seen[:10]) == list(range(10))  # the first epoch visits every row once
+
+
+def test_resume_with_other_settings_is_refused(tiny_data, tiny_ckpt, tmp_path):
+    run_sft(tiny_ckpt, tiny_data, tmp_path / "r", SETTINGS, progress=False, stop_after=1)
+    with pytest.raises(ValueError, match="other settings.*lr"):
+        run_sft(tiny_ckpt, tiny_data, tmp_path / "r", SETTINGS.model_copy(update={"lr": 0.5}), progress=False)
+
+
+def test_missing_checkpoint_file_is_named(tiny_ckpt, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_ckpt, broken)
+    (broken / "pose_head.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="missing pose_head.safetensors"):
+        load_policy(broken)
+
+
+def test_unknown_preset_lists_known(tiny_data):
+    with pytest.raises(ValueError, match="known presets: tiny, base"):
+        init_policy("huge", tiny_data)
