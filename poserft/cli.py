@@ -93,24 +93,75 @@ def _cmd_sft(args) -> int:
     return 0
 
 
+def checkpoint_label(ckpt: str | Path) -> str:
+    """A table column name for a checkpoint: RUN/checkpoints/latest is the run's name, not `latest`."""
+    ckpt = Path(ckpt).resolve()
+    if ckpt.parent.name == "checkpoints":
+        return ckpt.parent.parent.name
+    return ckpt.parent.name if ckpt.name == "policy" else ckpt.name
+
+
 def _cmd_eval(args) -> int:
     from poserft.evaluate import eval_table, evaluate_policy
 
     out = args.out or str(Path(args.ckpt) / "eval")
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    if not args.out:
+        print(f"no --out given: writing into {out}")
     res = evaluate_policy(args.ckpt, args.data, args.evaluator, out_dir=out, limit=args.limit, max_new_tokens=args.max_new_tokens)
-    print(eval_table({Path(args.ckpt).name: res}))
+    print(eval_table({checkpoint_label(args.ckpt): res}))
     print(f"wrote {out}/eval.json, eval.md and example PNGs")
     return 0
 
 
+def _write_run_record(cfg, run_dir: Path, argv: list[str]) -> None:
+    """RUN_DIR/config.yaml (the resolved config, every default filled in) and RUN_DIR/command.txt."""
+    import shlex
+    import time
+
+    import yaml
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    (run_dir / "command.txt").write_text(f"{shlex.join(['poserft', *argv])}\n# cwd {Path.cwd()}\n# started {stamp}\n")
+
+
 def _cmd_train(args) -> int:
-    from poserft.cluster.controller import run_training
+    import yaml
+
+    from poserft.cluster.preflight import check_run
 
     cfg = _config(args)
-    run_dir = args.run_dir or cfg.run_dir
-    res = run_training(cfg, args.init, run_dir)
+    run_dir = Path(args.run_dir or cfg.run_dir)
+    if args.print_config:
+        print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+        return 0
+    check_run(cfg, args.init, run_dir)  # before Ray: a run that cannot work fails here in one line
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, logging_level="ERROR")
+    if args.dry_run:
+        from poserft.cluster.preflight import check_placement
+
+        print(f"config, --init, data.dir and --run-dir {run_dir} are usable; the roles fit the Ray cluster:")
+        for line in check_placement(cfg):
+            print(f"  {line}")
+        ray.shutdown()
+        return 0
+    _write_run_record(cfg, run_dir, args.argv)
+    if not args.verbose:
+        from poserft.cluster.driver_logs import route_worker_logs
+
+        log = route_worker_logs(run_dir / "logs" / "workers.log")
+        print(f"run folder {run_dir}: config.yaml, command.txt; worker output (vLLM, torch) in {log} (--verbose shows it here)")
+    from poserft.cluster.controller import run_training
+
+    res = run_training(cfg, args.init, str(run_dir))
     print(json.dumps(res))
     return 0
 
@@ -118,8 +169,11 @@ def _cmd_train(args) -> int:
 def _cmd_submit(args) -> int:
     from poserft.cluster.jobs import submit
 
-    job = submit(args.address, args.config, args.init, args.run_dir, args.set or [], working_dir=args.working_dir)
-    print(f"submitted {job}; follow it with: poserft logs {job} --address {args.address}")
+    job, paths = submit(args.address, args.config, args.init, args.run_dir, args.set or [], working_dir=args.working_dir)
+    for p in paths:
+        if p.warning:
+            print(f"poserft: warning: {p.warning}", file=sys.stderr)
+    print(f"submitted {job}; follow it with: poserft logs {job} --follow --address {args.address}")
     return 0
 
 
@@ -127,14 +181,23 @@ def _cmd_status(args) -> int:
     from poserft.cluster.jobs import job_status
 
     for j in job_status(args.address, args.job_id):
-        print(f"{j['job_id']}  {j['status']}  {j['entrypoint']}")
+        if args.job_id is None:
+            print(f"{j['job_id']}  {j['status']}  {j['entrypoint']}")
+            continue
+        print(f"{j['job_id']}  {j['status']}  step {j['step'] or '-'}")
+        if j["reason"]:
+            print(f"reason: {j['reason']}")
+        print(f"entrypoint: {j['entrypoint']}")
     return 0
 
 
 def _cmd_logs(args) -> int:
-    from poserft.cluster.jobs import job_logs
+    from poserft.cluster.jobs import follow_logs, job_logs
 
-    print(job_logs(args.address, args.job_id), end="")
+    if args.follow:
+        follow_logs(args.address, args.job_id, lambda chunk: print(chunk, end="", flush=True))
+    else:
+        print(job_logs(args.address, args.job_id), end="")
     return 0
 
 
@@ -142,6 +205,11 @@ def _cmd_scale(args) -> int:
     from poserft.cluster.jobs import scale_rollout_workers
 
     st = scale_rollout_workers(args.rollout_workers, args.address, args.namespace)
+    if args.json:  # what `scale` through the job server reads back from the job's log
+        from poserft.cluster.jobs import SCALE_PREFIX
+
+        print(SCALE_PREFIX + json.dumps(st, default=str))
+        return 0
     print(f"rollout workers: target {st['target_workers']}, running {st['workers']} (applied between steps); step {st['step']}, version {st['version']}")
     return 0
 
@@ -152,9 +220,9 @@ def _cmd_demo(args) -> int:
     return run_demo(data_dir=Path(args.data), run_dir=Path(args.run_dir), seed=args.seed)
 
 
-def _add_config_args(p) -> None:
+def _add_config_args(p, example: str = "sft.steps=100") -> None:
     p.add_argument("--config", default=None, help="YAML config (see configs/)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, e.g. --set sft.steps=100")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=f"dotted override of a config key, repeatable, e.g. --set {example}")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -182,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--half", type=int, choices=(0, 1), default=None, help="train on one half of the training poses")
     rt.add_argument("--epochs", type=int, default=None)
     rt.add_argument("--text-encoder", choices=("transformer", "minilm"), default=None)
-    _add_config_args(rt)
+    _add_config_args(rt, example="retriever.epochs=2")
     rt.set_defaults(func=_cmd_retriever_train)
     re_ = r.add_parser("eval", help="Recall@K, mRecall and R-precision on the test split")
     re_.add_argument("--data", required=True)
@@ -213,41 +281,47 @@ def build_parser() -> argparse.ArgumentParser:
     sf.set_defaults(func=_cmd_sft)
 
     ev = sub.add_parser("eval", help="evaluate a policy checkpoint on the test split")
-    ev.add_argument("--ckpt", required=True)
-    ev.add_argument("--data", required=True)
+    ev.add_argument("--ckpt", required=True, help="policy checkpoint folder (e.g. runs/demo/sft/policy or RUN/checkpoints/latest)")
+    ev.add_argument("--data", required=True, help="dataset folder (`poserft data build`); its test split is evaluated")
     ev.add_argument("--evaluator", required=True, help="the evaluator retriever (not the reward one)")
     ev.add_argument("--limit", type=int, default=None, help="only the first N rows per task")
     ev.add_argument("--max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS,
                     help=f"greedy decoding budget per response (default {EVAL_MAX_NEW_TOKENS}; captions need ~150)")
-    ev.add_argument("--out", default=None)
+    ev.add_argument("--out", default=None, help="output folder for eval.json, eval.md and the PNGs (default: CKPT/eval)")
     ev.set_defaults(func=_cmd_eval)
 
     tr = sub.add_parser("train", help="HyGRPO training on Ray (starts a local cluster or joins RAY_ADDRESS)")
     tr.add_argument("--init", required=True, help="the SFT checkpoint (also the frozen reference)")
     tr.add_argument("--run-dir", default=None, help="run folder (default: run_dir of the config); resumes if it has a checkpoint")
-    _add_config_args(tr)
+    tr.add_argument("--print-config", action="store_true", help="print the resolved config (every default filled in) and exit")
+    tr.add_argument("--dry-run", action="store_true", help="check the config, --init, data and run folder, place the roles on Ray, exit")
+    tr.add_argument("--verbose", action="store_true", help="show the workers' output (vLLM, torch warnings) here, not only in RUN_DIR/logs/")
+    _add_config_args(tr, example="rl.steps=2")
     tr.set_defaults(func=_cmd_train)
 
     su = sub.add_parser("submit", help="submit `poserft train` as a Ray job")
-    su.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://head:8265")
-    su.add_argument("--config", required=True)
+    su.add_argument("--address", default=None, help="the head's dashboard, http://HEAD:8265 (default: RAY_ADDRESS)")
+    su.add_argument("--config", required=True, help="YAML config, read here; its paths are resolved for the job (see docs)")
     su.add_argument("--init", required=True, help="SFT checkpoint path as seen by the cluster")
     su.add_argument("--run-dir", default="runs/job", help="run folder as seen by the cluster (use shared storage)")
     su.add_argument("--working-dir", default=".", help="folder shipped as the job's working directory")
-    su.add_argument("--set", action="append", metavar="KEY=VALUE")
+    su.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override of a config key, repeatable, e.g. --set rl.steps=2")
     su.set_defaults(func=_cmd_submit)
     st = sub.add_parser("status", help="status of submitted jobs")
-    st.add_argument("job_id", nargs="?", default=None)
-    st.add_argument("--address", required=True)
+    st.add_argument("job_id", nargs="?", default=None, help="one job: its status, current step and failure reason (default: list all)")
+    st.add_argument("--address", default=None, help="the head's dashboard, http://HEAD:8265 (default: RAY_ADDRESS)")
     st.set_defaults(func=_cmd_status)
     lg = sub.add_parser("logs", help="logs of a submitted job")
-    lg.add_argument("job_id")
-    lg.add_argument("--address", required=True)
+    lg.add_argument("job_id", help="the id `poserft submit` printed")
+    lg.add_argument("--address", default=None, help="the head's dashboard, http://HEAD:8265 (default: RAY_ADDRESS)")
+    lg.add_argument("--follow", "-f", action="store_true", help="stream the log until the job ends")
     lg.set_defaults(func=_cmd_logs)
     sc = sub.add_parser("scale", help="add or remove rollout workers of a running job")
-    sc.add_argument("--rollout-workers", type=int, required=True)
-    sc.add_argument("--address", default=None, help="Ray address (default: auto)")
-    sc.add_argument("--namespace", default=None)
+    sc.add_argument("--rollout-workers", type=int, required=True, help="rollout workers wanted (at least 1)")
+    sc.add_argument("--address", default=None, help="the head's dashboard, http://HEAD:8265, like submit/status/logs "
+                    "(default: RAY_ADDRESS; a GCS address HEAD:6379 or `auto` also works inside the cluster)")
+    sc.add_argument("--namespace", default=None, help="Ray namespace of the controller (default: poserft)")
+    sc.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     sc.set_defaults(func=_cmd_scale)
 
     from poserft.reward_service.grpc_server import register_cli
@@ -276,7 +350,9 @@ def use_cluster_token() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear at once in logs and pipes
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command line, for RUN_DIR/command.txt
     if args.func in (_cmd_submit, _cmd_status, _cmd_logs, _cmd_scale) and "ray" not in sys.modules:
         use_cluster_token()  # only for clients of a running cluster, and only before Ray is imported
     from poserft.common.config import ConfigError
