@@ -181,11 +181,16 @@ def _masked_mean(x: torch.Tensor, w: torch.Tensor, dim=None) -> torch.Tensor:
     return (x * w).sum(dim) / w.sum(dim).clamp(min=1)
 
 
-def _summary(x: torch.Tensor, prefix: str) -> dict:
-    x = x.detach().double()
-    if x.numel() == 0:
-        x = torch.zeros(1, dtype=torch.float64)
-    return {f"{prefix}_mean": x.mean(), f"{prefix}_std": x.std(correction=0), f"{prefix}_absmax": x.abs().max()}
+def _summary(x: torch.Tensor, w: torch.Tensor, prefix: str) -> dict:
+    """Mean, population std and largest |x| where w (0/1); all 0 where w is all 0. Every
+    tensor made here follows x's device, so the stats stack with the loss terms on a GPU."""
+    w = w.detach().double()
+    x = torch.where(w > 0, x.detach().double(), torch.zeros_like(w))  # rows outside w may be NaN
+    n = w.sum().clamp(min=1)
+    mean = x.sum() / n
+    std = (((x - mean) * w) ** 2).sum().div(n).sqrt()
+    absmax = torch.cat([x.abs(), x.new_zeros(1)]).amax()
+    return {f"{prefix}_mean": mean, f"{prefix}_std": std, f"{prefix}_absmax": absmax}
 
 
 def hygrpo_loss(
@@ -205,10 +210,21 @@ def hygrpo_loss(
     Metrics are present when their inputs are: token KL only with ref_logp, pose ones only when
     `continuous`. Means over V are 0.0 when V is empty (see `pose_valid_frac`).
     """
-    b = batch
     if dual_clip is not None and not dual_clip > 1:
         raise ValueError(f"dual_clip must be > 1 (it bounds a negative advantage's term at dual_clip x A), got {dual_clip}")
-    _validate(b, continuous, beta, beta_c, pose_logprob_reduce)
+    _validate(batch, continuous, beta, beta_c, pose_logprob_reduce)
+    loss, stats = hygrpo_terms(batch, clip_eps=clip_eps, clip_eps_pose=clip_eps_pose, lambda_c=lambda_c, beta=beta, beta_c=beta_c,
+                               pose_logprob_reduce=pose_logprob_reduce, continuous=continuous, dual_clip=dual_clip)  # fmt: skip
+    names = list(stats)
+    values = torch.stack([stats[k].detach().double().reshape(()) for k in names]).cpu().tolist()
+    return loss, dict(zip(names, values))
+
+
+def hygrpo_terms(b: HyGRPOBatch, *, clip_eps: float, clip_eps_pose: float, lambda_c: float, beta: float, beta_c: float,
+                 pose_logprob_reduce: str, continuous: bool, dual_clip: float | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss and its metrics as 0-d tensors on the batch's device, for a validated batch.
+    Only tensor ops: it runs on any device, `meta` included (tests use that to catch a tensor
+    left on the CPU)."""
     m = b.mask.bool()
     mf = m.to(b.logp.dtype)
     zero = torch.zeros_like(b.logp)
@@ -220,7 +236,7 @@ def hygrpo_loss(
     loss_token = -_masked_mean(tok_surr, mf, dim=1).mean()
     loss = loss_token
     stats = {"loss_token": loss_token, "clip_frac_token": _masked_mean(tok_cut.to(mf.dtype), mf),
-             "ratio_token_mean": _masked_mean(tok_ratio, mf), **_summary(b.adv_discrete, "adv_discrete")}
+             "ratio_token_mean": _masked_mean(tok_ratio, mf), **_summary(b.adv_discrete, torch.ones_like(b.adv_discrete), "adv_discrete")}
     if b.ref_logp is not None:
         kl_token = _masked_mean(token_kl_k3(logp, torch.where(m, b.ref_logp, zero).detach()), mf, dim=1).mean()
         loss = loss + beta * kl_token
@@ -245,7 +261,7 @@ def hygrpo_loss(
         stats |= {"loss_pose": loss_pose, "clip_frac_pose": _masked_mean(pose_cut.to(vf.dtype), vf),
                   "ratio_pose_mean": _masked_mean(pose_ratio, vf), "pose_valid_frac": vf.mean(),
                   "pose_entropy": _masked_mean(gaussian_entropy(b.log_std), vf),
-                  **_summary(b.adv_continuous[v], "adv_continuous")}
+                  **_summary(b.adv_continuous, vf, "adv_continuous")}
         if b.ref_mu is not None and b.ref_log_std is not None:
             ref_mu = torch.where(v[:, None], b.ref_mu, b.mu).detach()
             ref_log_std = torch.where(v[:, None], b.ref_log_std, b.log_std).detach()
@@ -254,6 +270,4 @@ def hygrpo_loss(
             stats["kl_pose"] = kl_pose
 
     stats["loss"] = loss
-    names = list(stats)
-    values = torch.stack([stats[k].detach().double().reshape(()) for k in names]).cpu().tolist()
-    return loss, dict(zip(names, values))
+    return loss, stats
