@@ -11,6 +11,7 @@ from poserft.common.config.schema import (
     DataConfig,
     EvalConfig,
     LearnerResources,
+    LoggingConfig,
     LoRAConfig,
     ModelConfig,
     RetrieverTrainConfig,
@@ -25,6 +26,6 @@ from poserft.common.config.schema import (
 
 __all__ = [
     "EVAL_MAX_NEW_TOKENS", "BodyConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "LearnerResources",
-    "LoRAConfig", "ModelConfig", "RetrieverTrainConfig", "RewardsConfig", "RLConfig", "RoleResources", "RolloutConfig",
-    "SamplingConfig", "Section", "SFTConfig", "load_config", "parse_override", "validate_config",
+    "LoRAConfig", "LoggingConfig", "ModelConfig", "RLConfig", "RetrieverTrainConfig", "RewardsConfig", "RoleResources",
+    "RolloutConfig", "SFTConfig", "SamplingConfig", "Section", "load_config", "parse_override", "validate_config",
 ]  # fmt: skip

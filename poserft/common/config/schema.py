@@ -327,6 +327,23 @@ class RLConfig(Section):
         return self
 
 
+class LoggingConfig(Section):
+    trackers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list,
+        description="Experiment trackers that get every step's metrics, the resolved config and the report's PNGs "
+                    "(poserft.tracking); each needs its extra, e.g. pip install 'poserft[wandb]'. All run offline: "
+                    "TensorBoard event files, a wandb offline run, an MLflow file store.",
+    )  # fmt: skip
+    project: str = Field("poserft", min_length=1, description="wandb project and MLflow experiment name.")
+    run_name: str | None = Field(None, description="Run name in wandb and MLflow; null = the run folder's name.")
+    dir: str | None = Field(None, description="Folder of tensorboard/, wandb/ and mlruns/; null = RUN_DIR/trackers.")
+
+    @field_validator("trackers")
+    @classmethod
+    def _once_each(cls, names: list[str]) -> list[str]:
+        return list(dict.fromkeys(names))
+
+
 class Config(Section):
     seed: int = Field(0, description="Global seed.")
     run_dir: str = Field("runs/demo", description="Where a run writes checkpoints, logs and reports.")
@@ -338,6 +355,7 @@ class Config(Section):
     rewards: RewardsConfig = RewardsConfig()
     eval: EvalConfig = EvalConfig()
     rl: RLConfig = RLConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
     def _check_reward_weights_cover_tasks(self):
