@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements/lock.txt -e ".[cpu,dev,peer]"
+	$(PY) -m pip install -q -c requirements/lock.txt -e ".[cpu,dev,peer,trackers]"
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 	$(PY) -c "import transformers, torch, vllm, ray; print('poserft env ok: torch', torch.__version__)"
 	touch $(STAMP)
