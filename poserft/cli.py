@@ -214,6 +214,36 @@ def _cmd_scale(args) -> int:
     return 0
 
 
+def _cmd_generate(args) -> int:
+    from poserft.inference.generate import read_batch, read_pose_file, run_generate
+    from poserft.inference.pipeline import PosePipeline, Settings, image_request, pose_request, text_request
+
+    settings = Settings(args.samples, args.temperature, args.seed, args.max_new_tokens).check()
+    if args.text is not None:
+        reqs = [text_request(args.text)]
+    elif args.image is not None:
+        reqs = [image_request(args.image)]
+    elif args.pose is not None:
+        reqs = [pose_request(read_pose_file(args.pose))]
+    else:
+        reqs = read_batch(args.batch)
+    pipe = PosePipeline.load(args.ckpt, backend=args.backend)
+    try:
+        run_generate(pipe, reqs, settings, args.out, progress=not args.quiet)
+    finally:
+        pipe.close()
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    from poserft.inference.server import run_forever, start
+
+    url = start(args.ckpt, args.host, args.port, args.replicas, args.backend, insecure_no_auth=args.insecure_no_auth,
+                max_batch_size=args.max_batch, batch_wait_s=args.batch_wait_ms / 1000, num_cpus=args.num_cpus)  # fmt: skip
+    run_forever(url, not args.insecure_no_auth)
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from poserft.demo import run_demo
 
@@ -330,6 +360,34 @@ def build_parser() -> argparse.ArgumentParser:
     from poserft import report
 
     report.register_cli(sub)
+
+    ge = sub.add_parser("generate", help="poses (and text) from a trained checkpoint: npz, json, png and bvh files")
+    ge.add_argument("--ckpt", required=True, help="policy checkpoint folder (e.g. RUN/policy)")
+    src = ge.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="a description of a pose (text2pose)")
+    src.add_argument("--image", metavar="PATH", help="a PNG/JPEG picture of a person (image2pose)")
+    src.add_argument("--pose", metavar="FILE", help="an axis-angle pose, .npz/.npy/.json (pose2text)")
+    src.add_argument("--batch", metavar="JSONL", help='one input per line: {"text": ...}, {"image": PATH} or {"pose": FILE}')
+    ge.add_argument("--samples", type=int, default=0, help="draw N poses from the Gaussian head (default 0: its mean)")
+    ge.add_argument("--temperature", type=float, default=0.0, help="text sampling temperature (default 0: greedy)")
+    ge.add_argument("--seed", type=int, default=0)
+    ge.add_argument("--max-new-tokens", type=int, default=64)
+    ge.add_argument("--backend", choices=("auto", "hf", "vllm"), default="auto", help="auto: vLLM on a GPU, else HF")
+    ge.add_argument("--out", required=True, help="output folder (one subfolder per line with --batch)")
+    ge.add_argument("--quiet", action="store_true", help="no progress bar")
+    ge.set_defaults(func=_cmd_generate)
+
+    sv = sub.add_parser("serve", help="HTTP API and playground on Ray Serve (token from $POSERFT_SERVE_TOKEN)")
+    sv.add_argument("--ckpt", required=True)
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--replicas", type=int, default=1, help="replicas of the model (spread over the Ray cluster)")
+    sv.add_argument("--backend", choices=("hf", "vllm"), default="hf")
+    sv.add_argument("--max-batch", type=int, default=16, help="inputs batched into one engine call")
+    sv.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    sv.add_argument("--num-cpus", type=float, default=1.0, help="CPUs reserved per replica")
+    sv.add_argument("--insecure-no-auth", action="store_true", help="serve without a token (local testing only)")
+    sv.set_defaults(func=_cmd_serve)
 
     d = sub.add_parser("demo", help="run the end-to-end demo on the tiny default")
     d.add_argument("--data", default="data/synth")
