@@ -34,6 +34,13 @@ def _cmd_data_build(args) -> int:
     return 0
 
 
+def _cmd_data_import(args) -> int:
+    from poserft.data.importers.cli import run_import
+
+    print(run_import(args))
+    return 0
+
+
 def _config(args):
     from poserft.common.config import load_config
 
@@ -43,10 +50,11 @@ def _config(args):
 def _cmd_retriever_train(args) -> int:
     from poserft.reward_service.retriever_train import train_retriever
 
-    cfg = _config(args).retriever
+    config = _config(args)
+    cfg = config.retriever
     updates = {k: v for k, v in {"seed": args.seed, "half": args.half, "epochs": args.epochs, "text_encoder": args.text_encoder}.items() if v is not None}
     settings = cfg.model_copy(update=updates)
-    res = train_retriever(args.data, args.out, settings, progress=not args.quiet)
+    res = train_retriever(args.data or config.data.sources or config.data.dir, args.out, settings, progress=not args.quiet)
     last = res["history"][-1]
     print(f"saved {args.out}: val R@10 t2p {last['recall_at_10_t2p']:.1f}, mRecall {last['mrecall']:.1f}")
     return 0
@@ -88,7 +96,7 @@ def _cmd_sft(args) -> int:
     from poserft.learner.sft import run_sft
 
     cfg = _config(args)
-    res = run_sft(args.init, args.data or cfg.data.dir, args.out, cfg.sft, progress=not args.quiet)
+    res = run_sft(args.init, args.data or cfg.data.sources or cfg.data.dir, args.out, cfg.sft, progress=not args.quiet)
     print(f"SFT done: {res['step']} steps in {res.get('seconds', 0):.0f} s; policy at {res.get('policy')}")
     return 0
 
@@ -260,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="poserft", description="Pose-RFT / HyGRPO reinforcement fine-tuning on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    data = sub.add_parser("data", help="synthetic benchmark").add_subparsers(dest="data_command", required=True)
+    data = sub.add_parser("data", help="synthetic benchmark, and imports of real data sets").add_subparsers(dest="data_command", required=True)
     b = data.add_parser("build", help="write the synthetic benchmark as Parquet")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--seed", type=int, default=0)
@@ -271,10 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--smpl-dir", default=None, help="folder with SMPL_NEUTRAL.pkl (default: built-in skeleton)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_cmd_data_build)
+    from poserft.data.importers.cli import add_import_parsers
+
+    add_import_parsers(data, _cmd_data_import)
 
     r = sub.add_parser("retriever", help="pose-text retriever").add_subparsers(dest="retriever_command", required=True)
     rt = r.add_parser("train", help="train a retriever (checkpoints every epoch, resumes)")
-    rt.add_argument("--data", required=True)
+    rt.add_argument("--data", default=None, help="dataset folder (default: data.sources, else data.dir of the config)")
     rt.add_argument("--out", required=True)
     rt.add_argument("--seed", type=int, default=None)
     rt.add_argument("--half", type=int, choices=(0, 1), default=None, help="train on one half of the training poses")

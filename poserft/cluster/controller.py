@@ -55,7 +55,7 @@ from ray.exceptions import RayError
 from poserft.cluster.metrics import StepMetrics  # [metrics]
 from poserft.cluster.placement import bundle, check_feasible, placed_group_options, placed_options, release
 from poserft.common.config import Config
-from poserft.data.dataset import load_split
+from poserft.data.mixture import load_mixture
 from poserft.common.schemas import response_rows
 from poserft.learner.learner import LearnerCore, add_advantages
 from poserft.reward_service.pool import RewardPool
@@ -188,7 +188,7 @@ class Controller:
 
     # ---- setup ----
     def _load_tasks(self):
-        table = load_split(self.cfg.data.dir, "train")
+        table = load_mixture(self.cfg.data, "train", seed=self.s.seed)  # data.dir, or the data.sources mixture
         table = table.filter(pa.compute.is_in(table["task"], pa.array(list(self.s.tasks))))
         self.tasks = {r["id"]: r for r in table.select(["id", "prompt", *TASK_JOIN]).to_pylist()}
         self.order = prompt_order(list(self.tasks), self.s.seed)

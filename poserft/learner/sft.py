@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from poserft.common.body import NUM_JOINTS, POSE_6D_DIM, BodyModel
 from poserft.common.config import SFTConfig
-from poserft.data.dataset import load_split
+from poserft.data.mixture import load_mixture
 from poserft.common.metrics import mpjpe
 from poserft.common.train_state import load_train_state, save_train_state
 from poserft.common.rotations import axis_angle_to_rot6d, rot6d_to_matrix
@@ -212,8 +212,8 @@ def run_sft(init_ckpt: str | Path, data_dir: str | Path, out_dir: str | Path, se
     torch.manual_seed(settings.seed)
     policy = load_policy(init_ckpt)
     policy.train()
-    train = make_examples(policy, load_split(data_dir, "train"))
-    val = make_examples(policy, load_split(data_dir, "val"))
+    train = make_examples(policy, load_mixture(data_dir, "train", seed=settings.seed))  # a folder, or data.sources
+    val = make_examples(policy, load_mixture(data_dir, "val"))
     body = BodyModel()
     probe = AlignProbe(policy.image_tokens, policy.lm.config.hidden_size)
     modules = nn.ModuleDict({"policy": policy, "probe": probe})  # what state.pt holds

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from poserft.data.captioner import Captioner
 from poserft.common.config import RetrieverTrainConfig
-from poserft.data.dataset import load_split
+from poserft.data.mixture import load_mixture, load_pose_only
 from poserft.common.metrics import r_precision, retrieval_recalls
 from poserft.common.train_state import load_train_state, save_train_state
 from poserft.reward_service.retriever import Retriever, RetrieverConfig, pose_features
@@ -21,23 +21,32 @@ from poserft.reward_service.retriever import Retriever, RetrieverConfig, pose_fe
 TrainSettings = RetrieverTrainConfig
 
 
-def _train_pairs(data_dir: Path, settings: TrainSettings):
-    table = load_split(data_dir, "train", task="text2pose")
-    pose_id = np.asarray(table["pose_id"])
+def _poses(table, column: str) -> np.ndarray:
+    return np.asarray(table[column].combine_chunks().flatten()).reshape(-1, 24, 3)
+
+
+def _train_pairs(data, settings: TrainSettings):
+    """Pairs of the (mixed) train split; `data` is a folder or the data.sources list (poserft.data.mixture)."""
+    table = load_mixture(data, "train", task="text2pose", seed=settings.seed)
+    pose_id, aa, joints = np.asarray(table["pose_id"]), _poses(table, "target_pose"), _poses(table, "target_joints").astype(np.float64)
+    captions = table["caption"].to_pylist()
+    extra = load_pose_only(data, "train")  # uncaptioned poses of sources marked pose_only, captioned by the built-in captioner
+    if extra is not None:
+        extra_ids, extra_joints = np.asarray(extra["pose_id"]), _poses(extra, "target_joints").astype(np.float64)
+        captions += Captioner(seed=10_000 + 97 * settings.seed).caption(extra_joints, ids=extra_ids.tolist())
+        pose_id, aa, joints = np.concatenate([pose_id, extra_ids]), np.concatenate([aa, _poses(extra, "target_pose")]), np.concatenate([joints, extra_joints])
     keep = np.ones(len(pose_id), bool) if settings.half is None else (pose_id % 2 == settings.half)
-    aa = np.asarray(table["target_pose"].combine_chunks().flatten()).reshape(-1, 24, 3)[keep]
-    captions = [c for c, k in zip(table["caption"].to_pylist(), keep) if k]
-    ids = pose_id[keep]
+    aa, joints, ids = aa[keep], joints[keep], pose_id[keep]
+    captions = [c for c, k in zip(captions, keep) if k]
     variants = [captions]
     if settings.caption_variants > 1:
-        joints = np.asarray(table["target_joints"].combine_chunks().flatten()).reshape(-1, 24, 3)[keep].astype(np.float64)
         for k in range(1, settings.caption_variants):
             variants.append(Captioner(seed=10_000 + 97 * settings.seed + k).caption(joints, ids=ids.tolist()))
     return torch.from_numpy(aa.astype(np.float32)), variants
 
 
-def _val_metrics(model: Retriever, data_dir: Path, split: str = "val") -> dict:
-    table = load_split(data_dir, split, task="text2pose")
+def _val_metrics(model: Retriever, data_dir, split: str = "val") -> dict:
+    table = load_mixture(data_dir, split, task="text2pose")
     aa = torch.from_numpy(np.asarray(table["target_pose"].combine_chunks().flatten()).reshape(-1, 24, 3).astype(np.float32))
     text = model.embed_text(table["caption"].to_pylist())
     pose = model.embed_pose(aa)
@@ -48,8 +57,9 @@ def _val_metrics(model: Retriever, data_dir: Path, split: str = "val") -> dict:
     return out
 
 
-def train_retriever(data_dir: str | Path, out: str | Path, settings: TrainSettings, progress: bool = True) -> dict:
-    data_dir, out = Path(data_dir), Path(out)
+def train_retriever(data_dir, out: str | Path, settings: TrainSettings, progress: bool = True) -> dict:
+    """`data_dir`: a dataset folder, or the data.sources list of a mixture (poserft.data.mixture)."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if settings.threads:
         torch.set_num_threads(settings.threads)

@@ -108,13 +108,30 @@ class BodyConfig(Section):
     gender: str = Field("neutral", description="SMPL model gender when smpl_dir is set.")
 
 
+class DataSource(Section):
+    dir: str = Field(description="Dataset folder (written by `poserft data build` or `poserft data import`).")
+    weight: float = Field(1.0, gt=0, description="Share of the mixed training rows drawn from this folder, relative to the other weights.")
+    name: str | None = Field(None, description="Prefix of this folder's row ids in the mixture; null = the folder's name.")
+    pose_only: bool = Field(False, description="Also train the retriever on this folder's uncaptioned poses (pose_only.parquet), captioned by the built-in captioner.")
+
+
 class DataConfig(Section):
-    dir: str = Field("data/synth", description="Dataset folder (written by `poserft data build`).")
+    dir: str = Field("data/synth", description="Dataset folder (written by `poserft data build`); with `sources`, defaults to the first source.")
+    sources: list[DataSource] = Field(
+        default_factory=list,
+        description="Training mixture: folders with sampling weights that SFT, the retriever and RL draw from (docs/datasets.md); empty = data.dir alone.",
+    )
     seed: int = Field(0, description="Generator seed for poses, captions and prompts.")
     train_poses: int = Field(20000, ge=1, description="Distinct poses in the train split.")
     val_poses: int = Field(1000, ge=1, description="Distinct poses in the val split.")
     test_poses: int = Field(1000, ge=1, description="Distinct poses in the test split.")
     image_size: int = Field(64, ge=16, le=1024, description="Side of the rendered image2pose inputs, pixels.")
+
+    @model_validator(mode="after")
+    def _dir_from_sources(self):
+        if self.sources and "dir" not in self.model_fields_set:
+            object.__setattr__(self, "dir", self.sources[0].dir)
+        return self
 
 
 class RetrieverTrainConfig(Section):
