@@ -149,6 +149,7 @@ def _cmd_train(args) -> int:
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
         return 0
     check_run(cfg, args.init, run_dir)  # before Ray: a run that cannot work fails here in one line
+    _plan_preflight(cfg)
     import ray
 
     if not ray.is_initialized():
@@ -174,9 +175,27 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _plan_preflight(cfg) -> None:
+    """`poserft plan` before a run: a config whose roles cannot fit their GPUs fails in one line."""
+    from poserft.cluster.plan import check_plan
+
+    check_plan(cfg, float(os.environ.get("POSERFT_GPU_MEMORY_GB", "80")))
+
+
+def _cmd_plan(args) -> int:
+    from poserft.cluster.plan import check_plan, format_plan, plan
+
+    cfg = _config(args)
+    print(format_plan(plan(cfg, args.gpu_memory_gb), args.gpu_memory_gb))
+    check_plan(cfg, args.gpu_memory_gb)  # the first role that cannot fit: one line, exit 2
+    print("every role fits")
+    return 0
+
+
 def _cmd_submit(args) -> int:
     from poserft.cluster.jobs import submit
 
+    _plan_preflight(_config(args))
     job, paths = submit(args.address, args.config, args.init, args.run_dir, args.set or [], working_dir=args.working_dir)
     for p in paths:
         if p.warning:
@@ -339,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--verbose", action="store_true", help="show the workers' output (vLLM, torch warnings) here, not only in RUN_DIR/logs/")
     _add_config_args(tr, example="rl.steps=2")
     tr.set_defaults(func=_cmd_train)
+
+    pl = sub.add_parser("plan", help="memory estimate per role against the GPUs the config asks for (refuses a config that cannot fit)")
+    pl.add_argument("--gpu-memory-gb", type=float, default=80.0, help="memory of one GPU (default 80, an H100 / A100 80 GB)")
+    _add_config_args(pl)
+    pl.set_defaults(func=_cmd_plan)
 
     su = sub.add_parser("submit", help="submit `poserft train` as a Ray job")
     su.add_argument("--address", default=None, help="the head's dashboard, http://HEAD:8265 (default: RAY_ADDRESS)")
