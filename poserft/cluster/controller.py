@@ -60,6 +60,7 @@ from poserft.common.schemas import response_rows
 from poserft.learner.learner import LearnerCore, add_advantages
 from poserft.reward_service.pool import RewardPool
 from poserft.reward_service.rewards import RewardSettings
+from poserft.rollout_workers.engine import engine_kwargs as vllm_engine_kwargs
 from poserft.rollout_workers.worker import RolloutWorkerCore
 
 CONTROLLER_NAME = "poserft-controller"
@@ -211,10 +212,9 @@ class Controller:
 
     def _new_worker(self, idx: int, start_ckpt: str):
         r = self.s.rollout
-        opts, pg = placed_options("rollout worker", r.num_cpus, r.num_gpus, r.resources)
+        opts, pg = placed_options("rollout worker", r.num_cpus, r.num_gpus, r.resources, self.s.placement_timeout_s)
         cls = ray.remote(max_restarts=0)(self.roles.rollout_worker)
-        engine_kwargs = ({"kv_cache_mb": r.kv_cache_mb, "tensor_parallel_size": r.tensor_parallel_size, "enable_sleep_mode": r.colocate}
-                         if r.engine == "vllm" else {})
+        engine_kwargs = vllm_engine_kwargs(r) if r.engine == "vllm" else {}  # dtype, GPU memory share, TP
         w = cls.options(**opts).remote(start_ckpt, f"rollout-{idx}", r.engine, self.s.sampling.model_dump(), engine_kwargs, r.threads,
                                        **self.roles.rollout_kwargs)
         # busy: the ref of its shard being generated; syncs: update_weights refs sent while it was
@@ -234,7 +234,8 @@ class Controller:
         self._load_tasks()
         start = self._restore()
         lr_ = self.s.learner
-        opts, self.learner_pg = placed_group_options("learner", lr_.world_size, lr_.num_cpus, lr_.num_gpus, lr_.resources)
+        opts, self.learner_pg = placed_group_options("learner", lr_.world_size, lr_.num_cpus, lr_.num_gpus, lr_.resources,
+                                                     self.s.placement_timeout_s)
         ranks = []
         for rank, opt in enumerate(opts):
             dp = {"rank": rank, "world_size": lr_.world_size} if lr_.world_size > 1 else {}
