@@ -183,7 +183,7 @@ def rollout_plan(cfg: Config, shape: Shape, gpu_gb: float) -> RolePlan:
     engine_gb = share * gpu_gb  # vLLM's share of each GPU
     weights = shape.lm_params * nbytes / tp / GB
     kv_min = shape.max_positions * shape.kv_bytes_per_token(nbytes) / tp / GB  # one full-length sequence
-    prefill_copy = shape.params * nbytes / GB
+    prefill_copy = shape.params * 4 / GB  # the worker's float32 copy of the policy
     parts = {
         "weights": weights,
         "kv_cache": max(kv_min, engine_gb - weights),

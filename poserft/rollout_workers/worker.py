@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from poserft.common.device import role_device
 from poserft.common.schemas import VersionMismatch, check_rollout_request, ROLLOUT_RECORD_SCHEMA
 from poserft.model import lora
 from poserft.model.checkpoint import load_policy
@@ -46,13 +47,14 @@ class RolloutWorkerCore:
         self.worker_id = worker_id
         self.sampling = SamplingSettings(**(sampling or {}))
         self.ckpt_dir = str(ckpt_dir)
-        self.policy = load_policy(ckpt_dir).eval()
+        self.device = role_device("rollout worker")  # the pose prefill copy (float32) runs where the engine does
+        self.policy = load_policy(ckpt_dir).eval().to(self.device)
         self._lora_base: dict[str, torch.Tensor] = {}  # W0 per adapted layer, read on the first LoRA update
         self._lora_base_key: tuple | None = None  # (unmerged, fingerprint) of that W0
         self.version = int(self.policy.meta.get("policy_version", 0))
         self.max_len = int(self.policy.meta.get("max_positions", 512))
         if engine == "vllm":
-            self.engine = VLLMEngine(ckpt_dir, max_model_len=self.max_len, **(engine_kwargs or {}))
+            self.engine = VLLMEngine(ckpt_dir, device=self.device, max_model_len=self.max_len, **(engine_kwargs or {}))
         elif engine == "hf":
             self.engine = HFEngine(self.policy)
         else:
@@ -120,7 +122,8 @@ class RolloutWorkerCore:
             row.update(mu=m.tolist(), log_std=ls.tolist())  # shared by the response's pose samples
             for j in range(self.sampling.pose_samples):
                 parts = (seed, ids[i], self.version, g, "pose") + ((j,) if j else ())  # sample 0 keeps the K = 1 seed
-                p = m + ls.exp() * torch.randn(m.shape, generator=torch.Generator().manual_seed(_seed(*parts)))
+                noise = torch.Generator(device=m.device).manual_seed(_seed(*parts))  # on the prefill's device
+                p = m + ls.exp() * torch.randn(m.shape, generator=noise, device=m.device)
                 rows.append({**row, "pose_sample_index": j, "pose": p.tolist(), "pose_logprob": float(gaussian_log_prob(p, m, ls))})
         return rows
 
