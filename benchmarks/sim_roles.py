@@ -305,9 +305,10 @@ class SimLearner:
     checkpoint metadata the controller resumes from (`poserft.json` with its `controller` state)."""
 
     def __init__(self, sft_ckpt: str, settings, threads: int | None = None, resume_dir: str | None = None, model=None,
-                 sim: SimModel | None = None):
+                 rank: int = 0, world_size: int = 1, sim: SimModel | None = None):
         self.sim = sim or SimModel()
         self.s = settings
+        self.rank, self.world_size, self.peers = rank, world_size, []
         self.version = _checkpoint_version(resume_dir or sft_ckpt)
         if resume_dir and (Path(resume_dir) / "learner_state.json").is_file():
             self.version = int(json.loads((Path(resume_dir) / "learner_state.json").read_text())["version"])
@@ -320,6 +321,14 @@ class SimLearner:
 
     def get_version(self) -> int:
         return self.version
+
+    def attach_peers(self, peers: list) -> int:
+        """Rank 0 of a data-parallel learner: the peers only stand by (the time model already
+        spreads the step over every rank's GPUs, `SimModel.learner_gpus`)."""
+        if self.rank != 0 or len(peers) != self.world_size - 1:
+            raise ValueError(f"attach_peers: rank {self.rank} of {self.world_size} got {len(peers)} peers; rank 0 takes the N-1 others")
+        self.peers = list(peers)
+        return self.world_size
 
     def weight_state(self) -> dict:
         return {"simulated_bytes": self.sim.weight_bytes, "version": self.version}
@@ -361,7 +370,7 @@ class SimLearner:
         self.steps += 1
         self.busy_s += seconds
         return {**rewards, "version": self.version, "rows": scored.num_rows, "dropped_unscored_rows": dropped, "on_policy": on_policy,
-                "learner_seconds": seconds, "sim_compute_s": compute_s, "sim_publish_s": self.sim.publish_seconds(), "sim_tokens": tokens}
+                "learner_seconds": seconds, "world_size": self.world_size, "peers": len(self.peers), "sim_compute_s": compute_s, "sim_publish_s": self.sim.publish_seconds(), "sim_tokens": tokens}
 
     def save(self, out: str, extra_meta: dict | None = None) -> str:
         """Checkpoint metadata written atomically (temporary folder, then rename over `out`)."""
@@ -493,7 +502,8 @@ def sim_config(base: str | Path | None, overrides: list[str], sim: SimModel, dat
     from poserft.common.config import load_config
 
     cfg = load_config(base, overrides)
-    sim = replace(sim, rollout_tp=cfg.rl.rollout.tensor_parallel_size, learner_gpus=max(1, int(cfg.rl.learner.num_gpus)))
+    learner_gpus = max(1, int(cfg.rl.learner.num_gpus * cfg.rl.learner.world_size))  # every data-parallel rank's GPUs
+    sim = replace(sim, rollout_tp=cfg.rl.rollout.tensor_parallel_size, learner_gpus=learner_gpus)
     zero = [f"rl.{role}.{k}={v}" for role in ("rollout", "learner", "reward") for k, v in (("num_cpus", 0), ("num_gpus", 0), ("resources", "{}"))]
     cfg = load_config(base, [*overrides, *zero, f"data.dir={data_dir}", f"run_dir={run_dir}", "rl.metrics_port=null"])
     return cfg, sim

@@ -6,7 +6,7 @@ prompts and, at the start and end, on `--test` held-out prompts. It shows whethe
 improves the poses it trains on (pool 8) and whether that carries over (pool 64, test).
 
     python scripts/rl_fixed_prompts.py --ckpt runs/demo/sft/policy --data data/synth \
-        --retriever runs/demo/retriever_reward --pool 8 --steps 30 --set "model.freeze=[lm,vision,projector,pose_in]"
+        --retriever runs/demo/retriever_reward --pool 8 --steps 30 --set model.train.lm=0 --set model.train.vision=0 --set model.train.projector=0 --set model.train.pose_in=0
 """
 
 from __future__ import annotations

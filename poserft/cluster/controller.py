@@ -27,11 +27,17 @@ sync and this step's bookkeeping (except on checkpoint steps, which are saved fi
 
 Run state lives in `run_dir`: `ledger.jsonl` (task ids trained per step), `metrics.jsonl`
 (one line per step: stage times, rewards, losses), `rollouts/step_*.parquet` (every scored
-rollout) and `checkpoints/latest` (policy + optimizer + this loop's position, atomically).
+rollout; `RunLog` writes these three) and `checkpoints/latest` (policy + optimizer + this
+loop's position, atomically).
 
-The classes behind the three roles come from a `Roles` (default: the real ones); a simulation
-(`benchmarks.sim_roles`, `benchmarks/bench_scale.py`) swaps in actors that sleep for
-modelled durations, while this loop stays the code that runs.
+Stages: every step's times are measured under the names of its metrics keys (`gen`, `reward`,
+`train`, `sync`, and `checkpoint` on checkpoint steps; `sleep`/`wake` with colocation), each
+written as `<name>_s` by `stage_timer` or `record_stage`.
+
+The classes behind the three roles come from a `Roles` (default: the real ones; the interfaces
+are the `Protocol`s of `poserft.cluster.roles`); a simulation (`benchmarks/sim_roles.py`,
+`benchmarks/bench_scale.py`) swaps in actors that sleep for modelled durations, while this loop
+stays the code that runs.
 """
 
 from __future__ import annotations
@@ -42,38 +48,39 @@ import signal
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 from ray.exceptions import RayError
 
-from poserft.cluster.metrics import StepMetrics  # [metrics]
+from poserft.cluster.inflight import (
+    GeneratingBatch,
+    InFlightStep,
+    ReadyBatch,
+    WorkerHandle,
+    record_stage,
+    split_even,
+    stage_timer,
+)
+from poserft.cluster.metrics import StepMetrics
 from poserft.cluster.placement import bundle, check_feasible, placed_group_options, placed_options, release
+from poserft.cluster.roles import Roles
+from poserft.cluster.runlog import Ledger, RunLog
 from poserft.common.config import Config
-from poserft.data.mixture import load_mixture
 from poserft.common.schemas import response_rows
-from poserft.learner.learner import LearnerCore, add_advantages
-from poserft.reward_service.pool import RewardPool
+from poserft.data.mixture import load_mixture
+from poserft.learner.learner import add_advantages
 from poserft.reward_service.rewards import RewardSettings
-from poserft.rollout_workers.engine import engine_kwargs as vllm_engine_kwargs
-from poserft.rollout_workers.worker import RolloutWorkerCore
+from poserft.rollout_workers.engine import engine_kwargs
+
+__all__ = ["CONTROLLER_NAME", "NAMESPACE", "Controller", "Ledger", "Roles", "controller_actor_class", "prompt_order",
+           "run_training"]  # fmt: skip
 
 CONTROLLER_NAME = "poserft-controller"
 NAMESPACE = "poserft"
 TASK_JOIN = ("task", "caption", "reference_text", "target_joints", "image", "target_pose")
-
-
-def _step_of(line: str) -> int | None:
-    """The step of one JSON line, or None for a line cut short by a crash."""
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 def prompt_order(ids: list[str], seed: int) -> list[str]:
@@ -82,95 +89,40 @@ def prompt_order(ids: list[str], seed: int) -> list[str]:
     return [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
 
 
-class Ledger:
-    """Append-only JSON lines of the task ids trained at each step."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def truncate_after(self, step: int) -> None:
-        """On resume: forget steps after the checkpoint; they will be trained again."""
-        if self.path.is_file():
-            keep = [ln for ln in self.path.read_text().splitlines() if _step_of(ln) is not None and _step_of(ln) <= step]
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text("".join(k + "\n" for k in keep))
-            os.replace(tmp, self.path)
-
-    def append(self, entry: dict) -> None:
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(entry) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def entries(self) -> list[dict]:
-        return [json.loads(ln) for ln in self.path.read_text().splitlines() if ln] if self.path.is_file() else []
-
-
-@dataclass(frozen=True)
-class Roles:
-    """What runs each role. The rollout and learner classes get the real constructor arguments
-    plus their extra keyword arguments; `reward_pool` is called like `RewardPool`."""
-
-    rollout_worker: type = RolloutWorkerCore
-    learner: type = LearnerCore
-    reward_pool: Callable[..., Any] = RewardPool
-    rollout_kwargs: dict = field(default_factory=dict)
-    learner_kwargs: dict = field(default_factory=dict)
-
-
-class _Batch:
-    """One learner step's prompts while they generate, split into shards (one per worker)."""
-
-    def __init__(self, ids: list[str], t0: float):
-        self.ids = ids  # every prompt of the batch, in queue order
-        self.t0 = t0  # dispatch time
-        self.pending: dict = {}  # shard ref -> (shard index, worker, shard ids)
-        self.tables: dict[int, pa.Table] = {}  # shard index -> rollout table of a returned shard
-        self.lost: set[str] = set()  # prompts of failed shards (already re-queued)
-        self.shards = 0
-        self.t_last = t0  # when the last shard returned
-
-    def partly_returned(self) -> bool:
-        return 0 < len(self.pending) < self.shards
-
-    def kept_ids(self) -> list[str]:
-        return [i for i in self.ids if i not in self.lost]
-
-
-def split_even(ids: list[str], n: int) -> list[list[str]]:
-    """`ids` in order as min(n, len(ids)) contiguous parts whose sizes differ by at most one."""
-    n = min(n, len(ids))
-    size, extra = divmod(len(ids), n)
-    parts, start = [], 0
-    for k in range(n):
-        end = start + size + (k < extra)
-        parts.append(ids[start:end])
-        start = end
-    return parts
-
-
 class Controller:
     def __init__(self, cfg: Config, sft_ckpt: str, run_dir: str, roles: Roles | None = None):
         self.cfg, self.s = cfg, cfg.rl
         self.roles = roles or Roles()
         self.sft_ckpt = str(sft_ckpt)
         self.run_dir = Path(run_dir)
-        (self.run_dir / "rollouts").mkdir(parents=True, exist_ok=True)
+        self.log = RunLog(self.run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints" / "latest"
-        self.ledger = Ledger(self.run_dir / "ledger.jsonl")
         self.stop_requested = threading.Event()
         self.target_workers = self.s.rollout.num_workers
         self.lock = threading.Lock()
-        self.counters = {"dropped_stale_groups": 0, "requeued_prompts": 0, "worker_failures": 0, "unscored_batches": 0, "samples": 0,
-                         "tokens": 0}
+        self.counters = {"dropped_stale_groups": 0, "requeued_prompts": 0, "worker_failures": 0, "unscored_batches": 0,
+                         "samples": 0, "tokens": 0}  # fmt: skip
         self.unscored_in_a_row = 0
-        self.ready_q: deque = deque()  # scored batches waiting for the learner (run() fills it)
         self.status = {"state": "starting", "step": 0, "version": 0, "workers": 0}
-        self.batches: list[_Batch] = []  # batches generating, in dispatch order
-        self.shard_of: dict = {}  # generate ref -> its _Batch
-        self.sync_of: dict = {}  # deferred update_weights ref -> its worker
-        self.prom = StepMetrics(counters=self.counters).serve(self.s.metrics_port)  # [metrics] no server when rl.metrics_port is null
-        self.status["metrics_port"] = self.prom.port  # [metrics] the bound port (rl.metrics_port 0 = any free one)
+        # the loop's position (restored from a checkpoint by _restore)
+        self.step, self.cursor, self.requeue = 0, 0, deque()
+        self.tasks: dict[str, dict] = {}  # task id -> the task row's columns the loop needs
+        self.order: list[str] = []  # task ids in the order they are walked
+        # what is in flight
+        self.batches: list[GeneratingBatch] = []  # generating, in dispatch order
+        self.shard_of: dict = {}  # generate ref -> its GeneratingBatch
+        self.sync_of: dict = {}  # deferred update_weights ref -> its WorkerHandle
+        self.ready_q: deque[ReadyBatch] = deque()  # scored, waiting for the learner
+        self.training: InFlightStep | None = None
+        # the roles (set up by setup())
+        self.workers: list[WorkerHandle] = []
+        self.next_worker_idx = 0
+        self.learner, self.learner_peers, self.learner_pg = None, [], None
+        self.rewards = None
+        self.version, self.weights_ref = 0, None
+        self.start_ckpt = self.sft_ckpt
+        self.prom = StepMetrics(counters=self.counters).serve(self.s.metrics_port)  # no server when rl.metrics_port is null
+        self.status["metrics_port"] = self.prom.port  # the bound port (rl.metrics_port 0 = any free one)
 
     # ---- control API (called from other threads through the named actor) ----
     def scale(self, n: int) -> int:
@@ -196,90 +148,136 @@ class Controller:
 
     def _restore(self) -> str:
         """Resume from checkpoints/latest when present; returns the checkpoint to start from."""
-        self.step, self.cursor, self.requeue = 0, 0, deque()
         meta_path = self.ckpt_dir / "poserft.json"
         if not meta_path.is_file():
-            self.ledger.truncate_after(0)
-            Ledger(self.run_dir / "metrics.jsonl").truncate_after(0)
+            self.log.truncate_after(0)
             return self.sft_ckpt
         state = json.loads(meta_path.read_text())["controller"]
         self.step, self.cursor, self.requeue = state["step"], state["cursor"], deque(state["requeue"])
         self.counters.update(state["counters"])
-        self.ledger.truncate_after(self.step)
-        Ledger(self.run_dir / "metrics.jsonl").truncate_after(self.step)  # steps after the checkpoint run again
+        self.log.truncate_after(self.step)  # steps after the checkpoint run again
         print(f"resuming {self.run_dir} at step {self.step} (policy version {state['version']})", flush=True)
         return str(self.ckpt_dir)
 
-    def _new_worker(self, idx: int, start_ckpt: str):
-        r = self.s.rollout
-        opts, pg = placed_options("rollout worker", r.num_cpus, r.num_gpus, r.resources, self.s.placement_timeout_s)
-        cls = ray.remote(max_restarts=0)(self.roles.rollout_worker)
-        engine_kwargs = vllm_engine_kwargs(r) if r.engine == "vllm" else {}  # dtype, GPU memory share, TP
-        w = cls.options(**opts).remote(start_ckpt, f"rollout-{idx}", r.engine, self.s.sampling.model_dump(), engine_kwargs, r.threads,
-                                       **self.roles.rollout_kwargs)
-        # busy: the ref of its shard being generated; syncs: update_weights refs sent while it was
-        # busy, not yet collected; version: the policy version it is known to hold
-        return {"actor": w, "pg": pg, "id": f"rollout-{idx}", "busy": None, "retire": False, "syncs": [], "version": None}
-
-    def _sync_new_worker(self, w) -> None:
-        """A new worker loads the newest weights before it takes work."""
-        version = ray.get(w["actor"].get_version.remote())
-        if version < self.version and self.weights_ref is not None:
-            version = ray.get(w["actor"].update_weights.remote(self.version, self.weights_ref))
-        if version != self.version:  # every generate would fail its expected_version check
-            raise RuntimeError(f"new rollout worker {w['id']} holds policy version {version}, the learner {self.version}")
-        w["version"] = version
-
-    def setup(self):
-        self._load_tasks()
-        start = self._restore()
+    def _start_learner(self, start: str) -> None:
         lr_ = self.s.learner
         opts, self.learner_pg = placed_group_options("learner", lr_.world_size, lr_.num_cpus, lr_.num_gpus, lr_.resources,
                                                      self.s.placement_timeout_s)
-        ranks = []
-        for rank, opt in enumerate(opts):
-            dp = {"rank": rank, "world_size": lr_.world_size} if lr_.world_size > 1 else {}
-            ranks.append(ray.remote(max_restarts=0)(self.roles.learner).options(**opt).remote(
-                self.sft_ckpt, self.s, lr_.threads, str(self.ckpt_dir) if start != self.sft_ckpt else None,
-                **({"model": self.cfg.model} if self.roles.learner is LearnerCore else {}), **dp, **self.roles.learner_kwargs
-            ))  # fmt: skip
+        resume = str(self.ckpt_dir) if start != self.sft_ckpt else None
+        cls = ray.remote(max_restarts=0)(self.roles.learner)
+        ranks = [cls.options(**opt).remote(self.sft_ckpt, self.s, lr_.threads, resume, model=self.cfg.model, rank=rank,
+                                           world_size=lr_.world_size, **self.roles.learner_kwargs)
+                 for rank, opt in enumerate(opts)]  # fmt: skip
         self.learner, self.learner_peers = ranks[0], ranks[1:]
         if self.learner_peers:  # rank 0 runs every step on its peers too (LearnerCore's docstring)
             ray.get(self.learner.attach_peers.remote(self.learner_peers))
         self.version, self.weights_ref = ray.get(self.learner.publish.remote())
+
+    def _start_rewards(self) -> None:
         rw = self.s.reward
         check_feasible("reward worker", bundle(rw.num_cpus, rw.num_gpus, rw.resources))  # an infeasible pool would wait forever
-        settings = RewardSettings.from_config(self.cfg)
-        self.rewards = self.roles.reward_pool(settings, num_workers=self.cfg.rewards.num_workers, batch_size=self.cfg.rewards.batch_size,
-                                              timeout_s=self.cfg.rewards.timeout_s, num_cpus=rw.num_cpus, resources=rw.resources,
-                                              **({"num_gpus": rw.num_gpus} if rw.num_gpus else {}))
-        self.start_ckpt = start
-        self.next_worker_idx = 0
-        self.workers = []
+        self.rewards = self.roles.reward_pool(
+            RewardSettings.from_config(self.cfg), num_workers=self.cfg.rewards.num_workers, batch_size=self.cfg.rewards.batch_size,
+            timeout_s=self.cfg.rewards.timeout_s, num_cpus=rw.num_cpus, resources=rw.resources,
+            **({"num_gpus": rw.num_gpus} if rw.num_gpus else {}),
+        )  # fmt: skip
+
+    def setup(self):
+        self._load_tasks()
+        self.start_ckpt = self._restore()
+        self._start_learner(self.start_ckpt)
+        self._start_rewards()
         self._apply_scaling()
 
+    # ---- rollout workers ----
+    def _engine_kwargs(self) -> dict:
+        r = self.s.rollout
+        if r.engine != "vllm":
+            return {}
+        return engine_kwargs(r)  # dtype, GPU memory share, TP (poserft.rollout_workers.engine)
+
+    def _new_worker(self, idx: int) -> WorkerHandle:
+        r = self.s.rollout
+        opts, pg = placed_options("rollout worker", r.num_cpus, r.num_gpus, r.resources, self.s.placement_timeout_s)
+        cls = ray.remote(max_restarts=0)(self.roles.rollout_worker)
+        actor = cls.options(**opts).remote(self.start_ckpt, f"rollout-{idx}", r.engine, self.s.sampling.model_dump(),
+                                           self._engine_kwargs(), r.threads, **self.roles.rollout_kwargs)  # fmt: skip
+        return WorkerHandle(actor=actor, pg=pg, id=f"rollout-{idx}")
+
+    def _sync_new_worker(self, w: WorkerHandle) -> None:
+        """A new worker loads the newest weights before it takes work."""
+        version = ray.get(w.actor.get_version.remote())
+        if version < self.version and self.weights_ref is not None:
+            version = ray.get(w.actor.update_weights.remote(self.version, self.weights_ref))
+        if version != self.version:  # every generate would fail its expected_version check
+            raise RuntimeError(f"new rollout worker {w.id} holds policy version {version}, the learner {self.version}")
+        w.version = version
+
+    def _remove_worker(self, w: WorkerHandle) -> None:
+        self._forget_syncs(w)
+        ray.kill(w.actor)
+        release(w.pg)
+        self.workers.remove(w)
+
     def _apply_scaling(self) -> None:
-        live = [w for w in self.workers if not w["retire"]]
+        live = [w for w in self.workers if not w.retire]
         while len(live) < self.target_workers:
-            w = self._new_worker(self.next_worker_idx, self.start_ckpt)
+            w = self._new_worker(self.next_worker_idx)
             self.next_worker_idx += 1
             self._sync_new_worker(w)
             self.workers.append(w)
             live.append(w)
-            print(f"added {w['id']} (now {len(live)} rollout workers)", flush=True)
+            print(f"added {w.id} (now {len(live)} rollout workers)", flush=True)
         for w in live[self.target_workers :]:
-            w["retire"] = True  # removed once idle, so its shard is not lost
-        for w in [w for w in self.workers if w["retire"] and w["busy"] is None]:
-            self._forget_syncs(w)  # a retired worker's pending updates no longer matter
-            ray.kill(w["actor"])
-            release(w["pg"])
-            self.workers.remove(w)
-            print(f"removed {w['id']} (now {len(self.workers)} rollout workers)", flush=True)
+            w.retire = True  # removed once idle, so its shard is not lost
+        for w in [w for w in self.workers if w.retire and w.idle]:
+            self._remove_worker(w)  # a retired worker's pending updates no longer matter
+            print(f"removed {w.id} (now {len(self.workers)} rollout workers)", flush=True)
         with self.lock:
             self.status["workers"] = len(self.workers)
-        self.prom.set_workers({w["id"]: w["version"] for w in self.workers}, self.target_workers)  # [metrics]
+        self.prom.set_workers({w.id: w.version for w in self.workers}, self.target_workers)
+
+    def _worker_failed(self, w: WorkerHandle, ids, err) -> None:
+        """Replace a worker whose call failed; `ids` and the shard it still generates are re-queued."""
+        if w.busy is not None:  # its generate would follow the failed update: take the shard back now
+            batch = self.shard_of.pop(w.busy)
+            _, _, part = batch.pending.pop(w.busy)
+            batch.lost.update(part)
+            ids = [*ids, *part]
+            w.busy = None
+        self.counters["worker_failures"] += 1
+        self._requeue(ids)
+        print(f"{w.id} failed ({type(err).__name__}); its {len(ids)} prompts are re-queued and the worker replaced", flush=True)
+        self._remove_worker(w)
+
+    def _forget_syncs(self, w: WorkerHandle) -> None:
+        for r in w.syncs:
+            self.sync_of.pop(r, None)
+        w.syncs = []
 
     # ---- the loop ----
+    def run(self) -> dict:
+        self.setup()
+        t_run = time.time()
+        with self.lock:
+            self.status.update(state="running", step=self.step, version=self.version)
+        while self.step < self.s.steps:
+            stopping = self.stop_requested.is_set()
+            if self.training is None and not self.batches and not self.ready_q and stopping:
+                break
+            self._apply_scaling()
+            self._dispatch(stopping)  # 1. generate: bounded by max_staleness, sharded over the idle workers
+            self._collect()  # 2. whatever finished: shards, deferred weight updates, the learner step
+            self._score_complete_batches()  # 3. reward: batches whose shards are all back
+            if self.training is None:  # 4. train the oldest ready batch if the learner is free
+                self.training = self._start_training()
+        if self.training is not None:
+            self._finish_step(self.training, start_next=False)
+        self.checkpoint()
+        with self.lock:
+            self.status.update(state="finished" if self.step >= self.s.steps else "stopped")
+        return {"steps": self.step, "version": self.version, "seconds": round(time.time() - t_run, 1), **self.counters}
+
     def _next_prompts(self) -> list[str]:
         out = []
         while len(out) < self.s.prompts_per_step and self.requeue:
@@ -289,106 +287,56 @@ class Controller:
             self.cursor += 1
         return out
 
-    def _task_table(self, ids: list[str]) -> pa.Table:
-        return pa.Table.from_pylist([self.tasks[i] for i in ids])
-
     def _requeue(self, ids) -> None:
         self.requeue.extendleft(reversed(list(ids)))
         self.counters["requeued_prompts"] += len(ids)
 
-    def _dispatch(self, ready: deque, training, stopping: bool) -> None:
+    def _dispatch(self, stopping: bool) -> None:
         """Start batches while the staleness bound allows: each split over the idle workers."""
         s = self.s
         while not stopping:
-            ahead = len(self.batches) + len(ready) + (training is not None)
+            ahead = len(self.batches) + len(self.ready_q) + (self.training is not None)
             if ahead > s.max_staleness or self.step + ahead >= s.steps:
                 return
             if any(b.partly_returned() for b in self.batches):
                 return  # wait for the rest of that batch, then its workers start the next one together
-            idle = [w for w in self.workers if w["busy"] is None and not w["retire"]]
+            idle = [w for w in self.workers if w.idle and not w.retire]
             if not idle:
                 return
-            batch = _Batch(self._next_prompts(), time.time())
+            batch = GeneratingBatch(self._next_prompts(), time.time())
             for k, (w, part) in enumerate(zip(idle, split_even(batch.ids, len(idle)))):
                 # a pending update of w runs before this call; expected_version makes a failed one an error
-                ref = w["actor"].generate.remote(self._task_table(part), s.group_size, self.version, s.seed + self.step)
-                w["busy"] = ref
+                tasks = pa.Table.from_pylist([self.tasks[i] for i in part])
+                ref = w.actor.generate.remote(tasks, s.group_size, self.version, s.seed + self.step)
+                w.busy = ref
                 batch.pending[ref] = (k, w, part)
                 self.shard_of[ref] = batch
             batch.shards = len(batch.pending)
             self.batches.append(batch)
 
-    def _wait(self, waitable: list) -> list:
-        """The refs that are done: at least one (or none after a second), and all others done by then."""
+    def _collect(self) -> None:
+        waitable = [*self.shard_of, *self.sync_of, *([self.training.ref] if self.training else [])]
+        if not waitable and not self.ready_q:
+            raise RuntimeError("controller has nothing in flight and nothing to train: no rollout worker is available")
         if not waitable:
-            return []
+            return
         done, rest = ray.wait(waitable, num_returns=1, timeout=1.0)
-        if done and rest:
+        if done and rest:  # everything else that is done by now too
             more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
             done += more
-        return done
-
-    def run(self) -> dict:
-        self.setup()
-        s = self.s
-        ready = self.ready_q  # (scored table, ids, timings); checkpoint() re-queues what is still in it
-        training = None  # (ref, ids, timings, scored, t_start)
-        t_run = time.time()
-        with self.lock:
-            self.status.update(state="running", step=self.step, version=self.version)
-        while self.step < s.steps:
-            stopping = self.stop_requested.is_set()
-            if training is None and not self.batches and not ready and stopping:
-                break
-            self._apply_scaling()
-            # 1. dispatch: bounded by max_staleness, each batch sharded over the idle workers
-            self._dispatch(ready, training, stopping)
-            waitable = [*self.shard_of, *self.sync_of, *([training[0]] if training else [])]
-            if not waitable and not ready:
-                raise RuntimeError("controller has nothing in flight and nothing to train: no rollout worker is available")
-            # 2. collect what finished: shards, deferred weight updates, the learner step
-            for ref in self._wait(waitable):
-                if ref in self.shard_of:
-                    self._shard_returned(ref)
-                elif ref in self.sync_of:
-                    self._sync_returned(ref)
-                elif training is not None and ref == training[0]:
-                    training = self._finish_train(training, ready)
-                # else: a ref of a worker removed while handling an earlier one in this list
-            self._complete_batches(ready)
-            # 3. train the oldest ready batch if the learner is free
-            if training is None:
-                training = self._start_training(ready)
-        if training is not None:
-            self._finish_train(training, deque())
-        self.checkpoint()
-        with self.lock:
-            self.status.update(state="finished" if self.step >= s.steps else "stopped")
-        return {"steps": self.step, "version": self.version, "seconds": round(time.time() - t_run, 1), **self.counters}
-
-    def _start_training(self, ready: deque):
-        """Give the oldest ready batch that is not too stale to the learner; drop (and re-queue)
-        the stale ones before it. Returns the training tuple, or None if nothing was left."""
-        while ready and self.step < self.s.steps:
-            scored, ids, timing = ready.popleft()
-            batch_version = int(pa.compute.min(scored["policy_version"]).as_py())
-            if self.version - batch_version > self.s.max_staleness:
-                self.counters["dropped_stale_groups"] += len(ids)
-                self._requeue(ids)
-                continue
-            timing["staleness"] = self.version - batch_version
-            timing["queue_depth"] = len(ready)
-            if self.s.rollout.colocate:  # the learner gets the devices: rollout engines release them
-                t = time.time()
-                ray.get([w["actor"].sleep.remote() for w in self.workers])
-                timing["sleep_s"] = time.time() - t
-            return (self.learner.train_step.remote(scored), ids, timing, scored, time.time())
-        return None
+        for ref in done:
+            if ref in self.shard_of:
+                self._shard_returned(ref)
+            elif ref in self.sync_of:
+                self._sync_returned(ref)
+            elif self.training is not None and ref == self.training.ref:
+                self.training = self._finish_step(self.training, start_next=True)
+            # else: a ref of a worker removed while handling an earlier one in this list
 
     def _shard_returned(self, ref) -> None:
         batch = self.shard_of.pop(ref)
         k, w, part = batch.pending.pop(ref)
-        w["busy"] = None
+        w.busy = None
         try:
             batch.tables[k] = ray.get(ref)
         except RayError as err:
@@ -400,27 +348,26 @@ class Controller:
     def _sync_returned(self, ref) -> None:
         """A deferred weight update finished (after the worker's generate)."""
         w = self.sync_of.pop(ref)
-        w["syncs"].remove(ref)
+        w.syncs.remove(ref)
         try:
-            w["version"] = max(w["version"], ray.get(ref))
+            w.version = max(w.version, ray.get(ref))
         except RayError as err:
             self._worker_failed(w, [], err)
 
-    def _complete_batches(self, ready: deque) -> None:
+    def _score_complete_batches(self) -> None:
         """Batches with no shard left generating: concatenate, score once, queue for the learner."""
         for batch in [b for b in self.batches if not b.pending]:
             self.batches.remove(batch)
             if not batch.tables:
                 print(f"every shard of a rollout batch failed; its {len(batch.ids)} prompts were re-queued", flush=True)
                 continue
-            ids = batch.kept_ids()
+            timing = {"shards": len(batch.tables), "shards_failed": batch.shards - len(batch.tables)}
+            record_stage("gen", timing, batch.t0, batch.t_last)
             rollout = pa.concat_tables([batch.tables[k] for k in sorted(batch.tables)])
-            t1 = time.time()
-            scored = self.rewards.score(self._join(rollout))
-            if not self._scoreable(scored, ids):
-                continue
-            ready.append((scored, ids, {"gen_s": batch.t_last - batch.t0, "reward_s": time.time() - t1, "shards": len(batch.tables),
-                                        "shards_failed": batch.shards - len(batch.tables)}))
+            with stage_timer("reward", timing):
+                scored = self.rewards.score(self._join(rollout))
+            if self._scoreable(scored, batch.kept_ids()):
+                self.ready_q.append(ReadyBatch(scored, batch.kept_ids(), timing))
 
     def _scoreable(self, scored: pa.Table, ids: list[str]) -> bool:
         """A batch with no scoreable row (every reward failed) goes back to the queue instead of
@@ -446,81 +393,85 @@ class Controller:
             out = out.append_column(col, pa.array([self.tasks[i][col] for i in ids]))
         return out
 
-    def _forget_syncs(self, w) -> None:
-        for r in w["syncs"]:
-            self.sync_of.pop(r, None)
-        w["syncs"] = []
+    def _start_training(self) -> InFlightStep | None:
+        """Give the oldest ready batch that is not too stale to the learner; drop (and re-queue)
+        the stale ones before it."""
+        while self.ready_q and self.step < self.s.steps:
+            batch = self.ready_q.popleft()
+            batch_version = int(pa.compute.min(batch.scored["policy_version"]).as_py())
+            if self.version - batch_version > self.s.max_staleness:
+                self.counters["dropped_stale_groups"] += len(batch.ids)
+                self._requeue(batch.ids)
+                continue
+            batch.timing["staleness"] = self.version - batch_version
+            batch.timing["queue_depth"] = len(self.ready_q)
+            if self.s.rollout.colocate:  # the learner gets the devices: rollout engines release them
+                with stage_timer("sleep", batch.timing):
+                    ray.get([w.actor.sleep.remote() for w in self.workers])
+            return InFlightStep(self.learner.train_step.remote(batch.scored), batch, time.time())
+        return None
 
-    def _worker_failed(self, w, ids, err) -> None:
-        """Replace a worker whose call failed; `ids` and the shard it still generates are re-queued."""
-        if w["busy"] is not None:  # its generate would follow the failed update: take the shard back now
-            batch = self.shard_of.pop(w["busy"])
-            _, _, part = batch.pending.pop(w["busy"])
-            batch.lost.update(part)
-            ids = [*ids, *part]
-            w["busy"] = None
-        self._forget_syncs(w)
-        self.counters["worker_failures"] += 1
-        self._requeue(ids)
-        print(f"{w['id']} failed ({type(err).__name__}); its {len(ids)} prompts are re-queued and the worker replaced", flush=True)
-        ray.kill(w["actor"])
-        release(w["pg"])
-        self.workers.remove(w)
+    def _finish_step(self, step: InFlightStep, start_next: bool) -> InFlightStep | None:
+        """A learner step finished: sync the weights, record the step, checkpoint when due.
+        Unless this step checkpoints, the next ready batch goes to the learner first, so it trains
+        while the workers sync and this step is written (a checkpoint must be taken before the
+        learner moves on). Returns the next step under way, or None."""
+        metrics = ray.get(step.ref)
+        timing = step.batch.timing
+        record_stage("train", timing, step.t0)
+        if self.s.rollout.colocate:  # engines take the devices back before the new weights land
+            with stage_timer("wake", timing):
+                ray.get([w.actor.wake_up.remote() for w in self.workers])
+        self.step += 1
+        checkpoint_now = self.step % self.s.checkpoint_every == 0
+        following = None
+        with stage_timer("sync", timing):
+            self.version, self.weights_ref = ray.get(self.learner.latest_weights.remote())
+            if start_next and not checkpoint_now:
+                following = self._start_training()
+            timing["sync_deferred"] = self._sync_weights()
+        self._record_step(step.batch, metrics)
+        if checkpoint_now:
+            with stage_timer("checkpoint", timing):
+                self.checkpoint()
+            print(f"checkpoint at step {self.step}: {timing['checkpoint_s']:.1f}s", flush=True)
+        return following
 
-    def _push_weights(self) -> int:
+    def _sync_weights(self) -> int:
         """Send the new weights to every worker; wait only for the idle ones. Returns how many
         updates were deferred (busy workers: collected when they arrive, see `_sync_returned`)."""
         blocking, deferred = [], 0
         for w in self.workers:
-            r = w["actor"].update_weights.remote(self.version, self.weights_ref)
-            if w["busy"] is None:
-                blocking.append((w, [*w["syncs"], r]))  # earlier deferred updates run first; wait for all
+            r = w.actor.update_weights.remote(self.version, self.weights_ref)
+            if w.idle:
+                blocking.append((w, [*w.syncs, r]))  # earlier deferred updates run first; wait for all
                 self._forget_syncs(w)
             else:
-                w["syncs"].append(r)
+                w.syncs.append(r)
                 self.sync_of[r] = w
                 deferred += 1
         failed = []
         for w, refs in blocking:
             try:
-                w["version"] = max(w["version"], *ray.get(refs))
+                w.version = max(w.version, *ray.get(refs))
             except RayError as err:
                 failed.append((w, err))
         for w, err in failed:
             self._worker_failed(w, [], err)
         return deferred
 
-    def _finish_train(self, training, ready: deque):
-        """Record a finished learner step and sync the weights. Unless this step checkpoints, the
-        next ready batch goes to the learner first, so it trains while the workers sync and this
-        step is written (a checkpoint must be taken before the learner moves on: it is not).
-        Returns the next training tuple or None."""
-        ref, ids, timing, scored, t0 = training
-        metrics = ray.get(ref)
-        timing["train_s"] = time.time() - t0
-        if self.s.rollout.colocate:  # engines take the devices back before the new weights land
-            t = time.time()
-            ray.get([w["actor"].wake_up.remote() for w in self.workers])
-            timing["wake_s"] = time.time() - t
-        t1 = time.time()
-        self.version, self.weights_ref = ray.get(self.learner.latest_weights.remote())
-        self.step += 1
-        checkpoint_now = self.step % self.s.checkpoint_every == 0
-        following = None if checkpoint_now else self._start_training(ready)
-        timing["sync_deferred"] = self._push_weights()
-        timing["sync_s"] = time.time() - t1
+    def _record_step(self, batch: ReadyBatch, metrics: dict) -> None:
+        """Write the step to the run folder (rollouts, ledger, metrics line), export it, print it."""
+        timing, scored = batch.timing, batch.scored
         responses = response_rows(scored)
         n_tokens = int(sum(len(t) for t in responses["response_tokens"].to_pylist()))
         self.counters["samples"] += responses.num_rows
         self.counters["tokens"] += n_tokens
-        pq.write_table(add_advantages(scored), self.run_dir / "rollouts" / f"step_{self.step:05d}.parquet", compression="zstd")
-        self.ledger.append({"step": self.step, "version": self.version, "task_ids": ids})
-        line = {"step": self.step, "version": self.version, "time": time.time(), "workers": len(self.workers), "samples": responses.num_rows,
-                "tokens": n_tokens, **timing, **metrics, **{k: v for k, v in self.counters.items()}}
-        with open(self.run_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(line) + "\n")
-        self.prom.observe(line, scored)  # [metrics]
-        self.prom.set_workers({w["id"]: w["version"] for w in self.workers}, self.target_workers)  # [metrics] busy ones update later
+        line = {"step": self.step, "version": self.version, "time": time.time(), "workers": len(self.workers),
+                "samples": responses.num_rows, "tokens": n_tokens, **timing, **metrics, **self.counters}  # fmt: skip
+        self.log.record(self.step, self.version, batch.ids, add_advantages(scored), line)
+        self.prom.observe(line, scored)
+        self.prom.set_workers({w.id: w.version for w in self.workers}, self.target_workers)  # busy ones update later
         print(
             f"step {self.step}/{self.s.steps} v{self.version} | gen {timing['gen_s']:.1f}s ({timing['shards']} shards) "
             f"reward {timing['reward_s']:.1f}s train {timing['train_s']:.1f}s sync {timing['sync_s']:.2f}s "
@@ -531,32 +482,27 @@ class Controller:
         )
         with self.lock:
             self.status.update(step=self.step, version=self.version)
-        if checkpoint_now:
-            self.checkpoint()
-        return following
 
     def checkpoint(self) -> None:
         # Prompts generating or scored-but-untrained go back to the front of the queue on resume,
         # so a checkpoint taken with batches in flight (max_staleness >= 1) loses none of them.
-        in_flight = [i for _scored, ids, *_ in self.ready_q for i in ids]
+        in_flight = [i for b in self.ready_q for i in b.ids]
         in_flight += [i for b in self.batches for i in b.ids if i not in b.lost]
         state = {"step": self.step, "version": self.version, "cursor": self.cursor, "requeue": in_flight + list(self.requeue),
-                 "counters": self.counters}
+                 "counters": self.counters}  # fmt: skip
         ray.get(self.learner.save.remote(str(self.ckpt_dir), {"controller": state}))
 
     def shutdown(self) -> None:
-        self.prom.close()  # [metrics]
-        for w in getattr(self, "workers", []):
-            ray.kill(w["actor"])
-            release(w["pg"])
-        if hasattr(self, "rewards"):
+        self.prom.close()
+        for w in list(self.workers):
+            ray.kill(w.actor)
+            release(w.pg)
+        if self.rewards is not None:
             self.rewards.shutdown()
-        if hasattr(self, "learner"):
+        if self.learner is not None:
             for actor in [self.learner, *self.learner_peers]:
                 ray.kill(actor)
             release(self.learner_pg)
-
-
 def controller_actor_class():
     return ray.remote(num_cpus=0, max_concurrency=4, max_restarts=0)(Controller)
 

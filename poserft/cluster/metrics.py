@@ -1,4 +1,4 @@
-"""Prometheus metrics of a training run, served by the controller (DESIGN §7 naming).
+"""Prometheus metrics of a training run, served by the controller (names as in docs/architecture.md §4).
 
 The controller already writes one `line` per learner step to `metrics.jsonl` (stage times,
 rewards, losses, counters). `StepMetrics.observe(line, scored)` turns that same line, plus the

@@ -1,4 +1,4 @@
-"""Data contracts (DESIGN §7) as Arrow schemas: TaskRecord, RolloutRecord, ScoredRecord.
+"""Data contracts (docs/architecture.md §4) as Arrow schemas: TaskRecord, RolloutRecord, ScoredRecord.
 
 Poses travel flattened: `target_pose` is 24x3 axis-angle (72 floats), `target_joints` 24x3
 metres (72 floats), rollout poses are 24x6D (144 floats).

@@ -1,4 +1,4 @@
-"""HyGRPO: group-relative advantages and the hybrid (token + pose) clipped loss (DESIGN §5).
+"""HyGRPO: group-relative advantages and the hybrid (token + pose) clipped loss (docs/architecture.md §5).
 
 Pure torch functions, no state. The policy is pi(a, p | q) = pi_LM(a | q) * N(p; mu, std):
 text tokens get the usual GRPO clipped surrogate with the discrete advantage F, the sampled pose
@@ -11,9 +11,8 @@ Choices worth knowing:
 - A group whose (valid) rewards are all equal gets exactly 0, not ~0 / eps.
 - Log-ratios are clamped to [-MAX_LOG_RATIO, MAX_LOG_RATIO] before exp, so a very stale or
   badly matched sample cannot overflow; beyond the clamp its gradient is cut.
-- `old_pose_logp` is always the *summed* behaviour log-prob (as recorded at rollout time).
-  With `pose_logprob_reduce="mean"` both sides are divided by the pose dimension, which is
-  exactly the per-dimension mean log-prob, so the caller never has to match a convention.
+- The pose log-prob is the sum over the 144 numbers, as the rollout workers record it (a
+  per-dimension mean was tried and showed no gain; NOTES.md).
 """
 
 from __future__ import annotations
@@ -130,7 +129,7 @@ def _check(name: str, t, shape: tuple, nan_rows=None, required: bool = True):
         raise ValueError(f"{name} contains NaN; check the forward pass or rollout record that produced it")
 
 
-def _validate(b: HyGRPOBatch, continuous: bool, beta: float, beta_c: float, reduce: str):
+def _validate(b: HyGRPOBatch, continuous: bool, beta: float, beta_c: float):
     if b.logp.dim() != 2:
         raise ValueError(f"logp must be 2-D (B, T), got shape {tuple(b.logp.shape)}")
     bt, n = tuple(b.logp.shape), b.logp.shape[0]
@@ -143,8 +142,6 @@ def _validate(b: HyGRPOBatch, continuous: bool, beta: float, beta_c: float, redu
     _check("token_entropy", b.token_entropy, bt, required=False)
     if not continuous:
         return
-    if reduce not in ("sum", "mean"):
-        raise ValueError(f"pose_logprob_reduce must be 'sum' or 'mean', got {reduce!r}")
     if b.mu is None or b.mu.dim() != 2:
         raise ValueError(f"mu must have shape (P, D), got {None if b.mu is None else tuple(b.mu.shape)}")
     bd, p = tuple(b.mu.shape), b.mu.shape[0]  # P pose rows: B, or more with several poses per response
@@ -159,19 +156,11 @@ def _validate(b: HyGRPOBatch, continuous: bool, beta: float, beta_c: float, redu
     _check("ref_log_std", b.ref_log_std, bd, nan_rows=v, required=beta_c > 0)
 
 
-def _clipped_surrogate(log_ratio: torch.Tensor, adv: torch.Tensor, eps: float, dual_clip: float | None = None):
-    """min(rho A, clip(rho, 1-e, 1+e) A) and where clipping cut the gradient. With `dual_clip`
-    c > 1, a negative advantage's term is also bounded below by c A (dual-clip PPO, Ye et al.
-    2020): the plain objective is unbounded there when rho grows, which a 144-dim Gaussian's
-    summed log-ratio does quickly."""
+def _clipped_surrogate(log_ratio: torch.Tensor, adv: torch.Tensor, eps: float):
+    """min(rho A, clip(rho, 1-e, 1+e) A) and where clipping cut the gradient."""
     ratio = log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp()
     unclipped, clipped = ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv
-    surr, cut = torch.minimum(unclipped, clipped), clipped < unclipped
-    if dual_clip is not None:
-        floor = dual_clip * adv.to(surr.dtype)
-        low = (adv < 0) & (surr < floor)
-        surr, cut = torch.where(low, floor, surr), cut | low
-    return surr, ratio, cut
+    return torch.minimum(unclipped, clipped), ratio, clipped < unclipped
 
 
 def _masked_mean(x: torch.Tensor, w: torch.Tensor, dim=None) -> torch.Tensor:
@@ -201,27 +190,23 @@ def hygrpo_loss(
     lambda_c: float = 1.0,
     beta: float = 0.0,
     beta_c: float = 0.0,
-    pose_logprob_reduce: str = "sum",
     continuous: bool = True,
-    dual_clip: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The HyGRPO loss (scalar, to minimise) and its metrics (python floats).
 
     Metrics are present when their inputs are: token KL only with ref_logp, pose ones only when
     `continuous`. Means over V are 0.0 when V is empty (see `pose_valid_frac`).
     """
-    if dual_clip is not None and not dual_clip > 1:
-        raise ValueError(f"dual_clip must be > 1 (it bounds a negative advantage's term at dual_clip x A), got {dual_clip}")
-    _validate(batch, continuous, beta, beta_c, pose_logprob_reduce)
-    loss, stats = hygrpo_terms(batch, clip_eps=clip_eps, clip_eps_pose=clip_eps_pose, lambda_c=lambda_c, beta=beta, beta_c=beta_c,
-                               pose_logprob_reduce=pose_logprob_reduce, continuous=continuous, dual_clip=dual_clip)  # fmt: skip
+    _validate(batch, continuous, beta, beta_c)
+    loss, stats = hygrpo_terms(batch, clip_eps=clip_eps, clip_eps_pose=clip_eps_pose, lambda_c=lambda_c, beta=beta,
+                               beta_c=beta_c, continuous=continuous)  # fmt: skip
     names = list(stats)
     values = torch.stack([stats[k].detach().double().reshape(()) for k in names]).cpu().tolist()
     return loss, dict(zip(names, values))
 
 
 def hygrpo_terms(b: HyGRPOBatch, *, clip_eps: float, clip_eps_pose: float, lambda_c: float, beta: float, beta_c: float,
-                 pose_logprob_reduce: str, continuous: bool, dual_clip: float | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 continuous: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss and its metrics as 0-d tensors on the batch's device, for a validated batch.
     Only tensor ops: it runs on any device, `meta` included (tests use that to catch a tensor
     left on the CPU)."""
@@ -232,7 +217,7 @@ def hygrpo_terms(b: HyGRPOBatch, *, clip_eps: float, clip_eps_pose: float, lambd
 
     # Discrete part: per-sequence mean over response tokens, then mean over sequences.
     tok_log_ratio = logp - torch.where(m, b.old_logp, zero).detach()
-    tok_surr, tok_ratio, tok_cut = _clipped_surrogate(tok_log_ratio, b.adv_discrete.detach()[:, None], clip_eps, dual_clip)
+    tok_surr, tok_ratio, tok_cut = _clipped_surrogate(tok_log_ratio, b.adv_discrete.detach()[:, None], clip_eps)
     loss_token = -_masked_mean(tok_surr, mf, dim=1).mean()
     loss = loss_token
     stats = {"loss_token": loss_token, "clip_frac_token": _masked_mean(tok_cut.to(mf.dtype), mf),
@@ -250,12 +235,10 @@ def hygrpo_terms(b: HyGRPOBatch, *, clip_eps: float, clip_eps_pose: float, lambd
         vf = v.to(b.mu.dtype)
         pose = torch.where(v[:, None], b.pose, b.mu.detach())  # invalid rows: finite placeholder
         old_lp = torch.where(v, b.old_pose_logp, torch.zeros_like(b.old_pose_logp)).detach()
-        if pose_logprob_reduce == "mean":  # mean over D of the per-dim log-probs == sum / D
-            old_lp = old_lp / b.mu.shape[1]
-        lp = gaussian_log_prob(pose.detach(), b.mu, b.log_std, reduce=pose_logprob_reduce)
+        lp = gaussian_log_prob(pose.detach(), b.mu, b.log_std)
         pose_log_ratio = torch.where(v, lp - old_lp, torch.zeros_like(lp))
         adv_c = torch.where(v, b.adv_continuous.detach(), torch.zeros_like(vf))
-        pose_surr, pose_ratio, pose_cut = _clipped_surrogate(pose_log_ratio, adv_c, clip_eps_pose, dual_clip)
+        pose_surr, pose_ratio, pose_cut = _clipped_surrogate(pose_log_ratio, adv_c, clip_eps_pose)
         loss_pose = -_masked_mean(pose_surr, vf)
         loss = loss + lambda_c * loss_pose
         stats |= {"loss_pose": loss_pose, "clip_frac_pose": _masked_mean(pose_cut.to(vf.dtype), vf),

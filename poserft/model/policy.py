@@ -1,5 +1,5 @@
 """The policy: a Hugging Face causal LM + a vision encoder + a pose input encoder + a Gaussian
-pose head on the last-layer hidden state at `<POSE>` (ChatPose-style, DESIGN §4).
+pose head on the last-layer hidden state at `<POSE>` (ChatPose-style, docs/architecture.md §5).
 
 Sequences are `USER: {prompt}\\nASSISTANT: {response}</s>`. The prompt's `<image>` placeholder is
 expanded to `image_tokens` positions filled with projected vision features; `<pose>` (the input
@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from poserft.common.body import NUM_JOINTS, POSE_6D_DIM
-from poserft.common.config.schema import POLICY_PART_NAMES
 from poserft.common.rotations import axis_angle_to_rot6d
 from poserft.common.schemas import IMAGE_TOKEN, POSE_INPUT_TOKEN, POSE_TOKEN
 
@@ -335,31 +334,27 @@ def load_meta(folder: Path) -> dict:
 
 
 # ---- what the learner trains -------------------------------------------------------------------
-POLICY_PARTS = POLICY_PART_NAMES  # the parts model.freeze and rl.lr_scale name
+POLICY_PARTS = ("lm", "vision", "projector", "pose_in", "head")  # attributes of PosePolicy; model.train names them
 
 
 def apply_training_switches(policy: PosePolicy, model_cfg, saved_adapter: Path | None = None) -> dict:
-    """Freeze the parts in `model_cfg.freeze` and, with `model_cfg.lora.enabled`, wrap the LM in
-    LoRA adapters (peft; the LM's own weights then stay fixed, the adapters and
+    """Fix the parts whose `model_cfg.train` multiplier is 0 and, with `model_cfg.lora.enabled`,
+    wrap the LM in LoRA adapters (peft; the LM's own weights then stay fixed, the adapters and
     `lora.modules_to_save` train). `saved_adapter`: the adapter folder of the checkpoint a LoRA run
     resumes from (see `poserft.model.lora.wrap`). The reference policy never gets these.
 
-    Returns the switches as applied, also kept as `policy.switches`: freeze, lora (settings or
-    None), base_unmerged (whether a saved adapter was restored on top of unmerged weights)."""
+    Returns the switches as applied, also kept as `policy.switches`: freeze (the fixed parts),
+    lora (settings or None), base_unmerged (whether a saved adapter was restored on top of
+    unmerged weights)."""
     from poserft.common.config import ModelConfig, validate_config
     from poserft.model import lora
 
     if isinstance(model_cfg, dict):
         model_cfg = validate_config(model_cfg, ModelConfig)  # ConfigError naming the key
-    freeze = list(dict.fromkeys(model_cfg.freeze))
-    unknown = [p for p in freeze if p not in POLICY_PARTS]
-    if unknown:
-        raise ValueError(f"model.freeze names unknown part(s) {', '.join(unknown)}; valid parts: {', '.join(POLICY_PARTS)}")
+    freeze = [part for part, scale in model_cfg.train.parts().items() if scale == 0]
     lcfg = model_cfg.lora
     restored = False
     if lcfg.enabled:
-        if "lm" in freeze:
-            raise ValueError("model.freeze lists lm, but model.lora.enabled trains adapters on the LM; remove one of them")
         if lora.is_wrapped(policy.lm):
             raise ValueError("the policy's LM already has LoRA adapters; apply the training switches once")
         policy.lm, restored = lora.wrap(policy.lm, lcfg, saved_adapter)

@@ -1,4 +1,4 @@
-"""The reward service over gRPC (DESIGN §6): a thin shell around `RewardScorer`.
+"""The reward service over gRPC (docs/architecture.md §6, docs/reward_service.md): a thin shell around `RewardScorer`.
 
 - `RewardServer(scorer, ...)` / `serve(host, port, scorer, ...)`: a grpc.server with the
   `poserft.reward.v1.RewardService` (proto/reward.proto), the standard health service and server

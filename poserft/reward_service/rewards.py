@@ -1,4 +1,4 @@
-"""The four Pose-RFT rewards (DESIGN §6) as batched functions, and a scorer that applies them.
+"""The four Pose-RFT rewards (docs/architecture.md §6) as batched functions, and a scorer that applies them.
 
 Pure functions take columns and return (N,) float arrays:
 - `format_reward(texts, tasks)`: 1 if the response matches its task's template, else 0.

@@ -11,17 +11,22 @@ The bound (> 1.5x, ~2.5x expected) leaves room for a loaded machine; no wall-clo
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.sim_roles import SimModel, SimRolloutWorker, VersionMismatch, run_simulation, sim_config, summarise, write_sim_dataset
+from poserft.common.config import load_config
 from poserft.common.schemas import ROLLOUT_RECORD_SCHEMA
 
 
 PROMPTS, GROUP = 4, 3
 SIM = SimModel(time_scale=0.002)  # modelled seconds -> milliseconds here
+# The learner runs as many data-parallel ranks as in the 8xH100 config, so the simulated learner
+# keeps the real learner's constructor (rank, world_size) and peer set-up.
+WORLD_SIZE = load_config(Path(__file__).resolve().parents[2] / "configs" / "8xh100.yaml").rl.learner.world_size
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +36,8 @@ def sim_data(tmp_path_factory):
 
 def _run(sim_data, run_dir, steps, workers, staleness, prompts=PROMPTS, group=GROUP, model=SIM):
     over = [f"rl.steps={steps}", f"rl.prompts_per_step={prompts}", f"rl.group_size={group}", f"rl.max_staleness={staleness}",
-            f"rl.rollout.num_workers={workers}", "rl.checkpoint_every=2", "rewards.num_workers=1"]  # fmt: skip
+            f"rl.rollout.num_workers={workers}", "rl.checkpoint_every=2", "rewards.num_workers=1",
+            f"rl.learner.world_size={WORLD_SIZE}"]  # fmt: skip
     cfg, sim = sim_config(None, over, model, sim_data, run_dir)
     return run_simulation(cfg, sim, run_dir)
 
@@ -97,6 +103,14 @@ def test_batches_are_sharded_over_the_idle_workers(ray_local, sim_data, tmp_path
                 assert len(set(t.filter(pa.compute.equal(t["task_id"], tid))["worker_id"].to_pylist())) == 1
         summary = summarise(run_dir, model.time_scale, group, workers)
         assert summary["samples_per_s"] > 0 and 0 < summary["learner_util"] <= 1.0
+
+
+def test_the_learner_runs_the_8xh100_world_size(ray_local, sim_data, tmp_path):
+    assert WORLD_SIZE > 1  # the config's data-parallel learner; a world size of 1 would not exercise the ranks
+    run_dir = tmp_path / "run"
+    assert _run(sim_data, run_dir, 2, 1, 0)["steps"] == 2
+    metrics = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(m["world_size"], m["peers"]) for m in metrics] == [(WORLD_SIZE, WORLD_SIZE - 1)] * 2
 
 
 def test_resume_from_simulated_checkpoint(ray_local, sim_data, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import ray
 import torch
 
-from poserft.common.config import RLConfig
+from poserft.common.config import ModelConfig, RLConfig
 from poserft.common.schemas import POSE_RESPONSE
 from poserft.learner.learner import LearnerCore
 
@@ -110,10 +110,11 @@ def test_natural_mean_gradient_scales_the_gradient_at_mu_by_the_variance():
     torch.testing.assert_close(w.grad, 2.0 * c * torch.exp(2 * log_std))
 
 
-def test_lr_scale_zero_keeps_a_part_fixed(ray_local, tiny_sft):
-    learner = LearnerCore(str(tiny_sft), RLConfig(**SETTINGS, lr_scale={"lm": 0.0, "vision": 0.5}), threads=1)
+def test_model_train_scales_the_lr_per_part_and_zero_keeps_a_part_fixed(ray_local, tiny_sft):
+    model = ModelConfig(train={"lm": 0.0, "vision": 0.5})
+    learner = LearnerCore(str(tiny_sft), RLConfig(**SETTINGS), threads=1, model=model)
     lrs = {g["part"]: g["lr"] for g in learner.opt.param_groups}
-    assert lrs["lm"] == 0.0 and lrs["vision"] == pytest.approx(0.001) and lrs["head"] == pytest.approx(0.002)
+    assert "lm" not in lrs and lrs["vision"] == pytest.approx(0.001) and lrs["head"] == pytest.approx(0.002)
     before = learner.weight_state()
     learner.train_step(_batch(learner.policy, 0, seed=0))
     after = learner.weight_state()

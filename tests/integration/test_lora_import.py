@@ -187,12 +187,12 @@ def test_cli_import_and_its_errors(llava, tmp_path, capsys):
 
 # ---- training switches -------------------------------------------------------------------------
 def test_bad_switch_names_are_clear_errors(imported):
-    with pytest.raises(ConfigError, match="config key 'freeze'.*unknown part.*'eyes'.*valid parts: lm, vision, projector, pose_in, head"):
-        apply_training_switches(load_policy(imported), {"freeze": ["eyes"]})
-    with pytest.raises(ValueError, match="valid parts: " + ", ".join(POLICY_PARTS)):
-        ModelConfig(freeze=["eyes"])
-    with pytest.raises(ValueError, match="lists lm, but lora.enabled"):
-        ModelConfig(freeze=["lm"], lora=LORA)
+    with pytest.raises(ConfigError, match="unknown config key 'train.eyes'"):
+        apply_training_switches(load_policy(imported), {"train": {"eyes": 0}})
+    with pytest.raises(ValueError, match="train.eyes"):
+        ModelConfig(train={"eyes": 0})
+    with pytest.raises(ValueError, match="train.lm.*is 0, but lora.enabled"):
+        ModelConfig(train=fixed("lm"), lora=LORA)
     policy = load_policy(imported)
     linear = "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"
     with pytest.raises(ValueError, match=f"target_modules names qkv, not a linear layer.*valid: {linear}"):
@@ -235,9 +235,14 @@ def _scored_batch(policy, png: bytes, version: int = 0, seed: int = 0) -> pa.Tab
     return pa.Table.from_pylist(rows)
 
 
+def fixed(*parts: str) -> dict:
+    """model.train that keeps `parts` fixed (multiplier 0) and trains the rest at rl.lr."""
+    return {part: 0.0 for part in parts}
+
+
 def _learner(ckpt, resume=None, freeze=("vision", "projector"), lr=0.05):
     settings = RLConfig(lr=lr, updates_per_batch=2, micro_batch_size=8, beta=0.01, beta_c=0.01)
-    return LearnerCore(str(ckpt), settings, threads=1, resume_dir=resume, model=ModelConfig(freeze=list(freeze), lora=LORA))
+    return LearnerCore(str(ckpt), settings, threads=1, resume_dir=resume, model=ModelConfig(train=fixed(*freeze), lora=LORA))
 
 
 @pytest.fixture(scope="module")
@@ -340,12 +345,12 @@ def test_lora_resume_is_exact_and_workers_check_the_base(trained, imported):
 
 def test_freeze_without_lora(imported):
     policy = load_policy(imported)
-    switches = apply_training_switches(policy, ModelConfig(freeze=["lm", "vision"]))
+    switches = apply_training_switches(policy, ModelConfig(train=fixed("lm", "vision")))
     assert switches == {"freeze": ["lm", "vision"], "lora": None, "base_unmerged": False}
     trainable = {k.split(".")[0] for k, p in policy.named_parameters() if p.requires_grad}
     assert trainable == {"projector", "pose_in", "head"}
-    with pytest.raises(ValueError, match="leaves nothing to train"):
-        LearnerCore(str(imported), RLConfig(beta_c=0), model=ModelConfig(freeze=list(POLICY_PARTS)))
+    with pytest.raises(ValueError, match="keeps every part fixed"):
+        ModelConfig(train=fixed(*POLICY_PARTS))
 
 
 def test_published_bytes_full_vs_lora(tiny_data, monkeypatch):
@@ -367,7 +372,7 @@ def test_published_bytes_full_vs_lora(tiny_data, monkeypatch):
         for freeze in ([], ["vision", "projector"]):
             policy = init_policy(preset, tiny_data)
             full = lora.state_bytes(policy.state_dict())
-            apply_training_switches(policy, default.model_copy(update={"freeze": freeze}))
+            apply_training_switches(policy, ModelConfig(train=fixed(*freeze), lora=default.lora))
             update = lora.lora_update(policy)
             assert lora.state_bytes(update) < full
             lines.append(line(f"{preset}, freeze {freeze}", full, update))
@@ -379,7 +384,7 @@ def test_published_bytes_full_vs_lora(tiny_data, monkeypatch):
                 "token_ids": {POSE_TOKEN: 32002, IMAGE_TOKEN: 32000, POSE_INPUT_TOKEN: 32003}}  # fmt: skip
         policy = PosePolicy(lm.to(torch.bfloat16), type("Tok", (), {"eos_token_id": 2, "pad_token_id": 0})(), meta)
     full = lora.state_bytes(policy.state_dict())
-    apply_training_switches(policy, default.model_copy(update={"freeze": ["vision"]}))
+    apply_training_switches(policy, ModelConfig(train=fixed("vision"), lora=default.lora))
     monkeypatch.setattr(lora, "fingerprint", lambda weights: "")  # meta tensors have no values to hash
     lines.append(line("llava-1.5-7b shapes (LM bf16, adapters and the rest fp32), freeze ['vision']", full, lora.lora_update(policy)))
     print("\n" + "\n".join(lines))

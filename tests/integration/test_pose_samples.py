@@ -1,5 +1,5 @@
 """Several pose samples per text response (`rl.sampling.pose_samples` K), the head-only pose
-gradient (`rl.pose_loss_trains_trunk: false`) and the Procrustes-aligned joint reward (with its
+gradient (`model.train.pose_loss: head`) and the Procrustes-aligned joint reward (with its
 root-aligned share)."""
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from poserft.common.body import BodyModel
-from poserft.common.config import ConfigError, RLConfig, load_config
+from poserft.common.config import ConfigError, ModelConfig, RLConfig, load_config
 from poserft.data.dataset import load_split
 from poserft.common.rotations import axis_angle_to_matrix, axis_angle_to_rot6d, matrix_to_rot6d
 from poserft.common.schemas import POSE_RESPONSE, ROLLOUT_RECORD_SCHEMA, response_rows
@@ -113,7 +113,8 @@ def _pose_only_batch(policy, version: int) -> pa.Table:
 
 @pytest.mark.parametrize("trunk", [True, False])
 def test_pose_loss_trains_the_trunk_only_when_asked(tiny_sft, trunk):
-    learner = LearnerCore(str(tiny_sft), RLConfig(lr=0.01, beta_c=0.0, updates_per_batch=1, pose_loss_trains_trunk=trunk), threads=1)
+    model = ModelConfig(train={"pose_loss": "all" if trunk else "head"})
+    learner = LearnerCore(str(tiny_sft), RLConfig(lr=0.01, beta_c=0.0, updates_per_batch=1), threads=1, model=model)
     before = {k: v.clone() for k, v in learner.policy.state_dict().items()}
     metrics = learner.train_step(_pose_only_batch(learner.policy, learner.version))
     assert metrics["rows"] == 12 and metrics["responses"] == 4 and metrics["pose_valid_frac"] == 1.0

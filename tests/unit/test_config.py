@@ -41,3 +41,31 @@ def test_override_values_are_yaml():
     assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
     assert parse_override("a=true") == ("a", True)
     assert parse_override("a=x=y") == ("a", "x=y")
+
+
+@pytest.mark.parametrize(
+    "override,new",
+    [
+        ("rl.lr_scale={lm: 0.1}", "was replaced by model.train"),
+        ("model.freeze=[vision]", "was replaced by model.train"),
+        ("rl.pose_loss_trains_trunk=false", "was replaced by model.train.pose_loss"),
+        ("rl.optimizer=sgd", "was removed"),
+        ("rl.pose_logprob_reduce=mean", "was removed"),
+        ("rl.dual_clip=3", "was removed"),
+    ],
+)
+def test_removed_keys_name_what_replaced_them(override, new):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^config key '{key}' \(set by override .*\) {new}"):
+        load_config(None, [override])
+
+
+def test_model_train_is_one_setting_for_what_learns():
+    cfg = load_config(None, ["model.train.lm=0.1", "model.train.vision=0", "model.train.pose_loss=head"])
+    assert cfg.model.train.parts() == {"lm": 0.1, "vision": 0.0, "projector": 1.0, "pose_in": 1.0, "head": 1.0}
+    with pytest.raises(ConfigError, match="model.train.*keeps every part fixed"):
+        load_config(None, [f"model.train.{p}=0" for p in ("lm", "vision", "projector", "pose_in", "head")])
+    with pytest.raises(ConfigError, match="model.train.lm.*lora.enabled"):
+        load_config(None, ["model.train.lm=0", "model.lora.enabled=true"])
+    with pytest.raises(ConfigError, match="model.train.pose_loss"):
+        load_config(None, ["model.train.pose_loss=trunk"])

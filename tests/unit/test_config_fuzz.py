@@ -42,7 +42,7 @@ def _paths(tree: dict, prefix: tuple = ()):
 
 
 def _is_section(path: tuple) -> bool:
-    """A pydantic section (fixed keys), not a free-form mapping such as rl.lr_scale."""
+    """A pydantic section (fixed keys), not a free-form mapping such as rl.rollout.resources."""
     model = Config
     for k in path:
         model = model.model_fields[k].annotation if isinstance(model, type) and issubclass(model, BaseModel) and k in model.model_fields else None

@@ -49,21 +49,18 @@ def ref_gauss_kl(mu_p, ls_p, mu_q, ls_q):
     return kl
 
 
-def ref_clip_term(ratio, adv, eps, dual=None):
-    v = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv)
-    if dual is not None and adv < 0 and v < dual * adv:
-        return dual * adv + 0 * ratio  # the floor: constant (no gradient through the ratio)
-    return v
+def ref_clip_term(ratio, adv, eps):
+    return torch.minimum(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv)
 
 
-def ref_loss(b, clip_eps=0.2, clip_eps_pose=0.2, lambda_c=1.0, beta=0.0, beta_c=0.0, reduce="sum", continuous=True, dual=None):
+def ref_loss(b, clip_eps=0.2, clip_eps_pose=0.2, lambda_c=1.0, beta=0.0, beta_c=0.0, continuous=True):
     n, t_len = b.logp.shape
     pg, kl = 0.0, 0.0
     for i in range(n):
         toks = [t for t in range(t_len) if b.mask[i, t]]
         s, k = 0.0, 0.0
         for t in toks:
-            s = s + ref_clip_term(torch.exp(b.logp[i, t] - b.old_logp[i, t]), float(b.adv_discrete[i]), clip_eps, dual)
+            s = s + ref_clip_term(torch.exp(b.logp[i, t] - b.old_logp[i, t]), float(b.adv_discrete[i]), clip_eps)
             if b.ref_logp is not None:
                 d = b.ref_logp[i, t] - b.logp[i, t]
                 k = k + torch.exp(d) - d - 1
@@ -73,13 +70,10 @@ def ref_loss(b, clip_eps=0.2, clip_eps_pose=0.2, lambda_c=1.0, beta=0.0, beta_c=
     if not continuous:
         return loss
     rows = [i for i in range(n) if b.valid[i]]
-    dim = b.mu.shape[1]
     pose_sum, kl_sum = 0.0, 0.0
     for i in rows:
         lp, old = ref_gauss_logp(b.pose[i], b.mu[i], b.log_std[i]), float(b.old_pose_logp[i])
-        if reduce == "mean":
-            lp, old = lp / dim, old / dim
-        pose_sum = pose_sum + ref_clip_term(torch.exp(lp - old), float(b.adv_continuous[i]), clip_eps_pose, dual)
+        pose_sum = pose_sum + ref_clip_term(torch.exp(lp - old), float(b.adv_continuous[i]), clip_eps_pose)
         if b.ref_mu is not None:
             kl_sum = kl_sum + ref_gauss_kl(b.mu[i], b.log_std[i], b.ref_mu[i], b.ref_log_std[i])
     if rows:
@@ -177,43 +171,18 @@ def test_continuous_advantages_need_two_valid_poses():
 
 
 # ---- loss vs reference ---------------------------------------------------------------------
-@pytest.mark.parametrize("reduce", ["sum", "mean"])
-def test_loss_and_gradients_match_reference(reduce):
+def test_loss_and_gradients_match_reference():
     b, *_ = make_batch(seed=1)
-    kw = dict(clip_eps=0.2, clip_eps_pose=0.3, lambda_c=0.7, beta=0.05, beta_c=0.02, pose_logprob_reduce=reduce)
+    kw = dict(clip_eps=0.2, clip_eps_pose=0.3, lambda_c=0.7, beta=0.05, beta_c=0.02)
     loss, metrics = hygrpo_loss(b, **kw)
-    want = ref_loss(b, 0.2, 0.3, 0.7, 0.05, 0.02, reduce)
+    want = ref_loss(b, 0.2, 0.3, 0.7, 0.05, 0.02)
     assert loss.item() == pytest.approx(want.item(), rel=1e-10, abs=1e-12)
     for got_g, want_g in zip(grads(loss, b.logp, b.mu, b.log_std), grads(want, b.logp, b.mu, b.log_std)):
         assert torch.isfinite(got_g).all()
         torch.testing.assert_close(got_g, want_g, rtol=1e-9, atol=1e-12)
-    assert 0 < metrics["clip_frac_token"] < 1 and (reduce == "mean" or 0 < metrics["clip_frac_pose"] < 1)
+    assert 0 < metrics["clip_frac_token"] < 1 and 0 < metrics["clip_frac_pose"] < 1
     assert metrics["pose_valid_frac"] == pytest.approx(b.valid.double().mean().item())
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
-
-
-@pytest.mark.parametrize("reduce", ["sum", "mean"])
-def test_dual_clip_matches_reference_and_bounds_negative_advantages(reduce):
-    b, *_ = make_batch(seed=4, off_policy=3.0)  # far off-policy: some ratios are large
-    kw = dict(clip_eps=0.2, clip_eps_pose=0.2, lambda_c=1.0, beta=0.0, beta_c=0.0, pose_logprob_reduce=reduce)
-    plain, _ = hygrpo_loss(b, **kw)
-    loss, metrics = hygrpo_loss(b, **kw, dual_clip=3.0)
-    want = ref_loss(b, 0.2, 0.2, 1.0, 0.0, 0.0, reduce, dual=3.0)
-    assert loss.item() == pytest.approx(want.item(), rel=1e-10, abs=1e-12)
-    assert loss.item() < plain.item(), "the batch must contain a negative advantage with rho A below 3 A"
-    for got_g, want_g in zip(grads(loss, b.logp, b.mu, b.log_std), grads(want, b.logp, b.mu, b.log_std)):
-        torch.testing.assert_close(got_g, want_g, rtol=1e-9, atol=1e-12)
-    assert math.isfinite(metrics["clip_frac_token"])
-    with pytest.raises(ValueError, match="dual_clip must be > 1"):
-        hygrpo_loss(b, dual_clip=0.5)
-
-
-def test_mean_reduce_divides_the_pose_log_ratio_by_dim():
-    b, *_ = make_batch(seed=2, dim=4, off_policy=0.0)  # old_pose_logp == current: on-policy
-    l_sum, _ = hygrpo_loss(b, lambda_c=1.0)
-    l_mean, _ = hygrpo_loss(b, lambda_c=1.0, pose_logprob_reduce="mean")
-    g_sum, g_mean = grads(l_sum, b.mu)[0], grads(l_mean, b.mu)[0]
-    torch.testing.assert_close(g_mean, g_sum / 4, rtol=1e-10, atol=1e-14)  # same values at ratio 1
 
 
 # ---- structural properties -----------------------------------------------------------------
@@ -358,8 +327,6 @@ def test_bad_inputs_raise_value_errors_that_name_the_argument():
         hygrpo_loss(HyGRPOBatch(**{**vars(b), "mu": torch.full_like(b.mu, torch.nan)}))
     with pytest.raises(ValueError, match="ref_logp is required"):
         hygrpo_loss(HyGRPOBatch(**{**vars(b), "ref_logp": None}), beta=0.1)
-    with pytest.raises(ValueError, match="pose_logprob_reduce"):
-        hygrpo_loss(b, pose_logprob_reduce="max")
     with pytest.raises(ValueError, match="group_ids has 3 entries"):
         group_advantages(rewards, groups[:3])
     with pytest.raises(ValueError, match="rewards must be 1-D"):

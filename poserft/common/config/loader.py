@@ -9,16 +9,13 @@ one line naming the dotted key (`rl.rollout.num_gpus`) and where it was set (fil
 from __future__ import annotations
 
 import difflib
-import math
-import types
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ValidationError
 
-from poserft.common.config.schema import Config, ConfigError
+from poserft.common.config.schema import _RULE, Config, ConfigError
 
 
 def _one_line(text: str) -> str:
@@ -102,9 +99,34 @@ def _describe(err: ValidationError, model: type[BaseModel] = None, path: Path | 
     return _one_line(f"config key {key!r}{where}: {problem}")
 
 
+# Keys that existed once: a config that still sets one gets an error naming what replaced it.
+REMOVED_KEYS = {
+    "model.freeze": "was replaced by model.train: set a part's multiplier to 0 to keep it fixed (e.g. model.train.vision: 0)",
+    "rl.lr_scale": "was replaced by model.train: one learning-rate multiplier per part (e.g. model.train.lm: 0.1)",
+    "rl.pose_loss_trains_trunk": "was replaced by model.train.pose_loss (all, or head for false)",
+    "rl.optimizer": "was removed: the learner always uses AdamW (sgd was never used; NOTES.md)",
+    "rl.pose_logprob_reduce": "was removed: the pose log-prob is always summed over its 144 numbers (mean showed no gain; NOTES.md)",
+    "rl.dual_clip": "was removed: plain PPO clipping is used (dual clipping was never measured to help; NOTES.md)",
+}
+
+
+def _check_removed(tree: dict, path: Path | None, sources: list[tuple[str, str]]) -> None:
+    for dotted, what in REMOVED_KEYS.items():
+        node: Any = tree
+        for key in dotted.split("."):
+            node = node.get(key, _MISSING) if isinstance(node, dict) else _MISSING
+        if node is not _MISSING:
+            raise ConfigError(f"config key {dotted!r}{_origin(dotted, path, sources)} {what}")
+
+
+_MISSING = object()
+
+
 def _validate(tree: Any, model: type[BaseModel], path: Path | None, sources: list[tuple[str, str]]) -> BaseModel:
     if not isinstance(tree, dict):
         raise ConfigError(f"a config must be a mapping of keys to values, got {type(tree).__name__}")
+    if model is Config:
+        _check_removed(tree, path, sources)
     try:
         return model.model_validate(tree)
     except ValidationError as err:

@@ -4,19 +4,17 @@ description. `poserft.common.config.loader` reads YAML files and `--set` overrid
 
 from __future__ import annotations
 
-import difflib
 import math
 import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from poserft.common.schemas import DEFAULT_REWARD_WEIGHTS, REWARD_COMPONENTS, TASKS
 
-POLICY_PART_NAMES = ("lm", "vision", "projector", "pose_in", "head")
+POLICY_PART_NAMES = ("lm", "vision", "projector", "pose_in", "head")  # the fields of TrainConfig; poserft.model.policy maps them to modules
 
 
 class ConfigError(ValueError):
@@ -167,27 +165,43 @@ class LoRAConfig(Section):
         return self
 
 
+class TrainConfig(Section):
+    """What the RL learner trains, and how fast (SFT trains every part)."""
+
+    lm: float = Field(1.0, ge=0, description="Learning-rate multiplier of the language model (its LoRA adapters with model.lora); 0 keeps it fixed.")
+    vision: float = Field(1.0, ge=0, description="... of the vision encoder; 0 keeps it fixed (e.g. a real CLIP tower).")
+    projector: float = Field(1.0, ge=0, description="... of the vision projector; 0 keeps it fixed.")
+    pose_in: float = Field(1.0, ge=0, description="... of the pose input encoder (pose2text); 0 keeps it fixed.")
+    head: float = Field(1.0, ge=0, description="... of the Gaussian pose head; 0 keeps it fixed.")
+    pose_loss: Literal["all", "head"] = Field(
+        "all",
+        description="What the pose surrogate and the Gaussian KL train: every part on the path to the <POSE> hidden state (all), or the pose head only (head; the other parts then learn from the token term alone).",
+    )
+
+    def parts(self) -> dict[str, float]:
+        """{policy part: learning-rate multiplier} (0 = fixed)."""
+        return {name: getattr(self, name) for name in POLICY_PART_NAMES}
+
+    @model_validator(mode="after")
+    def _finite(self):
+        for name, value in self.parts().items():
+            if not math.isfinite(value):
+                raise _rule(name, f"is {value}; a learning-rate multiplier must be a finite number >= 0")
+        return self
+
+
 class ModelConfig(Section):
     preset: str = Field("tiny", description="Model size preset for `poserft model init` (tiny, base).")
     init_seed: int = Field(0, description="Seed of the random initialisation.")
-    freeze: list[str] = Field(
-        default_factory=list,
-        description="Parts of the policy the learner keeps fixed: any of lm, vision, projector, pose_in, head (e.g. [vision] for a real CLIP tower).",
-    )
+    train: TrainConfig = TrainConfig()
     lora: LoRAConfig = LoRAConfig()
 
-    @field_validator("freeze")
-    @classmethod
-    def _known_parts(cls, parts: list[str]) -> list[str]:
-        unknown = [p for p in parts if p not in POLICY_PART_NAMES]
-        if unknown:
-            raise _rule("", f"names unknown part(s) {', '.join(map(repr, unknown))}; valid parts: {', '.join(POLICY_PART_NAMES)}")
-        return list(dict.fromkeys(parts))
-
     @model_validator(mode="after")
-    def _lora_needs_the_lm(self):
-        if self.lora.enabled and "lm" in self.freeze:
-            raise _rule("freeze", "lists lm, but lora.enabled trains adapters on the LM; remove lm from freeze or set lora.enabled: false")
+    def _something_trains(self):
+        if self.lora.enabled and self.train.lm == 0:
+            raise _rule("train.lm", "is 0, but lora.enabled trains adapters on the LM; give train.lm a multiplier > 0 or set lora.enabled: false")
+        if not any(self.train.parts().values()):
+            raise _rule("train", "keeps every part fixed (all multipliers 0), so the learner would train nothing; give one part a multiplier > 0")
         return self
 
 
@@ -236,12 +250,17 @@ class RewardsConfig(Section):
 
 
 EVAL_MAX_NEW_TOKENS = 256
+HUMAN_DEV_SET = Path(__file__).resolve().parents[3] / "benchmarks" / "data" / "human_dev" / "descriptions.jsonl"
 
 
 class EvalConfig(Section):
     evaluator_dir: str | None = Field(None, description="Evaluator retriever checkpoint (not the reward one).")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N rows per task.")
     max_new_tokens: int = Field(EVAL_MAX_NEW_TOKENS, ge=1, description="Greedy decoding budget; pose2text captions run to ~150 tokens.")
+    descriptions: str | None = Field(
+        default_factory=lambda: str(HUMAN_DEV_SET) if HUMAN_DEV_SET.is_file() else None,
+        description="JSONL of human-written descriptions with target poses (poserft.describe_eval); default: the repository's dev set when present.",
+    )
 
 
 class SamplingConfig(Section):
@@ -306,9 +325,7 @@ class RLConfig(Section):
     group_size: int = Field(8, ge=1, description="G responses per prompt.")
     tasks: list[Literal["text2pose", "image2pose", "pose2text"]] = Field(default_factory=lambda: ["text2pose", "image2pose"])
     max_staleness: int = Field(0, ge=0, description="0 = synchronous on-policy; k >= 1 overlaps generation and training.")
-    lr: float = Field(2e-4, gt=0)
-    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw, or sgd with momentum 0.9 (no per-parameter normalisation: noisy pose-gradient dimensions stay small).")
-    lr_scale: dict[str, float] = Field(default_factory=dict, description="Learning-rate multiplier per policy part (lm, vision, projector, pose_in, head); unlisted parts get 1.")
+    lr: float = Field(2e-4, gt=0, description="AdamW learning rate; model.train scales it per part.")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     micro_batch_size: int = Field(32, ge=1)
@@ -318,10 +335,7 @@ class RLConfig(Section):
     lambda_c: float = Field(1.0, ge=0, description="Weight of the continuous (pose) surrogate.")
     beta: float = Field(0.0, ge=0, description="Token KL weight (k3) to the SFT reference.")
     beta_c: float = Field(0.01, ge=0, description="Gaussian KL weight to the SFT reference.")
-    pose_logprob_reduce: Literal["sum", "mean"] = Field("sum")
     pose_natural_gradient: bool = Field(False, description="Precondition the loss gradient at the pose mean by the Gaussian's Fisher inverse (sigma^2 per dimension).")
-    pose_loss_trains_trunk: bool = Field(True, description="False: the pose surrogate and the Gaussian KL train the pose head only; the LM, vision encoder and projectors learn from the token term alone.")
-    dual_clip: float | None = Field(None, gt=1, description="Dual-clip PPO bound c: a negative advantage's surrogate is at least c*A; null = plain clipping.")
     seed: int = Field(0)
     checkpoint_every: int = Field(10, ge=1)
     sampling: SamplingConfig = SamplingConfig()
@@ -333,11 +347,6 @@ class RLConfig(Section):
 
     @model_validator(mode="after")
     def _check_run(self):
-        for part, scale in self.lr_scale.items():
-            if part not in POLICY_PART_NAMES:
-                raise _rule(f"lr_scale.{part}", f"is not a policy part; parts: {', '.join(POLICY_PART_NAMES)}")
-            if not (scale >= 0 and math.isfinite(scale)):
-                raise _rule(f"lr_scale.{part}", f"is {scale}; a learning-rate multiplier must be a finite number >= 0")
         if not self.tasks:
             raise _rule("tasks", "is empty; list at least one of " + ", ".join(TASKS))
         if self.group_size < 2:

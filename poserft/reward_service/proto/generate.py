@@ -11,7 +11,6 @@ pinned, and a test checks the committed files match a fresh generation byte for 
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from pathlib import Path
