@@ -28,13 +28,13 @@ import torch
 import torch.distributed as dist
 
 from poserft.common.config import ModelConfig, RLConfig
-from poserft.common.schemas import POSE_DIM
-from poserft.model import lora
 from poserft.common.device import role_device
-from poserft.model.checkpoint import load_policy, save_policy
-from poserft.rollout_workers.engine import resolve_dtype
-from poserft.model.policy import apply_training_switches, gaussian_log_prob
+from poserft.common.schemas import POSE_DIM
 from poserft.learner.hygrpo import HyGRPOBatch, continuous_advantages, group_advantages, hygrpo_loss
+from poserft.model import lora
+from poserft.model.checkpoint import load_policy, save_policy
+from poserft.model.policy import apply_training_switches, gaussian_log_prob
+from poserft.rollout_workers.engine import resolve_dtype
 
 POSE_REWARD_BY_TASK = {"text2pose": "reward_semantic", "image2pose": "reward_joint"}
 
@@ -74,7 +74,11 @@ def add_advantages(scored: pa.Table, pose_components: dict[str, str] = POSE_REWA
     out = scored
     for name, v in (("advantage_discrete", f), ("advantage_continuous", d)):
         arr = pa.array(v.float().numpy(), pa.float32())
-        out = out.set_column(out.schema.get_field_index(name), name, arr) if name in out.schema.names else out.append_column(name, arr)
+        out = (
+            out.set_column(out.schema.get_field_index(name), name, arr)
+            if name in out.schema.names
+            else out.append_column(name, arr)
+        )
     return out
 
 
@@ -130,14 +134,23 @@ class MicroBatch:
 
     @classmethod
     def build(cls, responses: list[list[dict]], device: torch.device) -> MicroBatch:
-        pose_rows = [(i, r) for i, rs in enumerate(responses) for r in rs if bool(r["has_pose"]) and r["pose"] is not None]
+        pose_rows = [
+            (i, r) for i, rs in enumerate(responses) for r in rs if bool(r["has_pose"]) and r["pose"] is not None
+        ]
         return cls(
-            responses=responses, pose_rows=pose_rows,
+            responses=responses,
+            pose_rows=pose_rows,
             pose_index=torch.tensor([i for i, _ in pose_rows], dtype=torch.long, device=device),
-            pose=torch.tensor([r["pose"] for _, r in pose_rows], dtype=torch.float32, device=device).reshape(-1, POSE_DIM),
-            adv_discrete=torch.tensor([rs[0]["advantage_discrete"] for rs in responses], dtype=torch.float32, device=device),
-            adv_continuous=torch.tensor([r["advantage_continuous"] for _, r in pose_rows], dtype=torch.float32, device=device),
-        )  # fmt: skip
+            pose=torch.tensor([r["pose"] for _, r in pose_rows], dtype=torch.float32, device=device).reshape(
+                -1, POSE_DIM
+            ),
+            adv_discrete=torch.tensor(
+                [rs[0]["advantage_discrete"] for rs in responses], dtype=torch.float32, device=device
+            ),
+            adv_continuous=torch.tensor(
+                [r["advantage_continuous"] for _, r in pose_rows], dtype=torch.float32, device=device
+            ),
+        )
 
     def first_rows(self) -> list[dict]:
         """One row per text response (its pose samples share the tokens)."""
@@ -169,8 +182,16 @@ class LearnerCore:
     gradients are summed over the process group (gloo on CPU, NCCL on GPUs) and every rank takes
     the same optimizer step, so the ranks stay identical and rank 0 alone publishes and saves."""
 
-    def __init__(self, sft_ckpt: str, settings: RLConfig, threads: int | None = None, resume_dir: str | None = None,
-                 model: ModelConfig | None = None, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        sft_ckpt: str,
+        settings: RLConfig,
+        threads: int | None = None,
+        resume_dir: str | None = None,
+        model: ModelConfig | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         if threads:
             torch.set_num_threads(threads)
@@ -184,8 +205,10 @@ class LearnerCore:
         self.switches = apply_training_switches(self.policy, model or ModelConfig(), adapter)
         self.lora = lora.is_wrapped(self.policy.lm)
         if self.lora and adapter is not None and not self.switches["base_unmerged"]:
-            raise ValueError(f"{resume_dir}: its LoRA adapter was trained with other model.lora settings (r, alpha, target_modules, "
-                             "modules_to_save); resume with the settings it was written with, or start a new run from it")  # fmt: skip
+            raise ValueError(
+                f"{resume_dir}: its LoRA adapter was trained with other model.lora settings (r, alpha, target_modules, "
+                "modules_to_save); resume with the settings it was written with, or start a new run from it"
+            )
         needs_ref = settings.beta > 0 or settings.beta_c > 0
         self.ref = load_policy(sft_ckpt).eval().requires_grad_(False).to(self.device) if needs_ref else None
         self.model_cfg = model or ModelConfig()
@@ -196,8 +219,12 @@ class LearnerCore:
                 groups.setdefault(name.split(".", 1)[0], []).append(p)
         if not groups:
             raise ValueError("model.train keeps every part fixed; give one part a multiplier > 0 or enable model.lora")
-        param_groups = [{"params": ps, "lr": settings.lr * scales.get(part, 1.0), "part": part} for part, ps in groups.items()]
-        self.opt = torch.optim.AdamW(param_groups, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.99))
+        param_groups = [
+            {"params": ps, "lr": settings.lr * scales.get(part, 1.0), "part": part} for part, ps in groups.items()
+        ]
+        self.opt = torch.optim.AdamW(
+            param_groups, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.99)
+        )
         self.version = int(self.policy.meta.get("policy_version", 0))
         self.weights_ref = None
         self.published_bytes = 0
@@ -206,8 +233,10 @@ class LearnerCore:
             try:
                 self.opt.load_state_dict(state["opt"])
             except ValueError as err:
-                raise ValueError(f"{resume_dir}: the saved optimizer state does not fit the trainable parameters; "
-                                 f"were model.train / model.lora changed since it was written? ({err})") from None  # fmt: skip
+                raise ValueError(
+                    f"{resume_dir}: the saved optimizer state does not fit the trainable parameters; "
+                    f"were model.train / model.lora changed since it was written? ({err})"
+                ) from None
             torch.set_rng_state(state["torch_rng"])
             if self.device.type == "cuda" and state.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state(state["cuda_rng"])
@@ -230,8 +259,13 @@ class LearnerCore:
         """Join the data-parallel process group and take rank 0's parameters (they start equal;
         this makes sure). Blocks until every rank has joined."""
         backend = "nccl" if self.device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method=init_method, rank=self.rank, world_size=self.world_size,
-                                timeout=timedelta(seconds=timeout_s))
+        dist.init_process_group(
+            backend,
+            init_method=init_method,
+            rank=self.rank,
+            world_size=self.world_size,
+            timeout=timedelta(seconds=timeout_s),
+        )
         with torch.no_grad():
             for p in self.policy.parameters():
                 dist.broadcast(p.data, src=0)
@@ -242,7 +276,9 @@ class LearnerCore:
         import ray
 
         if self.rank != 0 or len(peers) != self.world_size - 1:
-            raise ValueError(f"attach_peers: rank {self.rank} of {self.world_size} got {len(peers)} peers; rank 0 takes the N-1 others")
+            raise ValueError(
+                f"attach_peers: rank {self.rank} of {self.world_size} got {len(peers)} peers; rank 0 takes the N-1 others"
+            )
         init = self.rendezvous_address()
         joined = [peer.join_group.remote(init) for peer in peers]
         self.join_group(init)
@@ -261,7 +297,10 @@ class LearnerCore:
             return _on_cpu(lora.lora_update(self.policy, base_unmerged=self.switches["base_unmerged"]))
         # In the engine's dtype (bf16 on GPU: half the bytes); no copy of a CPU tensor (ray.put copies it).
         dtype = getattr(torch, resolve_dtype(self.s.rollout.dtype, self.device))
-        return {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype) for k, v in self.policy.state_dict().items()}
+        return {
+            k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype)
+            for k, v in self.policy.state_dict().items()
+        }
 
     def publish(self):
         """Put the current weights in the object store once; returns (version, ref)."""
@@ -283,10 +322,11 @@ class LearnerCore:
     # ---- batch -> tensors ----
     def _inputs(self, policy, rows: list[dict]):
         return policy.build_inputs(
-            [r["prompt_tokens"] for r in rows], [r["response_tokens"] for r in rows],
+            [r["prompt_tokens"] for r in rows],
+            [r["response_tokens"] for r in rows],
             [r["image"] if r["task"] == "image2pose" else None for r in rows],
             [np.asarray(r["target_pose"], np.float32) if r["task"] == "pose2text" else None for r in rows],
-        )  # fmt: skip
+        )
 
     def _tempered(self, out: dict) -> dict:
         """The RL pose policy N(mu, (T sigma)^2), T = rl.sampling.pose_temperature (as the workers sample)."""
@@ -329,11 +369,21 @@ class LearnerCore:
         self.version += 1
         if self.rank == 0:
             self.publish()
-        rewards = {c: float(np.nanmean(step.scored[c].to_numpy(zero_copy_only=False).astype(float)))
-                   for c in step.scored.schema.names
-                   if c.startswith("reward_") and c != "reward_error" and step.scored[c].null_count < step.scored.num_rows}  # fmt: skip
-        return {**metrics, **rewards, "version": self.version, "rows": step.rows, "responses": step.responses,
-                "dropped_unscored_rows": step.dropped, "on_policy": step.on_policy, "learner_seconds": time.perf_counter() - t0}  # fmt: skip
+        rewards = {
+            c: float(np.nanmean(step.scored[c].to_numpy(zero_copy_only=False).astype(float)))
+            for c in step.scored.schema.names
+            if c.startswith("reward_") and c != "reward_error" and step.scored[c].null_count < step.scored.num_rows
+        }
+        return {
+            **metrics,
+            **rewards,
+            "version": self.version,
+            "rows": step.rows,
+            "responses": step.responses,
+            "dropped_unscored_rows": step.dropped,
+            "on_policy": step.on_policy,
+            "learner_seconds": time.perf_counter() - t0,
+        }
 
     def _prepare(self, scored: pa.Table) -> PreparedStep:
         """Drop unscoreable rows, add the advantages (over whole groups, before the rows are
@@ -352,8 +402,15 @@ class LearnerCore:
         mine = responses[self.rank :: self.world_size]  # this rank's share; the loss weights stay global
         size = self.s.micro_batch_size
         micro = [MicroBatch.build(mine[i : i + size], self.device) for i in range(0, len(mine), size)]
-        return PreparedStep(scored, micro, len(all_rows), len(responses), dropped, on_policy,
-                            old_is_current=on_policy and self.s.updates_per_batch == 1)  # fmt: skip
+        return PreparedStep(
+            scored,
+            micro,
+            len(all_rows),
+            len(responses),
+            dropped,
+            on_policy,
+            old_is_current=on_policy and self.s.updates_per_batch == 1,
+        )
 
     @torch.no_grad()
     def _old_logprobs(self, step: PreparedStep) -> None:
@@ -384,8 +441,11 @@ class LearnerCore:
             self.opt.zero_grad(set_to_none=True)
             agg: dict[str, float] = {}
             for mb in step.micro:
-                out = self._tempered(self.policy(self._inputs(self.policy, mb.first_rows()),
-                                                 detach_pose_hidden=not pose_grad_reaches_trunk))  # fmt: skip
+                out = self._tempered(
+                    self.policy(
+                        self._inputs(self.policy, mb.first_rows()), detach_pose_hidden=not pose_grad_reaches_trunk
+                    )
+                )
                 mu, log_std = out["mu"][mb.pose_index], out["log_std"][mb.pose_index]
                 if step.old_is_current:
                     mb.old_logp = out["token_logp"].detach()
@@ -394,16 +454,31 @@ class LearnerCore:
                     natural_mean_gradient(out["mu"], out["log_std"])
                 ref = mb.ref
                 batch = HyGRPOBatch(
-                    logp=out["token_logp"], old_logp=mb.old_logp, mask=out["mask"], adv_discrete=mb.adv_discrete,
+                    logp=out["token_logp"],
+                    old_logp=mb.old_logp,
+                    mask=out["mask"],
+                    adv_discrete=mb.adv_discrete,
                     ref_logp=None if ref is None else ref["token_logp"],
-                    pose=mb.pose, mu=mu, log_std=log_std, old_pose_logp=mb.old_pose_logp,
-                    valid=torch.ones(len(mb.pose_rows), dtype=torch.bool, device=self.device),  # only valid poses are rows
+                    pose=mb.pose,
+                    mu=mu,
+                    log_std=log_std,
+                    old_pose_logp=mb.old_pose_logp,
+                    valid=torch.ones(
+                        len(mb.pose_rows), dtype=torch.bool, device=self.device
+                    ),  # only valid poses are rows
                     adv_continuous=mb.adv_continuous,
                     ref_mu=None if ref is None else ref["mu"][mb.pose_index],
                     ref_log_std=None if ref is None else ref["log_std"][mb.pose_index],
-                )  # fmt: skip
-                loss, m = hygrpo_loss(batch, clip_eps=s.clip_eps, clip_eps_pose=s.clip_eps_pose, lambda_c=s.lambda_c, beta=s.beta,
-                                      beta_c=s.beta_c, continuous=s.algorithm == "hygrpo")  # fmt: skip
+                )
+                loss, m = hygrpo_loss(
+                    batch,
+                    clip_eps=s.clip_eps,
+                    clip_eps_pose=s.clip_eps_pose,
+                    lambda_c=s.lambda_c,
+                    beta=s.beta,
+                    beta_c=s.beta_c,
+                    continuous=s.algorithm == "hygrpo",
+                )
                 share = len(mb.responses) / step.responses  # the loss of the whole step is the mean over responses
                 (loss * share).backward()
                 m.pop("pose_valid_frac", None)  # always 1 over the pose rows; the step reports it per response below
@@ -435,9 +510,18 @@ class LearnerCore:
     # ---- checkpoints ----
     def save(self, out: str, extra_meta: dict | None = None) -> str:
         """Policy checkpoint + optimizer/RNG/version, written atomically (temp folder, rename)."""
-        state = {"opt": self.opt.state_dict(), "torch_rng": torch.get_rng_state(), "version": self.version,
-                 "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}  # fmt: skip
-        save_policy(self.policy, Path(out), extra_files={"learner_state.pt": lambda p: torch.save(state, p)},
-                    policy_version=self.version, stage="rl", **(extra_meta or {}))
+        state = {
+            "opt": self.opt.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "version": self.version,
+            "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+        }
+        save_policy(
+            self.policy,
+            Path(out),
+            extra_files={"learner_state.pt": lambda p: torch.save(state, p)},
+            policy_version=self.version,
+            stage="rl",
+            **(extra_meta or {}),
+        )
         return str(out)
-
