@@ -35,7 +35,7 @@ def smpl_poses(n: int, seed: int) -> np.ndarray:
 
 
 def to_amass(pose_aa: np.ndarray, rng: np.random.Generator, finger_noise: float = 0.3) -> np.ndarray:
-    """(N, 24, 3) y-up SMPL -> (N, 156) SMPL-H in a z-up world with a random heading; hands at the index-finger roots."""
+    """(N, 24, 3) y-up SMPL -> (N, 156) SMPL-H in a z-up world with a random heading; hands as index-finger roots."""
     n = len(pose_aa)
     root = rot_z(rng.uniform(-np.pi, np.pi, n)) @ RX_90 @ aa_to_matrix(pose_aa[:, 0])
     out = rng.normal(0, finger_noise, (n, 156))  # the other finger joints: ignored by the importer
@@ -49,7 +49,7 @@ def write_amass_npz(path: Path, poses156: np.ndarray, **overrides) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {
         "poses": poses156,
-        "trans": np.zeros((len(poses156), 3)),
+        "trans": np.zeros((0 if poses156 is None else len(poses156), 3)),
         "betas": np.zeros(16),
         "gender": np.array("neutral"),
         "mocap_framerate": np.array(120.0),
