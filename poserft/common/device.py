@@ -3,7 +3,8 @@
 A role placed with GPUs (Ray assigned it GPU ids) uses CUDA. If CUDA is unusable there (most
 often a driver older than the CUDA build of the installed torch), training on the CPU would
 look like a run and be a thousand times slower, so the role fails at start with one line naming
-the role, the driver and the CUDA build. A role placed without GPUs uses the CPU.
+the role, the driver and the CUDA build. A role placed without GPUs uses the CPU; code run
+outside a Ray worker (scripts, tests, benchmarks/gpu_check.py) uses CUDA when it works.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ class CudaUnusable(RuntimeError):
     """A role was given GPUs but this process cannot use CUDA."""
 
 
-def assigned_gpus() -> list:
-    """GPU ids Ray gave this process (empty outside a Ray actor or task, or without GPUs)."""
+def assigned_gpus() -> list | None:
+    """GPU ids Ray gave this actor or task; None when this process is not a Ray worker (a script,
+    a test, the driver), where nothing was assigned and CUDA is used when present."""
     try:
         import ray
 
-        if not ray.is_initialized():
-            return []
+        if not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+            return None
         return list(ray.get_gpu_ids())
-    except (ImportError, RuntimeError):  # no Ray, or not a Ray worker: nothing was assigned
-        return []
+    except (ImportError, RuntimeError, AttributeError):
+        return None
 
 
 def driver_version() -> str:
@@ -58,12 +60,16 @@ def role_device(role: str, gpus: list | None = None) -> torch.device:
     """cuda for a role placed with GPUs (`gpus`: default, the ids Ray assigned), else cpu;
     raises CudaUnusable, one line, when the role has GPUs but CUDA does not work."""
     gpus = assigned_gpus() if gpus is None else gpus
+    if gpus is None:  # not placed by Ray: the old rule, CUDA when it works
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not gpus:
         return torch.device("cpu")
     problem = cuda_problem()
     if problem is not None:
         raise CudaUnusable(
-            f"{role}: placed with {len(gpus)} GPU(s) but CUDA is unusable ({problem}); NVIDIA driver {driver_version()}, "
-            f"torch {torch.__version__} built for CUDA {torch.version.cuda or 'none'}; see docs/gpu.md for the supported combinations"
+            f"{role}: placed with {len(gpus)} GPU(s) but CUDA is unusable ({problem}); NVIDIA driver "
+            f"{driver_version()}, "
+            f"torch {torch.__version__} built for CUDA {torch.version.cuda or 'none'}; see docs/gpu.md for the "
+            "supported combinations"
         )
     return torch.device("cuda")
