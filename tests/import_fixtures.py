@@ -7,7 +7,7 @@ here is taken from the real data sets.
   `gender`, `mocap_framerate`.
 - PoseScript: the mapping, split and caption JSON files (human: one caption; auto: a list).
 - 3DPW: latin1-readable pickles written with protocol 2 holding 3DPW's keys, and JPEG frames with
-  the people's projected joints drawn on them.
+  the people's projected keypoints drawn on them (one colour per person).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from poserft.data.pose_prior import PosePrior
 
 RX_90 = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # SMPL's y-up body -> AMASS's z-up world
 # COCO-18 keypoints (OpenPose order) -> the SMPL joint drawn for them (nose, eyes, ears: the head)
+PERSON_RGB = ((255, 40, 40), (40, 255, 40))  # 3DPW frames: person 0's keypoints red, person 1's green
 COCO18_FROM_SMPL = (15, 12, 17, 19, 21, 16, 18, 20, 2, 5, 8, 1, 4, 7, 15, 15, 15, 15)
 
 
@@ -180,9 +181,9 @@ def write_3dpw(
             for i in range(frames):
                 img = Image.new("RGB", (w, h), (20, 20, 20))
                 draw = ImageDraw.Draw(img)
-                for kp in kps:
+                for p, kp in enumerate(kps):
                     for x, y in kp[i, :2].T:
-                        draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=(255, 255, 255))
-                img.save(img_dir / f"image_{i:05d}.jpg", quality=90)
+                        draw.ellipse((x - 5, y - 5, x + 5, y + 5), fill=PERSON_RGB[p % 2])
+                img.save(img_dir / f"image_{i:05d}.jpg", quality=95, subsampling=0)
             info[name] = {"split": folder, "poses": poses, "cams": cams, "keypoints": kps, "intrinsics": intr}
     return info
