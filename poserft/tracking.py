@@ -167,10 +167,22 @@ class WandbBackend:
 
         self.wandb = wandb
         # System metrics off: on a CPU machine the sampler competes with training for the cores.
-        settings = wandb.Settings(console="off", silent=True, x_disable_stats=True, disable_git=True, save_code=False,
-                                  x_save_requirements=False)  # fmt: skip
-        self.run = wandb.init(mode="offline", dir=str(run.dir), project=run.project, name=run.run_name, reinit="create_new",
-                              settings=settings)  # fmt: skip
+        settings = wandb.Settings(
+            console="off",
+            silent=True,
+            x_disable_stats=True,
+            disable_git=True,
+            save_code=False,
+            x_save_requirements=False,
+        )
+        self.run = wandb.init(
+            mode="offline",
+            dir=str(run.dir),
+            project=run.project,
+            name=run.run_name,
+            reinit="create_new",
+            settings=settings,
+        )
 
     def log_config(self, config: dict) -> None:
         self.run.config.update(config, allow_val_change=True)
@@ -183,6 +195,10 @@ class WandbBackend:
 
     def close(self, success: bool) -> None:
         self.run.finish(exit_code=0 if success else 1)
+        # wandb 0.31's offline finish() can return before wandb-core has written the run's .wandb
+        # file (seen: 7 bytes, the header only); teardown() waits for the service to flush and
+        # exit. It ends every wandb run of this process: here, the controller's, that is this one.
+        self.wandb.teardown()
 
 
 class MlflowBackend:
@@ -259,8 +275,10 @@ def require(spec: TrackerSpec) -> None:
                 f"pip install 'poserft[{spec.extra}]', or remove {spec.name} from logging.trackers"
             ) from None
         except Exception as err:  # noqa: BLE001 - installed but broken (a version clash, a missing shared library)
-            raise TrackerError(f"logging.trackers names {spec.name}, but importing {module} fails ({_one_line(err)}); "
-                               f"reinstall with pip install 'poserft[{spec.extra}]'") from None  # fmt: skip
+            raise TrackerError(
+                f"logging.trackers names {spec.name}, but importing {module} fails ({_one_line(err)}); "
+                f"reinstall with pip install 'poserft[{spec.extra}]'"
+            ) from None
 
 
 def tracker_dir(cfg: Config, run_dir: str | Path) -> Path:
@@ -308,12 +326,17 @@ class Trackers:
         return cls.open_specs([TRACKERS[name] for name in cfg.logging.trackers], cfg, run_dir, warn)
 
     @classmethod
-    def open_specs(cls, specs: Iterable[TrackerSpec], cfg: Config, run_dir: str | Path,
-                   warn: Callable[[str], None] | None = None) -> Trackers:  # fmt: skip
+    def open_specs(
+        cls, specs: Iterable[TrackerSpec], cfg: Config, run_dir: str | Path, warn: Callable[[str], None] | None = None
+    ) -> Trackers:
         """`open` for the given trackers (their specs instead of their names)."""
         run_dir = Path(run_dir)
-        run = RunInfo(project=cfg.logging.project, run_name=cfg.logging.run_name or run_dir.resolve().name,
-                      dir=tracker_dir(cfg, run_dir), run_dir=run_dir)  # fmt: skip
+        run = RunInfo(
+            project=cfg.logging.project,
+            run_name=cfg.logging.run_name or run_dir.resolve().name,
+            dir=tracker_dir(cfg, run_dir),
+            run_dir=run_dir,
+        )
         opened = cls({}, warn)
         for spec in specs:
             require(spec)
