@@ -436,6 +436,24 @@ def test_each_role_fits_its_group():
     assert _node_resources(groups["head"])["CPU"] == 0
 
 
+def test_the_config_alone_keeps_reward_workers_off_rollout_pods():
+    """configs/8xh100.yaml as shipped (no --set) sends the reward workers to the reward group:
+    their bundle asks for a custom resource only the reward pods declare."""
+    from poserft.cluster.placement import bundle
+    from poserft.common.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "8xh100.yaml")
+    groups = _groups(_cluster_spec())
+    rw = cfg.rl.reward
+    custom = {k for k in bundle(rw.num_cpus, rw.num_gpus, rw.resources) if k not in ("CPU", "GPU")}
+    assert custom, "reward workers without a custom resource can land on any GPU pod"
+    for name in ("learner", "rollout"):
+        offered = set(_node_resources(groups[name]))
+        assert not custom & offered, f"a {name} pod offers {custom & offered}: reward workers could take it"
+    assert custom <= set(_node_resources(groups["reward"]))
+    assert not any("rl.reward.resources" in a for a in _entrypoint_argv())  # the job needs no override
+
+
 def test_gpu_pods_tolerate_and_select_gpu_nodes():
     groups = _groups(_cluster_spec())
     for name in ROLES:
