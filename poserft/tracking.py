@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from poserft.common.config import Config
 
 AXIS_KEYS = ("step", "time")  # the x axis and the wall time of a metrics.jsonl line, not metrics
@@ -85,7 +87,7 @@ def flatten_scalars(metrics: Mapping, prefix: str = "") -> dict[str, float]:
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             out.update(flatten_scalars(value, name + "/"))
-        elif isinstance(value, numbers.Real) or type(value).__name__ == "bool_":  # numpy's bool is not a Real
+        elif isinstance(value, numbers.Real | np.bool_):  # numpy's bool is not a Real
             number = float(value)
             if math.isfinite(number):
                 out[name] = number
@@ -146,7 +148,6 @@ class TensorBoardBackend:
         self.writer.flush()  # a killed run keeps every step it finished
 
     def log_images(self, step: int, paths: list[Path]) -> None:
-        import numpy as np
         from PIL import Image
 
         for path in paths:
