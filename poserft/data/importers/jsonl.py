@@ -9,7 +9,8 @@ Joints are turned into SMPL axis-angle by `joints_to_pose`: each joint's rotatio
 that points the skeleton's rest bones at the given joints (the smallest rotation for one child,
 the best-fitting rotation for several: pelvis, spine3); twist about a bone is not observable from
 positions and is left at zero. With the built-in skeleton's proportions this reproduces the
-joints exactly; other proportions keep every bone's direction. The targets' joints are then the
+joints exactly; with other proportions every single-child bone keeps its direction and the
+bones from the pelvis and spine3 get the best-fitting one. The targets' joints are then the
 FK of that pose, so rewards compare like with like; the card records the fit residual.
 """
 
