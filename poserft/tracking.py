@@ -41,6 +41,7 @@ TensorBoard folder; the steps after the checkpoint are logged again.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import numbers
@@ -361,6 +362,8 @@ class Trackers:
             except Exception as err:  # noqa: BLE001 - a dashboard is never worth a lost run
                 del self.backends[name]
                 self.warn(f"tracker {name} switched off after an error in {what} ({_one_line(err)}); training goes on")
+                with contextlib.suppress(Exception):  # release its files and threads; a second error is not news
+                    backend.close(False)
 
     def log_config(self, config: Mapping) -> None:
         """The resolved config (e.g. `cfg.model_dump(mode="json")`)."""
@@ -378,13 +381,15 @@ class Trackers:
 
     def log_images(self, paths: Iterable[str | Path]) -> None:
         """PNGs (the report's) at the last logged step, named report/<file stem>."""
+        if not self.backends:
+            return
         files = []
         for p in map(Path, paths):
             if p.is_file():
                 files.append(p)
             else:
                 self.warn(f"trackers: image {p} does not exist; not logged")
-        if files and self.backends:
+        if files:
             self._each("log_images", lambda b: b.log_images(self.last_step, files))
 
     def close(self, success: bool = True) -> None:
