@@ -71,7 +71,8 @@ def check_feasible(role: str, b: dict[str, float], key: str | None = None) -> No
             )
     keys = ", ".join(repr(_resource_key(section, res)) for res in b)
     raise ConfigError(
-        f"config keys {keys}: the {role} requests {b} on one node, but no node of the Ray cluster has all of it together"
+        f"config keys {keys}: the {role} requests {b} on one node, but no node of the Ray cluster has all of it "
+        "together"
     )
 
 
@@ -114,14 +115,19 @@ def placed_group_options(
     pg = placement_group(bundles, strategy="STRICT_PACK")
     if not wait_placed(pg, role, whole, timeout_s):
         remove_placement_group(pg)
-        raise TimeoutError(f"{role}: the cluster has no free room for {whole} on one node after {timeout_s:.0f} s "
-                           "(rl.placement_timeout_s); add nodes or lower the request")  # fmt: skip
-    opts = [{
-        "num_cpus": b.get("CPU", 0.0),
-        "num_gpus": b.get("GPU", 0.0),
-        "resources": {k: v for k, v in b.items() if k not in ("CPU", "GPU")},
-        "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=i),
-    } for i, b in enumerate(bundles)]  # fmt: skip
+        raise TimeoutError(
+            f"{role}: the cluster has no free room for {whole} on one node after {timeout_s:.0f} s "
+            "(rl.placement_timeout_s); add nodes or lower the request"
+        )
+    opts = [
+        {
+            "num_cpus": b.get("CPU", 0.0),
+            "num_gpus": b.get("GPU", 0.0),
+            "resources": {k: v for k, v in b.items() if k not in ("CPU", "GPU")},
+            "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=i),
+        }
+        for i, b in enumerate(bundles)
+    ]
     return opts, pg
 
 

@@ -43,6 +43,7 @@ class Shape:
     other_params: int  # vision encoder, projector, pose input encoder, pose head
     image_tokens: int
     max_positions: int
+    vision_params: int = 0  # the vision encoder's share of other_params (model.train.vision 0 keeps it fixed)
 
     @property
     def lm_params(self) -> int:
@@ -86,8 +87,19 @@ def shape_of(preset: str) -> Shape:
     if preset == "llava-7b":
         clip = 303_507_456  # CLIP ViT-L/14-336
         projector = 1024 * 4096 + 4096 * 4096 + 2 * 4096
-        return Shape(vocab=32_064, hidden=4096, layers=32, heads=32, kv_heads=32, head_dim=128, intermediate=11008,
-                     other_params=clip + projector + 4096 * 72 + _pose_head(4096), image_tokens=576, max_positions=2048)  # fmt: skip
+        return Shape(
+            vocab=32_064,
+            hidden=4096,
+            layers=32,
+            heads=32,
+            kv_heads=32,
+            head_dim=128,
+            intermediate=11008,
+            other_params=clip + projector + 4096 * 72 + _pose_head(4096),
+            image_tokens=576,
+            max_positions=2048,
+            vision_params=clip,
+        )
     if preset not in PRESETS:
         raise ConfigError(
             f"config key 'model.preset' is {preset!r}; poserft plan knows {', '.join([*PRESETS, 'llava-7b'])}"
@@ -101,9 +113,19 @@ def shape_of(preset: str) -> Shape:
         + lm["hidden_size"] * 72
         + _pose_head(lm["hidden_size"])
     )
-    return Shape(vocab=p["vocab_size"], hidden=lm["hidden_size"], layers=lm["num_hidden_layers"], heads=lm["num_attention_heads"],
-                 kv_heads=lm["num_key_value_heads"], head_dim=lm["head_dim"], intermediate=lm["intermediate_size"], other_params=other,
-                 image_tokens=v["out_tokens"], max_positions=512)  # fmt: skip
+    return Shape(
+        vocab=p["vocab_size"],
+        hidden=lm["hidden_size"],
+        layers=lm["num_hidden_layers"],
+        heads=lm["num_attention_heads"],
+        kv_heads=lm["num_key_value_heads"],
+        head_dim=lm["head_dim"],
+        intermediate=lm["intermediate_size"],
+        other_params=other,
+        image_tokens=v["out_tokens"],
+        max_positions=512,
+        vision_params=_vit(v["width"], v["layers"], patches, v["patch"]),
+    )
 
 
 @dataclass
@@ -131,7 +153,10 @@ def _too_big(
     if total <= available:
         return None
     biggest = ", ".join(f"{k} {v:.1f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v >= 0.05)
-    return f"the {role} needs about {total:.1f} GB per GPU ({biggest}) but has {available:.1f} GB ({gpus:g} x {gpu_gb:g} GB GPU); {advice}"
+    return (
+        f"the {role} needs about {total:.1f} GB per GPU ({biggest}) but has {available:.1f} GB "
+        f"({gpus:g} x {gpu_gb:g} GB GPU); {advice}"
+    )
 
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -140,21 +165,28 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 def learner_plan(cfg: Config, shape: Shape, gpu_gb: float) -> RolePlan:
     s, lr_ = cfg.rl, cfg.rl.learner
     lcfg = cfg.model.lora
-    trainable = shape.other_params + (
-        shape.lora_params(lcfg.r, lcfg.target_modules) if lcfg.enabled else shape.lm_params
-    )
+    train = cfg.model.train  # learning-rate multiplier per part; 0 keeps the part fixed
+    lm_trainable = shape.lora_params(lcfg.r, lcfg.target_modules) if lcfg.enabled else shape.lm_params * (train.lm > 0)
+    trainable = shape.other_params - shape.vision_params * (train.vision == 0) + lm_trainable
     if lcfg.enabled and {"embed_tokens", "lm_head"} & set(lcfg.modules_to_save):
         trainable += shape.vocab * shape.hidden * len({"embed_tokens", "lm_head"} & set(lcfg.modules_to_save))
     seq = min(shape.max_positions, shape.image_tokens + 64 + s.sampling.max_tokens)  # image, prompt text, response
     mb = s.micro_batch_size
     acts = shape.layers * mb * seq * shape.hidden * 34 * 2 + 3 * mb * seq * shape.vocab * 4
-    parts = {"weights": shape.params * 4 / GB, "gradients": trainable * 4 / GB,
-             "optimizer": trainable * 4 * 2 / GB,  # AdamW: two float32 moments
-             "reference": shape.params * 4 / GB if (s.beta > 0 or s.beta_c > 0) else 0.0,
-             "activations": acts / GB, "kv_cache": 0.0}  # fmt: skip
+    parts = {
+        "weights": shape.params * 4 / GB,
+        "gradients": trainable * 4 / GB,
+        "optimizer": trainable * 4 * 2 / GB,  # AdamW: two float32 moments
+        "reference": shape.params * 4 / GB if (s.beta > 0 or s.beta_c > 0) else 0.0,
+        "activations": acts / GB,
+        "kv_cache": 0.0,
+    }
     if lr_.num_gpus:
         parts["cuda_context"] = CUDA_CONTEXT_GB
-    note = f"{lr_.world_size} rank(s), {trainable / 1e6:,.1f}M trainable of {shape.params / 1e6:,.1f}M, micro-batch {mb} x {seq} tokens"
+    note = (
+        f"{lr_.world_size} rank(s), {trainable / 1e6:,.1f}M trainable of {shape.params / 1e6:,.1f}M, "
+        f"micro-batch {mb} x {seq} tokens"
+    )
     if not lr_.num_gpus:
         return RolePlan("learner", 0, parts, None, note)
     advice = "enable model.lora, lower rl.micro_batch_size, or set rl.beta and rl.beta_c to 0 (no reference)"
@@ -195,16 +227,30 @@ def rollout_plan(cfg: Config, shape: Shape, gpu_gb: float) -> RolePlan:
         if engine_gb > weights
         else 0
     )
-    note = f"TP {tp}, {dtype}, gpu_memory_utilization {share:g} ({engine_gb:.1f} GB): KV cache for {seqs} sequences of {shape.max_positions} tokens"
+    note = (
+        f"TP {tp}, {dtype}, gpu_memory_utilization {share:g} ({engine_gb:.1f} GB): "
+        f"KV cache for {seqs} sequences of {shape.max_positions} tokens"
+    )
     available = min(1.0, r.num_gpus) * gpu_gb
     problem = None
     if weights + kv_min > engine_gb:
-        problem = (f"the rollout worker's vLLM share (rl.rollout.gpu_memory_utilization {share:g} x {gpu_gb:g} GB = {engine_gb:.1f} GB) "
-                   f"cannot hold its weights {weights:.1f} GB and one {shape.max_positions}-token sequence's KV cache {kv_min:.2f} GB; "
-                   "raise rl.rollout.tensor_parallel_size (with num_gpus) or gpu_memory_utilization")  # fmt: skip
+        problem = (
+            f"the rollout worker's vLLM share (rl.rollout.gpu_memory_utilization {share:g} x {gpu_gb:g} GB = "
+            f"{engine_gb:.1f} GB) "
+            f"cannot hold its weights {weights:.1f} GB and one {shape.max_positions}-token sequence's KV cache "
+            f"{kv_min:.2f} GB; "
+            "raise rl.rollout.tensor_parallel_size (with num_gpus) or gpu_memory_utilization"
+        )
     else:
-        problem = _too_big("rollout worker", parts, available, min(1.0, r.num_gpus), gpu_gb,
-                           f"the pose-prefill copy ({prefill_copy:.1f} GB) does not fit beside vLLM's share; lower rl.rollout.gpu_memory_utilization")  # fmt: skip
+        problem = _too_big(
+            "rollout worker",
+            parts,
+            available,
+            min(1.0, r.num_gpus),
+            gpu_gb,
+            f"the pose-prefill copy ({prefill_copy:.1f} GB) does not fit beside vLLM's share; lower "
+            "rl.rollout.gpu_memory_utilization",
+        )
     return RolePlan("rollout worker", r.num_gpus / tp, parts, available, note, problem)
 
 

@@ -56,8 +56,13 @@ def engine_kwargs(rollout) -> dict:
             if rollout.colocate
             else GPU_MEMORY_UTILIZATION * min(1.0, rollout.num_gpus or 1.0)
         )
-    return {"kv_cache_mb": rollout.kv_cache_mb, "tensor_parallel_size": rollout.tensor_parallel_size, "enable_sleep_mode": rollout.colocate,
-            "dtype": rollout.dtype, "gpu_memory_utilization": round(share, 4)}  # fmt: skip
+    return {
+        "kv_cache_mb": rollout.kv_cache_mb,
+        "tensor_parallel_size": rollout.tensor_parallel_size,
+        "enable_sleep_mode": rollout.colocate,
+        "dtype": rollout.dtype,
+        "gpu_memory_utilization": round(share, 4),
+    }
 
 
 def vllm_args(
@@ -79,10 +84,17 @@ def vllm_args(
     ("Placement group bundle cannot have more than 1 GPU", vllm/v1/executor/ray_utils.py)."""
     on_cpu = device.type == "cpu"
     kwargs = {
-        "model": str(ckpt_dir), "tensor_parallel_size": tensor_parallel_size, "enable_prompt_embeds": True, "max_model_len": max_model_len,
-        "seed": seed, "dtype": resolve_dtype(dtype, device), "worker_extension_cls": "poserft.rollout_workers.vllm_ext.WeightSyncExtension",
-        "enforce_eager": on_cpu, "max_logprobs": 20, "logprobs_mode": "processed_logprobs",
-    }  # fmt: skip
+        "model": str(ckpt_dir),
+        "tensor_parallel_size": tensor_parallel_size,
+        "enable_prompt_embeds": True,
+        "max_model_len": max_model_len,
+        "seed": seed,
+        "dtype": resolve_dtype(dtype, device),
+        "worker_extension_cls": "poserft.rollout_workers.vllm_ext.WeightSyncExtension",
+        "enforce_eager": on_cpu,
+        "max_logprobs": 20,
+        "logprobs_mode": "processed_logprobs",
+    }
     if tensor_parallel_size > 1:
         kwargs["distributed_executor_backend"] = "mp"
     if on_cpu:
@@ -125,10 +137,16 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         params = [
-            SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, logprobs=0,
-                           seed=None if seeds is None else seeds[i])
+            SamplingParams(
+                n=n,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                max_tokens=s.max_tokens,
+                logprobs=0,
+                seed=None if seeds is None else seeds[i],
+            )
             for i in range(len(prompt_embeds))
-        ]  # fmt: skip
+        ]
         outs = self.llm.generate(
             [{"prompt_embeds": e.detach().float().cpu()} for e in prompt_embeds], params, use_tqdm=False
         )

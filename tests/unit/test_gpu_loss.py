@@ -10,27 +10,28 @@ import torch
 from poserft.common.schemas import POSE_DIM
 from poserft.learner.hygrpo import HyGRPOBatch, hygrpo_terms
 
-SETTINGS = {
-    "clip_eps": 0.2,
-    "clip_eps_pose": 0.2,
-    "lambda_c": 1.0,
-    "beta": 0.01,
-    "beta_c": 0.01,
-    "pose_logprob_reduce": "sum",
-    "dual_clip": 3.0,
-}
+SETTINGS = {"clip_eps": 0.2, "clip_eps_pose": 0.2, "lambda_c": 1.0, "beta": 0.01, "beta_c": 0.01}
 
 
 def _batch(device: str, dtype: torch.dtype, n_valid: int) -> HyGRPOBatch:
     b, t, p = 4, 6, 5
     f = {"device": device, "dtype": dtype}
     return HyGRPOBatch(
-        logp=torch.zeros(b, t, **f), old_logp=torch.zeros(b, t, **f), mask=torch.ones(b, t, dtype=torch.bool, device=device),
-        adv_discrete=torch.zeros(b, **f), ref_logp=torch.zeros(b, t, **f), token_entropy=torch.zeros(b, t, **f),
-        pose=torch.zeros(p, POSE_DIM, **f), mu=torch.zeros(p, POSE_DIM, **f), log_std=torch.zeros(p, POSE_DIM, **f),
-        old_pose_logp=torch.zeros(p, **f), valid=torch.arange(p, device=device) < n_valid, adv_continuous=torch.zeros(p, **f),
-        ref_mu=torch.zeros(p, POSE_DIM, **f), ref_log_std=torch.zeros(p, POSE_DIM, **f),
-    )  # fmt: skip
+        logp=torch.zeros(b, t, **f),
+        old_logp=torch.zeros(b, t, **f),
+        mask=torch.ones(b, t, dtype=torch.bool, device=device),
+        adv_discrete=torch.zeros(b, **f),
+        ref_logp=torch.zeros(b, t, **f),
+        token_entropy=torch.zeros(b, t, **f),
+        pose=torch.zeros(p, POSE_DIM, **f),
+        mu=torch.zeros(p, POSE_DIM, **f),
+        log_std=torch.zeros(p, POSE_DIM, **f),
+        old_pose_logp=torch.zeros(p, **f),
+        valid=torch.arange(p, device=device) < n_valid,
+        adv_continuous=torch.zeros(p, **f),
+        ref_mu=torch.zeros(p, POSE_DIM, **f),
+        ref_log_std=torch.zeros(p, POSE_DIM, **f),
+    )
 
 
 @pytest.mark.parametrize("n_valid", [0, 3], ids=["no valid pose", "some valid poses"])
