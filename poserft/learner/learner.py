@@ -259,6 +259,12 @@ class LearnerCore:
         """Join the data-parallel process group and take rank 0's parameters (they start equal;
         this makes sure). Blocks until every rank has joined."""
         backend = "nccl" if self.device.type == "cuda" else "gloo"
+        if backend == "nccl":
+            # A dead peer must fail the step with an exception, as gloo does, not let NCCL's
+            # watchdog kill this actor (its default, TORCH_NCCL_ASYNC_ERROR_HANDLING=3): abort the
+            # communicator only (2) and make the collective's wait raise on timeout (blocking wait).
+            os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2")
+            os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
         dist.init_process_group(
             backend,
             init_method=init_method,
