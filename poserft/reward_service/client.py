@@ -48,21 +48,36 @@ class Score:
     error: str | None  # why not; None when scored
 
 
-def sample(task: str, text: str, *, pose=None, caption: str = "", reference_text: str = "", target_joints=None, id: str = "") -> reward_pb2.Sample:
+def sample(
+    task: str, text: str, *, pose=None, caption: str = "", reference_text: str = "", target_joints=None, id: str = ""
+) -> reward_pb2.Sample:
     """One Sample message; `has_pose` is set when a pose is given."""
     pose = list(pose) if pose is not None else []
     if pose and len(pose) != POSE_6D_DIM:
         raise ValueError(f"pose has {len(pose)} values; the service takes {POSE_6D_DIM} (24 joints x 6D)")
     target = list(target_joints) if target_joints is not None else []
     if target and len(target) != TARGET_JOINTS_DIM:
-        raise ValueError(f"target_joints has {len(target)} values; the service takes {TARGET_JOINTS_DIM} (24 joints x 3, metres)")
-    return reward_pb2.Sample(id=id, task=task, text=text, has_pose=bool(pose), pose=pose, caption=caption, reference_text=reference_text, target_joints=target)
+        raise ValueError(
+            f"target_joints has {len(target)} values; the service takes {TARGET_JOINTS_DIM} (24 joints x 3, metres)"
+        )
+    return reward_pb2.Sample(
+        id=id,
+        task=task,
+        text=text,
+        has_pose=bool(pose),
+        pose=pose,
+        caption=caption,
+        reference_text=reference_text,
+        target_joints=target,
+    )
 
 
 class RewardClient:
     """`RewardClient("HOST:PORT", token).score(samples)`: one call scores a batch, in order."""
 
-    def __init__(self, address: str, token: str | None = None, root_cert: str | Path | None = None, timeout_s: float = 60.0):
+    def __init__(
+        self, address: str, token: str | None = None, root_cert: str | Path | None = None, timeout_s: float = 60.0
+    ):
         self.token = token if token is not None else os.environ.get(TOKEN_ENV)
         if root_cert is not None:
             self.channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(Path(root_cert).read_bytes()))
@@ -82,7 +97,8 @@ class RewardClient:
         except grpc.RpcError as err:
             raise RewardServiceError(err.code().name, err.details() or "") from None
         return [
-            Score(s.id, dict(s.components), s.total if s.HasField("total") else None, s.error or None) for s in response.scores
+            Score(s.id, dict(s.components), s.total if s.HasField("total") else None, s.error or None)
+            for s in response.scores
         ]
 
     def close(self) -> None:

@@ -54,7 +54,9 @@ def test_client_raises_invalid_argument(reward_server):
 
     with RewardClient(reward_server, token="doc-test-token") as client:
         with pytest.raises(RewardServiceError) as err:
-            client.score([{"task": "image2pose", "text": POSE_RESPONSE, "reference_text": POSE_RESPONSE}])  # no target joints
+            client.score(
+                [{"task": "image2pose", "text": POSE_RESPONSE, "reference_text": POSE_RESPONSE}]
+            )  # no target joints
         assert err.value.code == "INVALID_ARGUMENT" and "sample 0" in err.value.details
         with pytest.raises(ValueError, match="144"):
             client.score([{"task": "text2pose", "text": POSE_RESPONSE, "pose": [0.0] * 72}])
