@@ -25,7 +25,7 @@ from poserft.data.dataset import load_split
 from poserft.data.importers import ImportInputError, import_3dpw
 from poserft.data.importers.common import CAMERA_TO_Y_UP, aa_to_matrix
 from poserft.data.importers.threedpw import CROP_MARGIN, PERSON_KEYS, SEQUENCE_KEYS
-from tests.import_fixtures import PERSON_RGB, write_3dpw
+from tests.import_fixtures import COCO18_FROM_SMPL, PERSON_RGB, write_3dpw
 
 SIZE = 96
 
@@ -58,6 +58,20 @@ def test_pose_survives_and_root_is_the_camera_view_y_up(fixture):
         assert np.abs(got_root - expected_root).max() < 1e-5
         n += 1
     assert n == 3 * (5 * 2 - 1)  # three sequences, 5 frames x 2 people, one campose_valid false each
+
+
+def test_target_pose_seen_from_the_front_matches_the_image(fixture):
+    """Rendered from +z (x right, y up), the target joints land where the 2D keypoints are, up to
+    scale and shift: the orientation is the camera's view, not mirrored or upside down."""
+    for _, name, p, i, row in _rows(fixture):
+        kp = fixture["info"][name]["keypoints"][p][i][:2].T  # (18, 2) pixels, y down
+        joints = np.asarray(row["target_joints"]).reshape(24, 3)[list(COCO18_FROM_SMPL)]
+        front = joints[:, :2] * [1.0, -1.0]  # image axes: x right, y down
+        a = np.concatenate([front.reshape(-1, 1), np.tile(np.eye(2), (18, 1))], axis=1)  # kp = s * front + t
+        (scale, tx, ty), *_ = np.linalg.lstsq(a, kp.reshape(-1), rcond=None)
+        residual = kp - (scale * front + [tx, ty])
+        extent = kp.max(0) - kp.min(0)
+        assert scale > 0 and np.sqrt((residual**2).mean()) < 0.05 * extent.max(), row["id"]  # weak perspective at 4 m
 
 
 def test_upright_person_stands_along_y(tmp_path):
