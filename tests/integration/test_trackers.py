@@ -181,15 +181,22 @@ def test_tensorboard_run_reads_back(run, tmp_path):
 # ---- MLflow ---------------------------------------------------------------------------------
 
 
-def test_mlflow_run_reads_back(run, tmp_path):
+def _mlflow_reader(store: Path, monkeypatch):
+    """MLflow's client on the file store; MLflow 3 reads one only when MLFLOW_ALLOW_FILE_STORE is true
+    (as `mlflow ui` does: see README)."""
     from mlflow.tracking import MlflowClient
 
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MlflowClient(tracking_uri=store.resolve().as_uri())
+
+
+def test_mlflow_run_reads_back(run, tmp_path, monkeypatch):
     cfg = _config(run, ["mlflow"], tmp_path)
     warnings: list[str] = []
     _replay(cfg, run, warnings)
     assert warnings == []
 
-    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").resolve().as_uri())
+    client = _mlflow_reader(tmp_path / "mlruns", monkeypatch)
     experiment = client.get_experiment_by_name("poserft")
     (found,) = client.search_runs([experiment.experiment_id])
     assert found.info.run_name == run.name and found.info.status == "FINISHED"
@@ -337,3 +344,43 @@ def test_an_unwritable_tracker_folder_is_one_line(run, tmp_path):
     with pytest.raises(TrackerError) as err:
         Trackers.open(cfg, run)
     assert "\n" not in str(err.value) and "wandb" in str(err.value) and str(blocker / "trackers") in str(err.value)
+
+
+# ---- where the controller runs them ---------------------------------------------------------
+
+
+class _ThreadedActor:
+    """Like the controller: a Ray actor with max_concurrency > 1, so its methods run in a
+    worker thread, not the process's main thread."""
+
+    def replay(self, cfg, run_dir: str) -> tuple[bool, list[str]]:
+        import threading
+
+        warnings: list[str] = []
+        _replay(cfg, Path(run_dir), warnings)
+        return threading.current_thread() is threading.main_thread(), warnings
+
+
+def test_all_three_trackers_inside_a_threaded_ray_actor(ray_local, run, tmp_path, monkeypatch):
+    import ray
+
+    cfg = _config(run, ["tensorboard", "wandb", "mlflow"], tmp_path)
+    actor = ray.remote(num_cpus=0, max_concurrency=4)(_ThreadedActor).remote()
+    try:
+        on_main_thread, warnings = ray.get(actor.replay.remote(cfg, str(run)), timeout=300)
+    finally:
+        ray.kill(actor)
+    assert not on_main_thread and warnings == []
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("reward_total")] == list(range(1, STEPS + 1))
+    (log_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    steps = [r.history.step.num for r in _wandb_records(log_file) if r.WhichOneof("record_type") == "history"]
+    assert steps == list(range(1, STEPS + 1))
+    client = _mlflow_reader(tmp_path / "mlruns", monkeypatch)
+    (found,) = client.search_runs([client.get_experiment_by_name("poserft").experiment_id])
+    assert found.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(found.info.run_id, "reward_total")] == list(range(1, STEPS + 1))
