@@ -10,8 +10,9 @@ Weights & Biases or MLflow, beside `metrics.jsonl` and Prometheus.
 Nothing leaves the machine. Under `dir`: TensorBoard event files in `tensorboard/`
 (`tensorboard --logdir runs/` finds every run's), a wandb offline run in
 `wandb/offline-run-*` (upload it later with `wandb sync`), and an MLflow file store in `mlruns/`
-(`mlflow ui --backend-store-uri file:RUN_DIR/trackers/mlruns`). The metric names are the keys of
-`metrics.jsonl`; nested dicts become `a/b`, values that are not finite numbers are left out.
+(`MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri file:RUN_DIR/trackers/mlruns`). The
+metric names are the keys of `metrics.jsonl`; nested dicts become `a/b`, values that are not
+finite numbers are left out.
 
 Failures have two rules. At the start a tracker that cannot work (its extra is not installed,
 its folder is not writable, its run does not open) is an error: `TrackerError`, one line naming
@@ -29,11 +30,14 @@ Where the calls go (the training loop lives in `poserft/cluster/controller.py`):
 3. `Controller._finish_train()`, right after the step's line is appended to metrics.jsonl:
        self.trackers.log_step(self.step, line)
    (`line["time"]` becomes the event's wall time; `step` and `time` are not logged as metrics.)
-4. At the end of `run()` (and in `shutdown()` for a failed run, with `success=False`):
+4. At the end of `run()`, after the last step and checkpoint:
        write_report(self.run_dir)    # poserft.report: RUN_DIR/report/*.png
        self.trackers.log_images(sorted((self.run_dir / "report").glob("*.png")))
        self.trackers.close()
-   `close()` may be called more than once; the second call does nothing.
+5. `Controller.shutdown()` (always called, also after a crash):
+       if getattr(self, "trackers", None): self.trackers.close(success=False)
+   After a finished run this does nothing (a second `close()` is a no-op); after a crash it
+   marks the wandb and MLflow runs failed and flushes the TensorBoard file.
 
 A resumed run opens a new wandb and MLflow run (named like the first) and appends to the same
 TensorBoard folder; the steps after the checkpoint are logged again.
