@@ -320,6 +320,23 @@ def test_a_tracker_failing_mid_run_is_switched_off_and_the_others_go_on(run, tmp
     assert [e.step for e in acc.Scalars("loss")] == list(range(1, STEPS + 1))
 
 
+def test_a_crashed_run_is_closed_as_failed(run, tmp_path, monkeypatch):
+    """`close(success=False)` (the controller's shutdown after a crash): MLflow's run is FAILED,
+    wandb's exit code 1; a second close does nothing."""
+    cfg = _config(run, ["wandb", "mlflow"], tmp_path)
+    trackers = Trackers.open(cfg, run)
+    trackers.log_step(1, _lines(run)[0])
+    trackers.close(success=False)
+    trackers.close(success=True)
+
+    client = _mlflow_reader(tmp_path / "mlruns", monkeypatch)
+    (found,) = client.search_runs([client.get_experiment_by_name("poserft").experiment_id])
+    assert found.info.status == "FAILED" and found.data.metrics["loss"] == _lines(run)[0]["loss"]
+    (log_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    (exit_record,) = [r for r in _wandb_records(log_file) if r.WhichOneof("record_type") == "exit"]
+    assert exit_record.exit.exit_code == 1
+
+
 def test_a_tracker_that_cannot_open_is_one_line_and_leaves_none_open(run, tmp_path):
     """TensorBoard opens first; the second tracker's import fails: TrackerError, and the
     TensorBoard writer is closed again (its event file holds no step)."""
