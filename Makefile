@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.poserft-installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo lint test test-fast bench clean
 
 install: $(STAMP)
 
@@ -33,11 +33,17 @@ $(PROM_STAMP): | $(STAMP)
 	prometheus --version | head -1
 	touch $(PROM_STAMP)
 
-test: $(STAMP) $(PROM_STAMP)
+# ruff (lint + format check) and yamllint; `make test` runs it first, so CI enforces it.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/yamllint -s .
+
+test: lint $(STAMP) $(PROM_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not integration" tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests/unit
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_body.py

@@ -1,6 +1,6 @@
 """FK throughput (poses/s) for both body backends and captioner throughput (captions/s).
 
-    python benchmarks/bench_body.py [--quick] [--out FILE]
+python benchmarks/bench_body.py [--quick] [--out FILE]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
                 row[f"{name} poses/s"] = n / sec
             rows.append(row)
     cols = ["batch"] + [f"{b} poses/s" for b in backends]
-    print("Forward kinematics (float32, CPU, torch threads = %d)" % torch.get_num_threads())
+    print(f"Forward kinematics (float32, CPU, torch threads = {torch.get_num_threads()})")
     print_table(rows, cols)
     for r in rows:
         r["builtin/smplx ratio"] = r[cols[1]] / r[cols[2]]

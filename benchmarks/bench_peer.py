@@ -68,18 +68,34 @@ DEFAULT_SFT = "runs/demo/sft/policy"
 
 # ---- the shared setting --------------------------------------------------------------------
 
+
 def poserft_overrides(steps: int, engine: str, run_dir: str | Path, staleness: int = 0) -> list[str]:
     """The config overrides that make poserft's run the GRPO setting TRL also runs (on-policy at
     staleness 0, like TRL with num_iterations=1; staleness 1 overlaps generation with training)."""
     return [
-        "rl.algorithm=grpo", f"rl.tasks=[{TASK}]", f"rewards.weights={{{TASK}: {{format: 1.0}}}}", f"rl.steps={steps}",
-        "rl.updates_per_batch=1", "rl.beta=0.0", "rl.beta_c=0.0", f"rl.max_staleness={staleness}", "rl.sampling.temperature=1.0",
-        "rl.sampling.top_p=1.0", "rl.rollout.num_workers=1", f"rl.rollout.engine={engine}", "rewards.num_workers=1",
-        "rl.checkpoint_every=100000", "rl.metrics_port=null", f"run_dir={run_dir}", "rl.sampling.pose_samples=1",
-    ]  # fmt: skip
+        "rl.algorithm=grpo",
+        f"rl.tasks=[{TASK}]",
+        f"rewards.weights={{{TASK}: {{format: 1.0}}}}",
+        f"rl.steps={steps}",
+        "rl.updates_per_batch=1",
+        "rl.beta=0.0",
+        "rl.beta_c=0.0",
+        f"rl.max_staleness={staleness}",
+        "rl.sampling.temperature=1.0",
+        "rl.sampling.top_p=1.0",
+        "rl.rollout.num_workers=1",
+        f"rl.rollout.engine={engine}",
+        "rewards.num_workers=1",
+        "rl.checkpoint_every=100000",
+        "rl.metrics_port=null",
+        f"run_dir={run_dir}",
+        "rl.sampling.pose_samples=1",
+    ]
 
 
-def poserft_config(cfg_path: str, steps: int, engine: str, run_dir: str | Path, user_overrides: list[str] = (), staleness: int = 0):
+def poserft_config(
+    cfg_path: str, steps: int, engine: str, run_dir: str | Path, user_overrides: list[str] = (), staleness: int = 0
+):
     """The user's overrides first (P, G, max_tokens, data.dir, ...), then the ones fixing the setting."""
     from poserft.common.config import load_config
 
@@ -112,20 +128,51 @@ def trl_batching(cfg) -> dict:
     """One TRL optimizer step per P*G samples, accumulated over micro-batches like poserft's learner."""
     n = cfg.rl.prompts_per_step * cfg.rl.group_size
     micro = cfg.rl.micro_batch_size if cfg.rl.micro_batch_size < n and n % cfg.rl.micro_batch_size == 0 else n
-    return {"per_device_train_batch_size": micro, "gradient_accumulation_steps": n // micro, "steps_per_generation": n // micro}
+    return {
+        "per_device_train_batch_size": micro,
+        "gradient_accumulation_steps": n // micro,
+        "steps_per_generation": n // micro,
+    }
 
 
 def trl_args(cfg, out_dir: str | Path, use_vllm: bool = False) -> dict:
     """GRPOConfig keyword arguments matching poserft's `rl` section (see the module docstring)."""
     s = cfg.rl
     args = dict(
-        output_dir=str(out_dir), max_steps=s.steps, num_generations=s.group_size, max_completion_length=s.sampling.max_tokens,
-        temperature=s.sampling.temperature, top_p=s.sampling.top_p, top_k=0, learning_rate=s.lr, lr_scheduler_type="constant",
-        warmup_steps=0, weight_decay=s.weight_decay, adam_beta1=0.9, adam_beta2=0.99, max_grad_norm=s.grad_clip, epsilon=s.clip_eps,
-        beta=0.0, num_iterations=1, loss_type="grpo", scale_rewards="group", shuffle_dataset=False, remove_unused_columns=False,
-        seed=s.seed, use_cpu=True, bf16=False, fp16=False, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
-        dataloader_num_workers=0, log_completions=False, use_vllm=use_vllm, **trl_batching(cfg),
-    )  # fmt: skip
+        output_dir=str(out_dir),
+        max_steps=s.steps,
+        num_generations=s.group_size,
+        max_completion_length=s.sampling.max_tokens,
+        temperature=s.sampling.temperature,
+        top_p=s.sampling.top_p,
+        top_k=0,
+        learning_rate=s.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=s.weight_decay,
+        adam_beta1=0.9,
+        adam_beta2=0.99,
+        max_grad_norm=s.grad_clip,
+        epsilon=s.clip_eps,
+        beta=0.0,
+        num_iterations=1,
+        loss_type="grpo",
+        scale_rewards="group",
+        shuffle_dataset=False,
+        remove_unused_columns=False,
+        seed=s.seed,
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        log_completions=False,
+        use_vllm=use_vllm,
+        **trl_batching(cfg),
+    )
     if use_vllm:
         args.update(vllm_mode="colocate", vllm_max_model_length=512, vllm_enable_sleep_mode=False)
     return args
@@ -133,7 +180,10 @@ def trl_args(cfg, out_dir: str | Path, use_vllm: bool = False) -> dict:
 
 # ---- TRL -----------------------------------------------------------------------------------
 
-def run_trl(cfg, ckpt: str, prompts: list[list[tuple[str, str]]], out_dir: Path, use_vllm: bool = False, threads: int = 1) -> dict:
+
+def run_trl(
+    cfg, ckpt: str, prompts: list[list[tuple[str, str]]], out_dir: Path, use_vllm: bool = False, threads: int = 1
+) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoTokenizer, TrainerCallback
@@ -160,7 +210,9 @@ def run_trl(cfg, ckpt: str, prompts: list[list[tuple[str, str]]], out_dir: Path,
     totals = {"samples": 0, "tokens": 0}
 
     def text2pose_format(prompts, completions, completion_ids, task_id, **_):
-        texts = [tok.decode([t for t in ids if t not in drop], skip_special_tokens=False).strip() for ids in completion_ids]
+        texts = [
+            tok.decode([t for t in ids if t not in drop], skip_special_tokens=False).strip() for ids in completion_ids
+        ]
         reward = format_reward(texts, [TASK] * len(texts))
         totals["samples"] += len(texts)
         totals["tokens"] += sum(len(ids) for ids in completion_ids)
@@ -173,8 +225,14 @@ def run_trl(cfg, ckpt: str, prompts: list[list[tuple[str, str]]], out_dir: Path,
         def on_step_end(self, args, state, control, **kwargs):
             marks.append((time.time(), totals["samples"], totals["tokens"]))
 
-    trainer = GRPOTrainer(model=ckpt, reward_funcs=text2pose_format, args=GRPOConfig(**trl_args(cfg, out_dir, use_vllm)),
-                          train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[StepClock()])
+    trainer = GRPOTrainer(
+        model=ckpt,
+        reward_funcs=text2pose_format,
+        args=GRPOConfig(**trl_args(cfg, out_dir, use_vllm)),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        callbacks=[StepClock()],
+    )
     trainer.train()
     run_s = time.time() - t_start
     del trainer
@@ -183,15 +241,25 @@ def run_trl(cfg, ckpt: str, prompts: list[list[tuple[str, str]]], out_dir: Path,
         raise RuntimeError(f"TRL ran {len(marks)} optimizer steps; need at least 3 to time steps after the first")
     wall = marks[-1][0] - marks[0][0]
     expected = [[tid for tid, _ in step] for step in prompts]
-    return {"system": "TRL GRPOTrainer", "engine": "vllm colocate" if use_vllm else "transformers generate", "max_staleness": 0,
-            "steps": len(marks),
-            "samples_per_s": (marks[-1][1] - marks[0][1]) / wall, "tokens_per_s": (marks[-1][2] - marks[0][2]) / wall,
-            "s_per_step": wall / (len(marks) - 1), "samples_per_step": totals["samples"] // len(marks), "run_s": run_s,
-            "reward_format": sum(c["reward_mean"] for c in calls) / len(calls), "torch_threads": threads, "load_1m": os.getloadavg()[0],
-            "prompts_match": [c["task_ids"] for c in calls] == expected}
+    return {
+        "system": "TRL GRPOTrainer",
+        "engine": "vllm colocate" if use_vllm else "transformers generate",
+        "max_staleness": 0,
+        "steps": len(marks),
+        "samples_per_s": (marks[-1][1] - marks[0][1]) / wall,
+        "tokens_per_s": (marks[-1][2] - marks[0][2]) / wall,
+        "s_per_step": wall / (len(marks) - 1),
+        "samples_per_step": totals["samples"] // len(marks),
+        "run_s": run_s,
+        "reward_format": sum(c["reward_mean"] for c in calls) / len(calls),
+        "torch_threads": threads,
+        "load_1m": os.getloadavg()[0],
+        "prompts_match": [c["task_ids"] for c in calls] == expected,
+    }
 
 
 # ---- poserft -------------------------------------------------------------------------------
+
 
 def run_poserft(cfg, ckpt: str, prompts: list[list[tuple[str, str]]], run_dir: Path) -> dict:
     import ray
@@ -208,15 +276,25 @@ def run_poserft(cfg, ckpt: str, prompts: list[list[tuple[str, str]]], run_dir: P
     summary = summarise_run(run_dir)
     lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     ledger = [json.loads(ln)["task_ids"] for ln in (run_dir / "ledger.jsonl").read_text().splitlines() if ln.strip()]
-    learner_threads = cfg.rl.learner.threads or max(1, int(cfg.rl.learner.num_cpus))  # Ray sets OMP_NUM_THREADS from num_cpus
-    return {"system": "poserft", "engine": cfg.rl.rollout.engine, "max_staleness": cfg.rl.max_staleness, "run_s": run_s, **summary,
-            "torch_threads": f"rollout {cfg.rl.rollout.threads or 'default'}, learner {learner_threads}",
-            "samples_per_step": lines[0]["samples"],  # a running total: after step 1, that step's samples
-            "reward_format": sum(ln.get("reward_format", float("nan")) for ln in lines) / len(lines),
-            "prompts_match": ledger == [[tid for tid, _ in step] for step in prompts], "load_1m": os.getloadavg()[0]}
+    learner_threads = cfg.rl.learner.threads or max(
+        1, int(cfg.rl.learner.num_cpus)
+    )  # Ray sets OMP_NUM_THREADS from num_cpus
+    return {
+        "system": "poserft",
+        "engine": cfg.rl.rollout.engine,
+        "max_staleness": cfg.rl.max_staleness,
+        "run_s": run_s,
+        **summary,
+        "torch_threads": f"rollout {cfg.rl.rollout.threads or 'default'}, learner {learner_threads}",
+        "samples_per_step": lines[0]["samples"],  # a running total: after step 1, that step's samples
+        "reward_format": sum(ln.get("reward_format", float("nan")) for ln in lines) / len(lines),
+        "prompts_match": ledger == [[tid for tid, _ in step] for step in prompts],
+        "load_1m": os.getloadavg()[0],
+    }
 
 
 # ---- main ----------------------------------------------------------------------------------
+
 
 def checkpoint(arg: str | None, data_dir: str, preset: str, workdir: Path) -> tuple[str, str]:
     """The checkpoint to train and how it was chosen: --ckpt, the demo's SFT policy, or a fresh tiny init."""
@@ -236,22 +314,42 @@ def checkpoint(arg: str | None, data_dir: str, preset: str, workdir: Path) -> tu
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="4 optimizer steps per system (1 warm-up + 3 timed)")
-    ap.add_argument("--steps", type=int, default=None, help="optimizer steps per system (default 10; the first is not timed)")
+    ap.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps per system (default 10; the first is not timed)"
+    )
     ap.add_argument("--config", default="configs/tiny-cpu.yaml")
-    ap.add_argument("--ckpt", default=None, help=f"checkpoint to train (default: {DEFAULT_SFT} if present, else a fresh tiny init)")
+    ap.add_argument(
+        "--ckpt", default=None, help=f"checkpoint to train (default: {DEFAULT_SFT} if present, else a fresh tiny init)"
+    )
     ap.add_argument("--engines", default="vllm", help="poserft rollout engines, comma-separated (vllm, hf)")
-    ap.add_argument("--staleness", default="0", help="poserft rl.max_staleness values, comma-separated (0 = on-policy like TRL; "
-                    "1 overlaps the next generation with training, one version off-policy)")
-    ap.add_argument("--trl-threads", default="1", help="torch threads of the TRL process, comma-separated for several TRL rows "
-                    "(default 1, like each poserft actor with tiny-cpu.yaml; 2 = both cores)")
+    ap.add_argument(
+        "--staleness",
+        default="0",
+        help="poserft rl.max_staleness values, comma-separated (0 = on-policy like TRL; "
+        "1 overlaps the next generation with training, one version off-policy)",
+    )
+    ap.add_argument(
+        "--trl-threads",
+        default="1",
+        help="torch threads of the TRL process, comma-separated for several TRL rows "
+        "(default 1, like each poserft actor with tiny-cpu.yaml; 2 = both cores)",
+    )
     ap.add_argument("--trl-vllm", action="store_true", help="also try TRL with use_vllm=True, vllm_mode=colocate")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override for both sides, e.g. rl.group_size=4 rl.prompts_per_step=4 rl.sampling.max_tokens=16")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for both sides, e.g. rl.group_size=4 rl.prompts_per_step=4 rl.sampling.max_tokens=16",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
     if importlib.util.find_spec("trl") is None:
-        sys.exit('bench_peer: TRL is not installed; install the peer extra: pip install -c requirements/lock.txt -e ".[peer]"')
+        sys.exit(
+            "bench_peer: TRL is not installed; install the peer extra: pip install -c requirements/lock.txt -e "
+            '".[peer]"'
+        )
     steps = args.steps or (4 if args.quick else 10)
     if steps < 3:
         sys.exit("bench_peer: --steps must be at least 3 (the first step is not timed)")
@@ -262,14 +360,20 @@ def main() -> None:
         tmp = Path(tmp)
         base = poserft_config(args.config, steps, (engines or ["vllm"])[0], tmp / "probe", args.set)
         if not (Path(base.data.dir) / "train.parquet").is_file():
-            sys.exit(f"bench_peer: no dataset at {base.data.dir}; run `poserft data build --out {base.data.dir}` "
-                     "or pass --set data.dir=DIR")
+            sys.exit(
+                f"bench_peer: no dataset at {base.data.dir}; run `poserft data build --out {base.data.dir}` "
+                "or pass --set data.dir=DIR"
+            )
         ckpt, ckpt_note = checkpoint(args.ckpt, base.data.dir, base.model.preset, tmp)
         prompts = step_prompts(base)
         s = base.rl
-        print(f"checkpoint: {ckpt_note}\nsetting: GRPO on {TASK}, {steps} steps, {s.prompts_per_step} prompts x G={s.group_size} "
-              f"= {s.prompts_per_step * s.group_size} samples per optimizer step, max {s.sampling.max_tokens} tokens, "
-              f"temperature {s.sampling.temperature}, format reward only", flush=True)
+        print(
+            f"checkpoint: {ckpt_note}\nsetting: GRPO on {TASK}, {steps} steps, {s.prompts_per_step} prompts x "
+            f"G={s.group_size} "
+            f"= {s.prompts_per_step * s.group_size} samples per optimizer step, max {s.sampling.max_tokens} tokens, "
+            f"temperature {s.sampling.temperature}, format reward only",
+            flush=True,
+        )
         rows, failures = [], []
         variants = [(False, n) for n in trl_threads] + ([(True, trl_threads[0])] if args.trl_vllm else [])
         for use_vllm, threads in variants:
@@ -281,39 +385,82 @@ def main() -> None:
                 if not use_vllm:
                     raise
                 traceback.print_exc()
-                failures.append({"system": "TRL GRPOTrainer", "engine": name, "error": f"{type(err).__name__}: {err}"[:500]})
+                failures.append(
+                    {"system": "TRL GRPOTrainer", "engine": name, "error": f"{type(err).__name__}: {err}"[:500]}
+                )
         for engine in engines:
             for k in staleness:
                 print(f"\n== poserft controller (rollout engine {engine}, max_staleness {k}) ==", flush=True)
                 run_dir = tmp / f"poserft_{engine}_{k}"
-                rows.append(run_poserft(poserft_config(args.config, steps, engine, run_dir, args.set, k), ckpt, prompts, run_dir))
+                rows.append(
+                    run_poserft(
+                        poserft_config(args.config, steps, engine, run_dir, args.set, k), ckpt, prompts, run_dir
+                    )
+                )
     ref = rows[0]["samples_per_s"]
     for r in rows:
         r["ratio_to_trl"] = r["samples_per_s"] / ref
-    print(f"\nGRPO on {TASK}: same checkpoint, prompts, G={s.group_size}, max_tokens={s.sampling.max_tokens}; "
-          f"throughput over steps 2..{steps}")
-    print_table(rows, ["system", "engine", "max_staleness", "torch_threads", "steps", "samples_per_s", "tokens_per_s", "s_per_step",
-                       "ratio_to_trl", "run_s", "reward_format", "prompts_match", "load_1m"])
+    print(
+        f"\nGRPO on {TASK}: same checkpoint, prompts, G={s.group_size}, max_tokens={s.sampling.max_tokens}; "
+        f"throughput over steps 2..{steps}"
+    )
+    print_table(
+        rows,
+        [
+            "system",
+            "engine",
+            "max_staleness",
+            "torch_threads",
+            "steps",
+            "samples_per_s",
+            "tokens_per_s",
+            "s_per_step",
+            "ratio_to_trl",
+            "run_s",
+            "reward_format",
+            "prompts_match",
+            "load_1m",
+        ],
+    )
     stage_rows = [r for r in rows if r["system"] == "poserft"]
     if stage_rows:
         print("\nposerft mean seconds per step by stage (steps 2..N)")
         print_table(stage_rows, ["engine", "max_staleness", "s_per_step", "gen_s", "reward_s", "train_s", "sync_s"])
     for f in failures:
         print(f"\n{f['system']} ({f['engine']}) failed: {f['error']}")
-    write_json("bench_peer", {
-        "config": args.config, "overrides": args.set, "checkpoint": ckpt_note, "steps": steps, "quick": args.quick, "task": TASK,
-        "prompts_per_step": s.prompts_per_step, "group_size": s.group_size, "max_tokens": s.sampling.max_tokens,
-        "temperature": s.sampling.temperature, "timed_steps": f"2..{steps}", "rows": rows, "failed": failures,
-        "includes": {
-            "TRL": "one process: transformers generate (or vLLM colocate), reward function, loss forward/backward, optimizer step",
-            "poserft": "Ray actors: vLLM/HF rollout worker + pose-head prefill and pose sampling, reward pool, learner "
-                       "(old log-prob forward, update, ray.put publish), weight push into the rollout engine, per-step Parquet/JSON logs",
-            "excluded": "process/Ray start-up, model loading, vLLM engine start and step 1 (see run_s for the whole wall time)",
-            "text_only": "TRL gets the LM folder and text prompts only: it cannot feed poserft's image embeddings or input poses, "
-                         "so the task is text2pose",
+    write_json(
+        "bench_peer",
+        {
+            "config": args.config,
+            "overrides": args.set,
+            "checkpoint": ckpt_note,
+            "steps": steps,
+            "quick": args.quick,
+            "task": TASK,
+            "prompts_per_step": s.prompts_per_step,
+            "group_size": s.group_size,
+            "max_tokens": s.sampling.max_tokens,
+            "temperature": s.sampling.temperature,
+            "timed_steps": f"2..{steps}",
+            "rows": rows,
+            "failed": failures,
+            "includes": {
+                "TRL": "one process: transformers generate (or vLLM colocate), reward function, loss "
+                "forward/backward, optimizer step",
+                "poserft": "Ray actors: vLLM/HF rollout worker + pose-head prefill and pose sampling, reward pool, "
+                "learner "
+                "(old log-prob forward, update, ray.put publish), weight push into the rollout engine, per-step "
+                "Parquet/JSON logs",
+                "excluded": "process/Ray start-up, model loading, vLLM engine start and step 1 (see run_s for the "
+                "whole wall time)",
+                "text_only": "TRL gets the LM folder and text prompts only: it cannot feed poserft's image embeddings "
+                "or input poses, "
+                "so the task is text2pose",
+            },
+            "trl_version": _version("trl"),
         },
-        "trl_version": _version("trl"),
-    }, args.out)  # fmt: skip
+        args.out,
+    )
 
 
 def _version(name: str) -> str | None:

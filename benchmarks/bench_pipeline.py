@@ -36,20 +36,30 @@ def summarise_run(run_dir: Path) -> dict:
     """Throughput and stage means from a finished run's metrics.jsonl (first step excluded)."""
     lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     if len(lines) < 3:
-        raise RuntimeError(f"{run_dir}: only {len(lines)} steps recorded; need at least 3 to time steps after the first")
+        raise RuntimeError(
+            f"{run_dir}: only {len(lines)} steps recorded; need at least 3 to time steps after the first"
+        )
     steady = lines[1:]
     wall = steady[-1]["time"] - lines[0]["time"]
     samples = steady[-1]["samples"] - lines[0]["samples"]  # the controller logs running totals
     tokens = steady[-1]["tokens"] - lines[0]["tokens"]
-    out = {"steps": len(lines), "steps_per_s": len(steady) / wall, "samples_per_s": samples / wall, "tokens_per_s": tokens / wall,
-           "s_per_step": wall / len(steady), "max_staleness_seen": max(ln["staleness"] for ln in lines),
-           "dropped_stale_groups": lines[-1].get("dropped_stale_groups", 0)}
+    out = {
+        "steps": len(lines),
+        "steps_per_s": len(steady) / wall,
+        "samples_per_s": samples / wall,
+        "tokens_per_s": tokens / wall,
+        "s_per_step": wall / len(steady),
+        "max_staleness_seen": max(ln["staleness"] for ln in lines),
+        "dropped_stale_groups": lines[-1].get("dropped_stale_groups", 0),
+    }
     for k in STAGES:
         out[k] = sum(ln[k] for ln in steady) / len(steady)
     return out
 
 
-def pipeline_runs(cfg_path: str, sft: str, staleness: list[int], steps: int, workdir: Path, overrides: list[str]) -> list[dict]:
+def pipeline_runs(
+    cfg_path: str, sft: str, staleness: list[int], steps: int, workdir: Path, overrides: list[str]
+) -> list[dict]:
     import ray
 
     from poserft.cluster.controller import run_training
@@ -58,8 +68,17 @@ def pipeline_runs(cfg_path: str, sft: str, staleness: list[int], steps: int, wor
     rows = []
     for k in staleness:
         run_dir = workdir / f"staleness_{k}"
-        cfg = load_config(cfg_path, [*overrides, f"rl.max_staleness={k}", f"rl.steps={steps}", "rl.checkpoint_every=1000",
-                                     f"run_dir={run_dir}", "rl.metrics_port=null"])
+        cfg = load_config(
+            cfg_path,
+            [
+                *overrides,
+                f"rl.max_staleness={k}",
+                f"rl.steps={steps}",
+                "rl.checkpoint_every=1000",
+                f"run_dir={run_dir}",
+                "rl.metrics_port=null",
+            ],
+        )
         print(f"\n== max_staleness {k}: {steps} steps ==", flush=True)
         t0 = time.time()
         run_training(cfg, sft, str(run_dir))
@@ -73,8 +92,8 @@ def sync_times(data: str, presets: list[str], repeats: int, workdir: Path) -> li
     import ray
 
     from poserft.common.config import RLConfig
-    from poserft.model.checkpoint import count_parameters, init_policy, save_policy
     from poserft.learner.learner import LearnerCore
+    from poserft.model.checkpoint import count_parameters, init_policy, save_policy
     from poserft.rollout_workers.worker import rollout_actor_class
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
@@ -86,8 +105,11 @@ def sync_times(data: str, presets: list[str], repeats: int, workdir: Path) -> li
             params = count_parameters(policy)["total"]
             save_policy(policy, ckpt)
             learner = ray.remote(LearnerCore).options(num_cpus=0.5).remote(str(ckpt), RLConfig(beta_c=0.0), 1)
-            worker = rollout_actor_class().options(num_cpus=0.5).remote(str(ckpt), "rollout-0", "vllm", {"max_tokens": 8, "seed": 0},
-                                                                        {"kv_cache_mb": 64}, 1)
+            worker = (
+                rollout_actor_class()
+                .options(num_cpus=0.5)
+                .remote(str(ckpt), "rollout-0", "vllm", {"max_tokens": 8, "seed": 0}, {"kv_cache_mb": 64}, 1)
+            )
             ray.get(worker.get_version.remote())  # engine up
             nbytes = ray.get(learner.weight_bytes.remote())
             pub, upd = [], []
@@ -99,9 +121,16 @@ def sync_times(data: str, presets: list[str], repeats: int, workdir: Path) -> li
                 ray.get(worker.update_weights.remote(i + 1, ref))
                 pub.append(t_pub)
                 upd.append(time.perf_counter() - t)
-            rows.append({"preset": preset, "params_M": params / 1e6, "weights_MB": nbytes / 2**20,
-                         "publish_s": sorted(pub)[len(pub) // 2], "update_s": sorted(upd)[len(upd) // 2],
-                         "sync_s": sorted(p + u for p, u in zip(pub, upd))[len(pub) // 2]})
+            rows.append(
+                {
+                    "preset": preset,
+                    "params_M": params / 1e6,
+                    "weights_MB": nbytes / 2**20,
+                    "publish_s": sorted(pub)[len(pub) // 2],
+                    "update_s": sorted(upd)[len(upd) // 2],
+                    "sync_s": sorted(p + u for p, u in zip(pub, upd))[len(pub) // 2],
+                }
+            )
             ray.kill(worker)
             ray.kill(learner)
     finally:
@@ -113,10 +142,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="6 steps per staleness setting, sync over 2 repeats")
     ap.add_argument("--config", default="configs/tiny-cpu.yaml")
-    ap.add_argument("--sft", default="runs/demo/sft/policy", help="SFT checkpoint to train from (`make demo` writes it)")
+    ap.add_argument(
+        "--sft", default="runs/demo/sft/policy", help="SFT checkpoint to train from (`make demo` writes it)"
+    )
     ap.add_argument("--data", default=None, help="dataset folder (default: data.dir of the config)")
     ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for the pipeline runs")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override for the pipeline runs"
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -133,14 +166,36 @@ def main() -> None:
     for r in runs:
         r["speedup_vs_sync"] = r["samples_per_s"] / base
     print("\nthroughput by max_staleness (same config and checkpoint; steps after the first)")
-    print_table(runs, ["max_staleness", "steps", "steps_per_s", "samples_per_s", "tokens_per_s", "speedup_vs_sync", "max_staleness_seen",
-                       "dropped_stale_groups"])
+    print_table(
+        runs,
+        [
+            "max_staleness",
+            "steps",
+            "steps_per_s",
+            "samples_per_s",
+            "tokens_per_s",
+            "speedup_vs_sync",
+            "max_staleness_seen",
+            "dropped_stale_groups",
+        ],
+    )
     print("\nmean seconds per step by stage (overlapping stages can sum to more than s_per_step)")
     print_table(runs, ["max_staleness", "s_per_step", *STAGES])
     print("\nweight sync against model size (learner publish + one rollout worker's vLLM reload)")
     print_table(syncs, ["preset", "params_M", "weights_MB", "publish_s", "update_s", "sync_s"])
-    write_json("bench_pipeline", {"config": args.config, "sft": args.sft, "steps": steps, "quick": args.quick, "overrides": args.set,
-                                  "pipeline": runs, "weight_sync": syncs}, args.out)
+    write_json(
+        "bench_pipeline",
+        {
+            "config": args.config,
+            "sft": args.sft,
+            "steps": steps,
+            "quick": args.quick,
+            "overrides": args.set,
+            "pipeline": runs,
+            "weight_sync": syncs,
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

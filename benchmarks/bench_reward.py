@@ -99,13 +99,18 @@ def make_rows(n: int, seed: int = SEED) -> tuple[list[dict], torch.Tensor, torch
         task = TASK_CYCLE[i % 3]
         caption = f"the {rng.choice(SIDES)} {rng.choice(PARTS)} is {rng.choice(STATES)}."
         pose_task = task != "pose2text"
-        rows.append({
-            "id": f"r{i}", "task": task,
-            "text": POSE_RESPONSE if pose_task else caption.capitalize(),
-            "has_pose": pose_task, "pose": six[i].tolist() if pose_task else None,
-            "caption": caption, "reference_text": POSE_RESPONSE if pose_task else caption,
-            "target_joints": target[i].reshape(72).tolist(),
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": f"r{i}",
+                "task": task,
+                "text": POSE_RESPONSE if pose_task else caption.capitalize(),
+                "has_pose": pose_task,
+                "pose": six[i].tolist() if pose_task else None,
+                "caption": caption,
+                "reference_text": POSE_RESPONSE if pose_task else caption,
+                "target_joints": target[i].reshape(72).tolist(),
+            }
+        )
     return rows, six, target
 
 
@@ -123,7 +128,9 @@ class Feeder:
     def _next(self, n: int) -> tuple[int, list[str]]:
         k = next(self.counter)
         off = k % 3
-        texts = [f"{r['text'][:-1]}, take {k}." if r["task"] == "pose2text" else r["text"] for r in self.rows[off : off + n]]
+        texts = [
+            f"{r['text'][:-1]}, take {k}." if r["task"] == "pose2text" else r["text"] for r in self.rows[off : off + n]
+        ]
         return off, texts
 
     def table(self, n: int) -> pa.Table:
@@ -211,8 +218,13 @@ def bench_paths(scorer: RewardScorer, rows: list[dict], sizes: list[int], min_s:
             pool_stats[key] = dict(vars(pool.stats))
         finally:
             pool.shutdown()
-    info = {"ray_worker_torch_threads": worker_threads, "checked_batch": check_n,
-            "max_abs_diff_reward_total_vs_in_process": max_diff, "pool_startup_s": startup, "pool_stats": pool_stats}
+    info = {
+        "ray_worker_torch_threads": worker_threads,
+        "checked_batch": check_n,
+        "max_abs_diff_reward_total_vs_in_process": max_diff,
+        "pool_startup_s": startup,
+        "pool_stats": pool_stats,
+    }
     return results, info
 
 
@@ -256,9 +268,13 @@ def main() -> None:
         r["gRPC/inproc"] = paths["gRPC"][n] / paths["in-process"][n]
         r["pool2w/pool1w"] = paths["pool 2w"][n] / paths["pool 1w"][n]
         whole.append(r)
-    cols = ["batch"] + [f"{p} rows/s" for p in paths] + ["pool1w/inproc", "pool2w/inproc", "gRPC/inproc", "pool2w/pool1w"]
-    print(f"\nWhole scorer, rows/s (in-process torch threads = {threads}, Ray worker torch threads = "
-          f"{info['ray_worker_torch_threads']}, pool chunk = ceil(batch / workers))")
+    cols = (
+        ["batch"] + [f"{p} rows/s" for p in paths] + ["pool1w/inproc", "pool2w/inproc", "gRPC/inproc", "pool2w/pool1w"]
+    )
+    print(
+        f"\nWhole scorer, rows/s (in-process torch threads = {threads}, Ray worker torch threads = "
+        f"{info['ray_worker_torch_threads']}, pool chunk = ceil(batch / workers))"
+    )
     print_table(whole, cols)
     diffs = ", ".join(f"{k} {v:.1e}" for k, v in info["max_abs_diff_reward_total_vs_in_process"].items())
     print(f"\nsame rewards on all paths (batch {info['checked_batch']}, max |diff reward_total|): {diffs}")
@@ -267,18 +283,34 @@ def main() -> None:
     print("ratios are throughput ratios (>1 = faster than the denominator).")
     if cores <= 2:
         last = whole[-1]
-        print(f"NOTE: this machine has {cores} cores, shared with other jobs: 2 reward workers cannot beat 1 by much "
-              f"here (two 1-thread workers can at best double one, and cannot beat in-process scoring, which "
-              f"already uses both cores). Measured at batch {last['batch']}: pool2w/pool1w = {last['pool2w/pool1w']:.2f}, "
-              f"pool2w/inproc = {last['pool2w/inproc']:.2f}.")
-    print(f"pool1w/inproc also compares a Ray worker's {wt} torch thread(s) with this process's {threads}; "
-          "pool startup (models loaded once per worker, not timed above): "
-          + ", ".join(f"{k} {v:.1f} s" for k, v in info["pool_startup_s"].items()))
+        print(
+            f"NOTE: this machine has {cores} cores, shared with other jobs: 2 reward workers cannot beat 1 by much "
+            f"here (two 1-thread workers can at best double one, and cannot beat in-process scoring, which "
+            f"already uses both cores). Measured at batch {last['batch']}: pool2w/pool1w = "
+            f"{last['pool2w/pool1w']:.2f}, "
+            f"pool2w/inproc = {last['pool2w/inproc']:.2f}."
+        )
+    print(
+        f"pool1w/inproc also compares a Ray worker's {wt} torch thread(s) with this process's {threads}; "
+        "pool startup (models loaded once per worker, not timed above): "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in info["pool_startup_s"].items())
+    )
     elapsed = time.perf_counter() - t_start
     print(f"total runtime {elapsed:.0f} s")
-    write_json("bench_reward", {"quick": args.quick, "batch_sizes": sizes, "cpu_count": cores,
-                                "torch_threads_in_process": threads, "components": comp, "whole_scorer": whole,
-                                **info, "runtime_s": elapsed}, args.out)  # fmt: skip
+    write_json(
+        "bench_reward",
+        {
+            "quick": args.quick,
+            "batch_sizes": sizes,
+            "cpu_count": cores,
+            "torch_threads_in_process": threads,
+            "components": comp,
+            "whole_scorer": whole,
+            **info,
+            "runtime_s": elapsed,
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -46,7 +46,12 @@ def main() -> None:
     presets = ["tiny"] if args.quick else ["tiny", "base"]
     groups = [1, 8] if args.quick else [1, 4, 8, 16]
     table = load_split(data, "test")
-    tasks = pa.concat_tables([table.filter(pa.compute.equal(table["task"], t)).slice(0, args.prompts // 2) for t in ("image2pose", "text2pose")])
+    tasks = pa.concat_tables(
+        [
+            table.filter(pa.compute.equal(table["task"], t)).slice(0, args.prompts // 2)
+            for t in ("image2pose", "text2pose")
+        ]
+    )
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     sampling = {"temperature": 1.0, "top_p": 1.0, "max_tokens": args.max_tokens, "seed": 0}
     rows = []
@@ -81,7 +86,11 @@ def main() -> None:
     cols = ["preset", "params_M", "G", "vllm tok/s", "hf tok/s", "vLLM/HF tok/s", "vllm samples/s", "hf samples/s"]
     print(f"\nRollout throughput, {len(tasks)} prompts x G, max_tokens {args.max_tokens}, 1 CPU thread per worker")
     print_table(rows, cols)
-    write_json("bench_rollout", {"rows": rows, "quick": args.quick, "prompts": len(tasks), "max_tokens": args.max_tokens}, args.out)
+    write_json(
+        "bench_rollout",
+        {"rows": rows, "quick": args.quick, "prompts": len(tasks), "max_tokens": args.max_tokens},
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -62,7 +62,10 @@ def settle(timeout_s: float = 60.0) -> None:
         left = 0
         for p in psutil.Process().children(recursive=True):
             try:
-                left += any(name in " ".join(p.cmdline()) for name in ("SimRolloutWorker", "SimLearner", "SimRewardWorker", "Controller"))
+                left += any(
+                    name in " ".join(p.cmdline())
+                    for name in ("SimRolloutWorker", "SimLearner", "SimRewardWorker", "Controller")
+                )
             except psutil.Error:
                 continue
         if not left:
@@ -127,22 +130,39 @@ def model_summary(sim, cfg) -> list[dict]:
     n_tasks = len(s.tasks)
     prompts = [sim.prompt_len(s.tasks[i % n_tasks]) for i in range(s.prompts_per_step)]
     plen = np.repeat(prompts, s.group_size)
-    rlen = np.array([sim.response_len(f"t{i // s.group_size}", i % s.group_size, 0, 0, s.sampling.max_tokens) for i in range(len(plen))])
+    rlen = np.array(
+        [
+            sim.response_len(f"t{i // s.group_size}", i % s.group_size, 0, 0, s.sampling.max_tokens)
+            for i in range(len(plen))
+        ]
+    )
     gen = sim.generation_seconds(plen, rlen, s.group_size)
     tokens = int((plen + rlen).sum())
     ref = s.beta > 0 or s.beta_c > 0
     rows = [
         {"stage": "generate: prefill (distinct prompts)", "seconds": gen["prefill"]},
-        {"stage": f"generate: decode ({gen['decode_steps']} steps, <= {sim.decode_slots(float(np.mean(plen + rlen)))} seqs at once)", "seconds": gen["decode"]},
+        {
+            "stage": f"generate: decode ({gen['decode_steps']} steps, "
+            f"<= {sim.decode_slots(float(np.mean(plen + rlen)))} seqs at once)",
+            "seconds": gen["decode"],
+        },
         {"stage": "generate: pose-head prefill (worker's own copy)", "seconds": gen["pose_prefill"]},
         {"stage": "generate: one batch on one worker", "seconds": gen["total"]},
-        {"stage": f"reward ({s.prompts_per_step * s.group_size} samples, per chunk of {cfg.rewards.batch_size})",
-         "seconds": sim.reward_seconds(min(cfg.rewards.batch_size, len(plen)))},
-        {"stage": f"learner compute, on-policy ({tokens} tokens)", "seconds": sim.learner_seconds(tokens, s.updates_per_batch, ref, True)},
-        {"stage": "learner compute, stale batch", "seconds": sim.learner_seconds(tokens, s.updates_per_batch, ref, False)},
+        {
+            "stage": f"reward ({s.prompts_per_step * s.group_size} samples, per chunk of {cfg.rewards.batch_size})",
+            "seconds": sim.reward_seconds(min(cfg.rewards.batch_size, len(plen))),
+        },
+        {
+            "stage": f"learner compute, on-policy ({tokens} tokens)",
+            "seconds": sim.learner_seconds(tokens, s.updates_per_batch, ref, True),
+        },
+        {
+            "stage": "learner compute, stale batch",
+            "seconds": sim.learner_seconds(tokens, s.updates_per_batch, ref, False),
+        },
         {"stage": "learner publish", "seconds": sim.publish_seconds()},
         {"stage": "weight sync (each rollout worker)", "seconds": sim.sync_seconds()},
-    ]  # fmt: skip
+    ]
     return rows
 
 
@@ -152,7 +172,11 @@ def sweep(args, sim, workdir: Path) -> tuple[list[dict], dict]:
     from benchmarks.sim_roles import run_simulation, sim_config, summarise, write_sim_dataset
 
     steps = args.steps or (6 if args.quick else 10)
-    workers = [int(w) for w in args.workers.split(",")] if args.workers else ([1, 2, 4, 8, 16] if args.quick else [1, 2, 4, 8, 16, 32, 64])
+    workers = (
+        [int(w) for w in args.workers.split(",")]
+        if args.workers
+        else ([1, 2, 4, 8, 16] if args.quick else [1, 2, 4, 8, 16, 32, 64])
+    )
     staleness = [int(k) for k in args.staleness.split(",")]
     base, _ = sim_config(args.config, args.set, sim, workdir / "data", workdir / "probe")
     data = write_sim_dataset(workdir / "data", max(4096, 2 * steps * base.rl.prompts_per_step), tuple(base.rl.tasks))
@@ -169,13 +193,23 @@ def sweep(args, sim, workdir: Path) -> tuple[list[dict], dict]:
                 t0 = time.time()
                 with MemorySampler(n) as mem:
                     result = run_simulation(cfg, run_sim, run_dir)
-                row = {"max_staleness": k, "workers": n, **summarise(run_dir, run_sim.time_scale, cfg.rl.group_size, n),
-                       "samples_per_step": cfg.rl.prompts_per_step * cfg.rl.group_size,
-                       "dropped_groups": result["dropped_stale_groups"], "requeued_prompts": result["requeued_prompts"],
-                       "run_real_s": time.time() - t0, "peak_ram_GB": mem.peak_rss / 1e9,
-                       "pss_per_worker_MB": (mem.pss_per_worker or 0) / 1e6}  # fmt: skip
+                row = {
+                    "max_staleness": k,
+                    "workers": n,
+                    **summarise(run_dir, run_sim.time_scale, cfg.rl.group_size, n),
+                    "samples_per_step": cfg.rl.prompts_per_step * cfg.rl.group_size,
+                    "dropped_groups": result["dropped_stale_groups"],
+                    "requeued_prompts": result["requeued_prompts"],
+                    "run_real_s": time.time() - t0,
+                    "peak_ram_GB": mem.peak_rss / 1e9,
+                    "pss_per_worker_MB": (mem.pss_per_worker or 0) / 1e6,
+                }
                 rows.append(row)
-                print(f"{row['samples_per_s']:.1f} samples/s, learner {row['learner_util']:.2f}, {row['run_real_s']:.0f} s real", flush=True)
+                print(
+                    f"{row['samples_per_s']:.1f} samples/s, learner {row['learner_util']:.2f}, "
+                    f"{row['run_real_s']:.0f} s real",
+                    flush=True,
+                )
     finally:
         ray.shutdown()
     return rows, {"steps": steps, "workers": workers, "staleness": staleness, "config": base}
@@ -188,14 +222,18 @@ def mark(rows: list[dict], sim, cfg) -> None:
 
     rows_per_step = cfg.rl.prompts_per_step * cfg.rl.group_size
     chunks = math.ceil(rows_per_step / cfg.rewards.batch_size)
-    reward_model = sim.reward_seconds(min(cfg.rewards.batch_size, rows_per_step)) * math.ceil(chunks / cfg.rewards.num_workers)
+    reward_model = sim.reward_seconds(min(cfg.rewards.batch_size, rows_per_step)) * math.ceil(
+        chunks / cfg.rewards.num_workers
+    )
     for k in sorted({r["max_staleness"] for r in rows}):
         series = [r for r in rows if r["max_staleness"] == k]
         best = max(r["samples_per_s"] for r in series)
         knee = next(r for r in series if r["samples_per_s"] >= KNEE * best)
         for r in series:
             r["speedup"] = r["samples_per_s"] / series[0]["samples_per_s"]
-            r["learner_ceiling"] = r["samples_per_step"] / r["learner_s"]  # samples/s with the learner busy all the time
+            r["learner_ceiling"] = (
+                r["samples_per_step"] / r["learner_s"]
+            )  # samples/s with the learner busy all the time
             if k == 0:  # serial: step = generate + reward + learner + sync + the controller's own work
                 modelled = r["gen_model_s"] + reward_model + r["learner_s"] + sim.sync_seconds()
                 r["ctl_real_ms"] = (r["s_per_step"] - modelled) * sim.time_scale * 1000
@@ -209,7 +247,9 @@ def mark(rows: list[dict], sim, cfg) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="1,2,4,8,16 workers and 6 steps per run (default 1..64 and 10 steps)")
+    ap.add_argument(
+        "--quick", action="store_true", help="1,2,4,8,16 workers and 6 steps per run (default 1..64 and 10 steps)"
+    )
     ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "8xh100.yaml"))
     ap.add_argument("--workers", default=None, help="comma-separated worker counts")
     ap.add_argument("--staleness", default="0,1", help="comma-separated max_staleness values (default 0,1)")
@@ -229,7 +269,16 @@ def main() -> None:
         if key not in kinds:
             sys.exit(f"bench_scale: unknown model constant {key!r}; known: {', '.join(kinds)}")
         cast = kinds[key]
-        sim = replace(sim, **{key: value.lower() in ("1", "true", "yes") if cast is bool else cast(float(value)) if cast is int else cast(value)})
+        sim = replace(
+            sim,
+            **{
+                key: value.lower() in ("1", "true", "yes")
+                if cast is bool
+                else cast(float(value))
+                if cast is int
+                else cast(value)
+            },
+        )
 
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
         rows, meta = sweep(args, sim, Path(tmp))
@@ -241,20 +290,73 @@ def main() -> None:
     mark(rows, sized, cfg)
 
     s = cfg.rl
-    print(f"\nmodelled stage times for one step ({s.prompts_per_step} prompts x {s.group_size} samples, rollout TP {sized.rollout_tp}, "
-          f"learner {sized.learner_gpus} GPUs), simulated seconds")
+    print(
+        f"\nmodelled stage times for one step ({s.prompts_per_step} prompts x {s.group_size} samples, rollout TP "
+        f"{sized.rollout_tp}, "
+        f"learner {sized.learner_gpus} GPUs), simulated seconds"
+    )
     print_table(stages, ["stage", "seconds"])
-    print(f"\nthroughput and utilisation by max_staleness and rollout workers (simulated seconds, steps 2..{meta['steps']}; "
-          f"time scale {sim.time_scale})")
-    print_table(rows, ["max_staleness", "workers", "samples_per_s", "groups_per_s", "speedup", "learner_util", "learner_ceiling", "rollout_util",
-                       "mean_staleness", "max_staleness_seen", "dropped_groups", "note"])
-    print("\nwhere the time goes (simulated seconds per step; gen/reward/train/sync as the controller measures them, "
-          "learner_s = modelled learner busy time)")
-    print_table(rows, ["max_staleness", "workers", "s_per_step", "gen_model_s", "gen_s", "reward_s", "learner_s", "train_s", "sync_s",
-                       "ctl_real_ms", "real_s_per_step", "run_real_s", "peak_ram_GB", "pss_per_worker_MB"])
-    write_json("bench_scale_quick" if args.quick else "bench_scale", {"config": args.config, "overrides": args.set, "quick": args.quick, "steps": meta["steps"],
-                               "time_scale": sim.time_scale, "model": asdict(sized), "stages": stages, "runs": rows,
-                               "learner_bound_util": LEARNER_BOUND, "knee_fraction_of_best": KNEE}, args.out)
+    print(
+        "\nthroughput and utilisation by max_staleness and rollout workers (simulated seconds, steps "
+        f"2..{meta['steps']}; "
+        f"time scale {sim.time_scale})"
+    )
+    print_table(
+        rows,
+        [
+            "max_staleness",
+            "workers",
+            "samples_per_s",
+            "groups_per_s",
+            "speedup",
+            "learner_util",
+            "learner_ceiling",
+            "rollout_util",
+            "mean_staleness",
+            "max_staleness_seen",
+            "dropped_groups",
+            "note",
+        ],
+    )
+    print(
+        "\nwhere the time goes (simulated seconds per step; gen/reward/train/sync as the controller measures them, "
+        "learner_s = modelled learner busy time)"
+    )
+    print_table(
+        rows,
+        [
+            "max_staleness",
+            "workers",
+            "s_per_step",
+            "gen_model_s",
+            "gen_s",
+            "reward_s",
+            "learner_s",
+            "train_s",
+            "sync_s",
+            "ctl_real_ms",
+            "real_s_per_step",
+            "run_real_s",
+            "peak_ram_GB",
+            "pss_per_worker_MB",
+        ],
+    )
+    write_json(
+        "bench_scale_quick" if args.quick else "bench_scale",
+        {
+            "config": args.config,
+            "overrides": args.set,
+            "quick": args.quick,
+            "steps": meta["steps"],
+            "time_scale": sim.time_scale,
+            "model": asdict(sized),
+            "stages": stages,
+            "runs": rows,
+            "learner_bound_util": LEARNER_BOUND,
+            "knee_fraction_of_best": KNEE,
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

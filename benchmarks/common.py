@@ -40,7 +40,11 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 def write_json(name: str, payload: dict, out: str | None = None) -> Path:
     path = Path(out) if out else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": name, "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()}, **payload}
+    payload = {
+        "benchmark": name,
+        "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
+        **payload,
+    }
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nwrote {path}")
     return path

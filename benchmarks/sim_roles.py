@@ -77,16 +77,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from poserft.common.schemas import VersionMismatch, check_rollout_request, AA_DIM, POSE_DIM, POSE_RESPONSE, REWARD_COMPONENTS, ROLLOUT_RECORD_SCHEMA, TASK_RECORD_SCHEMA
-
 # This module lives beside the benchmarks, outside the installed package, so Ray's worker processes
 # cannot import it by name: its classes travel to the actors by value.
 import ray.cloudpickle  # noqa: E402
 
+from poserft.common.schemas import (
+    AA_DIM,
+    POSE_DIM,
+    POSE_RESPONSE,
+    REWARD_COMPONENTS,
+    ROLLOUT_RECORD_SCHEMA,
+    TASK_RECORD_SCHEMA,
+    VersionMismatch,
+    check_rollout_request,
+)
+
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 HEAVY_MODULES = ("torch", "vllm", "transformers")
-
 
 
 def _hash(*parts) -> int:
@@ -184,7 +192,10 @@ class SimModel:
         nxt, seconds, steps = len(active), 0.0, 0
         while len(active):
             ctx = float(np.sum(prompt_lens[active] + done[active]))
-            seconds += max((self.weight_bytes + self.kv_bytes_per_token * ctx) / bw, 2 * self.params * len(active) / flops) + comm
+            seconds += (
+                max((self.weight_bytes + self.kv_bytes_per_token * ctx) / bw, 2 * self.params * len(active) / flops)
+                + comm
+            )
             steps += 1
             done[active] += 1
             active = active[done[active] < response_lens[active]]
@@ -198,8 +209,18 @@ class SimModel:
         distinct = float(np.sum(prompt_lens[::group_size]))
         prefill = 2 * self.params * distinct / (self.rollout_tp * self.peak_flops * self.prefill_mfu)
         decode, steps = self.decode_seconds(prompt_lens, response_lens)
-        pose = 2 * self.params * float(np.sum(prompt_lens + response_lens)) / (self.peak_flops * self.prefill_mfu) if self.pose_prefill else 0.0
-        return {"prefill": prefill, "decode": decode, "pose_prefill": pose, "decode_steps": steps, "total": prefill + decode + pose}
+        pose = (
+            2 * self.params * float(np.sum(prompt_lens + response_lens)) / (self.peak_flops * self.prefill_mfu)
+            if self.pose_prefill
+            else 0.0
+        )
+        return {
+            "prefill": prefill,
+            "decode": decode,
+            "pose_prefill": pose,
+            "decode_steps": steps,
+            "total": prefill + decode + pose,
+        }
 
     def learner_seconds(self, tokens: int, updates: int, reference: bool, on_policy: bool) -> float:
         passes = 6 * updates + 2 * int(reference) + 2 * int(on_policy)
@@ -227,8 +248,16 @@ def _vectors(values: np.ndarray) -> pa.Array:
 class SimRolloutWorker:
     """`RolloutWorkerCore`'s interface; `generate` sleeps for the modelled batch time."""
 
-    def __init__(self, ckpt_dir: str, worker_id: str = "rollout-0", engine: str = "vllm", sampling: dict | None = None,
-                 engine_kwargs: dict | None = None, threads: int | None = None, sim: SimModel | None = None):
+    def __init__(
+        self,
+        ckpt_dir: str,
+        worker_id: str = "rollout-0",
+        engine: str = "vllm",
+        sampling: dict | None = None,
+        engine_kwargs: dict | None = None,
+        threads: int | None = None,
+        sim: SimModel | None = None,
+    ):
         self.sim = sim or SimModel()
         self.worker_id = worker_id
         self.ckpt_dir = str(ckpt_dir)
@@ -239,14 +268,24 @@ class SimRolloutWorker:
 
     # ---- info ----
     def info(self) -> dict:
-        return {"worker_id": self.worker_id, "version": self.version, "engine": self.engine_name, "pid": os.getpid(),
-                "heavy_modules": _heavy_modules(), "batches": self.batches, "syncs": self.syncs, "generate_s": self.generate_s}
+        return {
+            "worker_id": self.worker_id,
+            "version": self.version,
+            "engine": self.engine_name,
+            "pid": os.getpid(),
+            "heavy_modules": _heavy_modules(),
+            "batches": self.batches,
+            "syncs": self.syncs,
+            "generate_s": self.generate_s,
+        }
 
     def get_version(self) -> int:
         return self.version
 
     # ---- generation ----
-    def generate(self, tasks: pa.Table, group_size: int, expected_version: int | None = None, seed: int = 0) -> pa.Table:
+    def generate(
+        self, tasks: pa.Table, group_size: int, expected_version: int | None = None, seed: int = 0
+    ) -> pa.Table:
         t0 = time.perf_counter()
         names = check_rollout_request(self.worker_id, self.version, tasks, group_size, expected_version)
         ids = tasks["id"].to_pylist()
@@ -254,10 +293,15 @@ class SimRolloutWorker:
         task_ids = np.repeat(np.array(ids, dtype=object), group_size)
         samples = np.tile(np.arange(group_size, dtype=np.int32), len(ids))
         prompt_lens = np.repeat([self.sim.prompt_len(t) for t in names], group_size).astype(np.int64)
-        response_lens = np.array([self.sim.response_len(t, g, self.version, seed, self.max_tokens) for t, g in zip(task_ids, samples)], np.int64)
+        response_lens = np.array(
+            [self.sim.response_len(t, g, self.version, seed, self.max_tokens) for t, g in zip(task_ids, samples)],
+            np.int64,
+        )
         timing = self.sim.generation_seconds(prompt_lens, response_lens, group_size)
         rng = np.random.default_rng(_hash(seed, ids[0], self.version, self.worker_id))
-        prompt_values = np.concatenate([np.tile(rng.integers(4, 32000, p, dtype=np.int32), group_size) for p in prompt_lens[::group_size]])
+        prompt_values = np.concatenate(
+            [np.tile(rng.integers(4, 32000, p, dtype=np.int32), group_size) for p in prompt_lens[::group_size]]
+        )
         response_values = rng.integers(4, 32000, int(response_lens.sum()), dtype=np.int32)
         logprobs = -rng.exponential(1.0, int(response_lens.sum())).astype(np.float32)
         mu = rng.normal(0.0, 0.3, (n, POSE_DIM)).astype(np.float32)
@@ -275,12 +319,14 @@ class SimRolloutWorker:
             "token_logprobs": _list_array(response_lens, logprobs, pa.float32()),
             "text": pa.array([POSE_RESPONSE] * n, pa.string()),
             "has_pose": pa.array(np.ones(n, bool)),
-            "mu": _vectors(mu), "log_std": _vectors(log_std), "pose": _vectors(pose),
+            "mu": _vectors(mu),
+            "log_std": _vectors(log_std),
+            "pose": _vectors(pose),
             "pose_logprob": pa.array(pose_logprob.astype(np.float32)),
             "generation_seconds": pa.array(np.full(n, timing["total"] / n, np.float32)),
             "error": pa.nulls(n, pa.string()),
             "pose_sample_index": pa.array(np.zeros(n, np.int32)),
-        }  # fmt: skip
+        }
         table = pa.Table.from_arrays([columns[f.name] for f in ROLLOUT_RECORD_SCHEMA], schema=ROLLOUT_RECORD_SCHEMA)
         _sleep_until(t0, timing["total"] * self.sim.time_scale)
         self.batches += 1
@@ -293,7 +339,9 @@ class SimRolloutWorker:
         if not isinstance(state, dict) or not state:
             raise ValueError(f"update_weights needs a non-empty state dict, got {type(state).__name__}")
         if version <= self.version:
-            raise VersionMismatch(f"{self.worker_id}: update to version {version} but already at {self.version}; versions must increase")
+            raise VersionMismatch(
+                f"{self.worker_id}: update to version {version} but already at {self.version}; versions must increase"
+            )
         _sleep_until(t0, self.sim.sync_seconds() * self.sim.time_scale)
         self.version = version
         self.syncs += 1
@@ -304,8 +352,17 @@ class SimLearner:
     """`LearnerCore`'s interface; `train_step` sleeps for the modelled step, `save` writes the
     checkpoint metadata the controller resumes from (`poserft.json` with its `controller` state)."""
 
-    def __init__(self, sft_ckpt: str, settings, threads: int | None = None, resume_dir: str | None = None, model=None,
-                 rank: int = 0, world_size: int = 1, sim: SimModel | None = None):
+    def __init__(
+        self,
+        sft_ckpt: str,
+        settings,
+        threads: int | None = None,
+        resume_dir: str | None = None,
+        model=None,
+        rank: int = 0,
+        world_size: int = 1,
+        sim: SimModel | None = None,
+    ):
         self.sim = sim or SimModel()
         self.s = settings
         self.rank, self.world_size, self.peers = rank, world_size, []
@@ -317,7 +374,13 @@ class SimLearner:
         self.steps, self.busy_s = 0, 0.0
 
     def info(self) -> dict:
-        return {"version": self.version, "pid": os.getpid(), "heavy_modules": _heavy_modules(), "steps": self.steps, "busy_s": self.busy_s}
+        return {
+            "version": self.version,
+            "pid": os.getpid(),
+            "heavy_modules": _heavy_modules(),
+            "steps": self.steps,
+            "busy_s": self.busy_s,
+        }
 
     def get_version(self) -> int:
         return self.version
@@ -326,7 +389,10 @@ class SimLearner:
         """Rank 0 of a data-parallel learner: the peers only stand by (the time model already
         spreads the step over every rank's GPUs, `SimModel.learner_gpus`)."""
         if self.rank != 0 or len(peers) != self.world_size - 1:
-            raise ValueError(f"attach_peers: rank {self.rank} of {self.world_size} got {len(peers)} peers; rank 0 takes the N-1 others")
+            raise ValueError(
+                f"attach_peers: rank {self.rank} of {self.world_size} got {len(peers)} peers; rank 0 takes the N-1 "
+                "others"
+            )
         self.peers = list(peers)
         return self.world_size
 
@@ -358,19 +424,35 @@ class SimLearner:
         if scored.num_rows == 0:
             raise ValueError("train_step got no scoreable rows (every reward is null or errored)")
         on_policy = bool(pc.all(pc.equal(scored["policy_version"], self.version)).as_py())
-        tokens = sum(int(pc.sum(pc.list_value_length(scored[c])).as_py() or 0) for c in ("prompt_tokens", "response_tokens"))
+        tokens = sum(
+            int(pc.sum(pc.list_value_length(scored[c])).as_py() or 0) for c in ("prompt_tokens", "response_tokens")
+        )
         reference = self.s.beta > 0 or self.s.beta_c > 0
         compute_s = self.sim.learner_seconds(tokens, self.s.updates_per_batch, reference, on_policy)
-        rewards = {c: float(pc.mean(scored[c]).as_py()) for c in scored.schema.names
-                   if c.startswith("reward_") and c != "reward_error" and scored[c].null_count < scored.num_rows}  # fmt: skip
+        rewards = {
+            c: float(pc.mean(scored[c]).as_py())
+            for c in scored.schema.names
+            if c.startswith("reward_") and c != "reward_error" and scored[c].null_count < scored.num_rows
+        }
         _sleep_until(t0, compute_s * self.sim.time_scale)
         self.version += 1
         self.publish()
         seconds = compute_s + self.sim.publish_seconds()
         self.steps += 1
         self.busy_s += seconds
-        return {**rewards, "version": self.version, "rows": scored.num_rows, "dropped_unscored_rows": dropped, "on_policy": on_policy,
-                "learner_seconds": seconds, "world_size": self.world_size, "peers": len(self.peers), "sim_compute_s": compute_s, "sim_publish_s": self.sim.publish_seconds(), "sim_tokens": tokens}
+        return {
+            **rewards,
+            "version": self.version,
+            "rows": scored.num_rows,
+            "dropped_unscored_rows": dropped,
+            "on_policy": on_policy,
+            "learner_seconds": seconds,
+            "world_size": self.world_size,
+            "peers": len(self.peers),
+            "sim_compute_s": compute_s,
+            "sim_publish_s": self.sim.publish_seconds(),
+            "sim_tokens": tokens,
+        }
 
     def save(self, out: str, extra_meta: dict | None = None) -> str:
         """Checkpoint metadata written atomically (temporary folder, then rename over `out`)."""
@@ -397,7 +479,12 @@ class SimRewardWorker:
         self.batches = 0
 
     def ready(self) -> dict:
-        return {"worker_id": self.worker_id, "pid": os.getpid(), "batches": self.batches, "heavy_modules": _heavy_modules()}
+        return {
+            "worker_id": self.worker_id,
+            "pid": os.getpid(),
+            "batches": self.batches,
+            "heavy_modules": _heavy_modules(),
+        }
 
     def score(self, batch: pa.Table, delay_s: float = 0.0) -> pa.Table:
         t0 = time.perf_counter()
@@ -427,9 +514,19 @@ class SimRewardWorker:
 class SimRewardPool:
     """`RewardPool`'s interface (`score`, `shutdown`) over `SimRewardWorker` actors."""
 
-    def __init__(self, settings, num_workers: int = 2, batch_size: int = 256, timeout_s: float = 120.0, max_attempts: int = 3,
-                 num_cpus: float = 1.0, resources: dict | None = None, name_prefix: str = "reward", num_gpus: float = 0.0,
-                 sim: SimModel | None = None):
+    def __init__(
+        self,
+        settings,
+        num_workers: int = 2,
+        batch_size: int = 256,
+        timeout_s: float = 120.0,
+        max_attempts: int = 3,
+        num_cpus: float = 1.0,
+        resources: dict | None = None,
+        name_prefix: str = "reward",
+        num_gpus: float = 0.0,
+        sim: SimModel | None = None,
+    ):
         import ray
 
         if num_workers < 1:
@@ -438,8 +535,9 @@ class SimRewardPool:
             raise ValueError(f"reward batch_size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
         weights = {t: dict(w) for t, w in settings.weights.items()}
-        cls = ray.remote(max_restarts=-1, max_task_retries=0)(SimRewardWorker).options(num_cpus=num_cpus, num_gpus=num_gpus,
-                                                                                        resources=resources or {})
+        cls = ray.remote(max_restarts=-1, max_task_retries=0)(SimRewardWorker).options(
+            num_cpus=num_cpus, num_gpus=num_gpus, resources=resources or {}
+        )
         self.workers = [cls.remote(weights, f"{name_prefix}-{i}", sim) for i in range(num_workers)]
         self.worker_info = ray.get([w.ready.remote() for w in self.workers])
 
@@ -470,7 +568,9 @@ def _tiny_png() -> bytes:
         return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
 
     ihdr = (1).to_bytes(4, "big") + (1).to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b"")
+    )
 
 
 def write_sim_dataset(out: str | Path, rows: int, tasks=("text2pose", "image2pose")) -> Path:
@@ -483,14 +583,21 @@ def write_sim_dataset(out: str | Path, rows: int, tasks=("text2pose", "image2pos
     task = [tasks[i % len(tasks)] for i in range(rows)]
     zeros = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(rows * AA_DIM, np.float32)), AA_DIM)
     cols = {
-        "id": pa.array([f"train-{i // len(tasks):06d}-{t}" for i, t in enumerate(task)]), "task": pa.array(task),
-        "split": pa.array(["train"] * rows), "pose_id": pa.array(np.arange(rows) // len(tasks), pa.int64()),
+        "id": pa.array([f"train-{i // len(tasks):06d}-{t}" for i, t in enumerate(task)]),
+        "task": pa.array(task),
+        "split": pa.array(["train"] * rows),
+        "pose_id": pa.array(np.arange(rows) // len(tasks), pa.int64()),
         "prompt": pa.array([f"simulated prompt {i}" for i in range(rows)]),
         "image": pa.array([png if t == "image2pose" else None for t in task], pa.binary()),
-        "target_pose": zeros, "target_joints": zeros,
-        "reference_text": pa.array(["a simulated pose"] * rows), "caption": pa.array(["a simulated pose"] * rows),
-    }  # fmt: skip
-    pq.write_table(pa.Table.from_arrays([cols[f.name] for f in TASK_RECORD_SCHEMA], schema=TASK_RECORD_SCHEMA), out / "train.parquet")
+        "target_pose": zeros,
+        "target_joints": zeros,
+        "reference_text": pa.array(["a simulated pose"] * rows),
+        "caption": pa.array(["a simulated pose"] * rows),
+    }
+    pq.write_table(
+        pa.Table.from_arrays([cols[f.name] for f in TASK_RECORD_SCHEMA], schema=TASK_RECORD_SCHEMA),
+        out / "train.parquet",
+    )
     return out
 
 
@@ -504,7 +611,11 @@ def sim_config(base: str | Path | None, overrides: list[str], sim: SimModel, dat
     cfg = load_config(base, overrides)
     learner_gpus = max(1, int(cfg.rl.learner.num_gpus * cfg.rl.learner.world_size))  # every data-parallel rank's GPUs
     sim = replace(sim, rollout_tp=cfg.rl.rollout.tensor_parallel_size, learner_gpus=learner_gpus)
-    zero = [f"rl.{role}.{k}={v}" for role in ("rollout", "learner", "reward") for k, v in (("num_cpus", 0), ("num_gpus", 0), ("resources", "{}"))]
+    zero = [
+        f"rl.{role}.{k}={v}"
+        for role in ("rollout", "learner", "reward")
+        for k, v in (("num_cpus", 0), ("num_gpus", 0), ("resources", "{}"))
+    ]
     cfg = load_config(base, [*overrides, *zero, f"data.dir={data_dir}", f"run_dir={run_dir}", "rl.metrics_port=null"])
     return cfg, sim
 
@@ -521,8 +632,13 @@ def run_simulation(cfg, sim: SimModel, run_dir: str | Path) -> dict:
     init = run_dir.parent / f"{run_dir.name}_init"
     init.mkdir(parents=True, exist_ok=True)
     (init / "poserft.json").write_text(json.dumps({"policy_version": 0, "stage": "sim"}) + "\n")
-    roles = Roles(rollout_worker=SimRolloutWorker, learner=SimLearner, reward_pool=partial(SimRewardPool, sim=sim),
-                  rollout_kwargs={"sim": sim}, learner_kwargs={"sim": sim})
+    roles = Roles(
+        rollout_worker=SimRolloutWorker,
+        learner=SimLearner,
+        reward_pool=partial(SimRewardPool, sim=sim),
+        rollout_kwargs={"sim": sim},
+        learner_kwargs={"sim": sim},
+    )
     result = run_training(cfg, str(init), str(run_dir), roles=roles)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # the next run reuses the controller's name
@@ -547,19 +663,34 @@ def summarise(run_dir: str | Path, time_scale: float, group_size: int, workers: 
     wall = (steady[-1]["time"] - lines[0]["time"]) / time_scale
     samples = steady[-1]["samples"] - lines[0]["samples"]  # running totals
     # modelled generation seconds of each trained batch (the rows carry batch seconds / rows)
-    gen_model = [float(pc.sum(pq.read_table(run_dir / "rollouts" / f"step_{ln['step']:05d}.parquet", columns=["generation_seconds"])
-                                ["generation_seconds"]).as_py()) for ln in steady]  # fmt: skip
+    gen_model = [
+        float(
+            pc.sum(
+                pq.read_table(run_dir / "rollouts" / f"step_{ln['step']:05d}.parquet", columns=["generation_seconds"])[
+                    "generation_seconds"
+                ]
+            ).as_py()
+        )
+        for ln in steady
+    ]
     stale = [ln["staleness"] for ln in lines]
     per_step = len(steady) * time_scale
     return {
-        "steps": len(lines), "sim_seconds": wall, "s_per_step": wall / len(steady),
-        "samples_per_s": samples / wall, "groups_per_s": samples / group_size / wall,
+        "steps": len(lines),
+        "sim_seconds": wall,
+        "s_per_step": wall / len(steady),
+        "samples_per_s": samples / wall,
+        "groups_per_s": samples / group_size / wall,
         "learner_util": sum(ln["learner_seconds"] for ln in steady) / wall,
         "rollout_util": sum(gen_model) / (wall * workers),
         "gen_batches_per_step_time": sum(gen_model) / wall,
-        "mean_staleness": sum(stale) / len(stale), "max_staleness_seen": max(stale),
-        "gen_model_s": sum(gen_model) / len(gen_model), "learner_s": sum(ln["learner_seconds"] for ln in steady) / len(steady),
-        "gen_s": sum(ln["gen_s"] for ln in steady) / per_step, "reward_s": sum(ln["reward_s"] for ln in steady) / per_step,
-        "train_s": sum(ln["train_s"] for ln in steady) / per_step, "sync_s": sum(ln["sync_s"] for ln in steady) / per_step,
+        "mean_staleness": sum(stale) / len(stale),
+        "max_staleness_seen": max(stale),
+        "gen_model_s": sum(gen_model) / len(gen_model),
+        "learner_s": sum(ln["learner_seconds"] for ln in steady) / len(steady),
+        "gen_s": sum(ln["gen_s"] for ln in steady) / per_step,
+        "reward_s": sum(ln["reward_s"] for ln in steady) / per_step,
+        "train_s": sum(ln["train_s"] for ln in steady) / per_step,
+        "sync_s": sum(ln["sync_s"] for ln in steady) / per_step,
         "real_s_per_step": wall * time_scale / len(steady),
-    }  # fmt: skip
+    }

@@ -28,7 +28,8 @@ def _cmd_data_build(args) -> int:
     )
     caps = card["captions"]
     print(
-        f"wrote {args.out}: " + ", ".join(f"{s} {v['rows']} rows" for s, v in card["splits"].items())
+        f"wrote {args.out}: "
+        + ", ".join(f"{s} {v['rows']} rows" for s, v in card["splits"].items())
         + f"; {caps['distinct']} distinct captions, mean {caps['mean_words']} words"
     )
     return 0
@@ -52,9 +53,20 @@ def _cmd_retriever_train(args) -> int:
 
     config = _config(args)
     cfg = config.retriever
-    updates = {k: v for k, v in {"seed": args.seed, "half": args.half, "epochs": args.epochs, "text_encoder": args.text_encoder}.items() if v is not None}
+    updates = {
+        k: v
+        for k, v in {
+            "seed": args.seed,
+            "half": args.half,
+            "epochs": args.epochs,
+            "text_encoder": args.text_encoder,
+        }.items()
+        if v is not None
+    }
     settings = cfg.model_copy(update=updates)
-    res = train_retriever(args.data or config.data.sources or config.data.dir, args.out, settings, progress=not args.quiet)
+    res = train_retriever(
+        args.data or config.data.sources or config.data.dir, args.out, settings, progress=not args.quiet
+    )
     last = res["history"][-1]
     print(f"saved {args.out}: val R@10 t2p {last['recall_at_10_t2p']:.1f}, mRecall {last['mrecall']:.1f}")
     return 0
@@ -76,7 +88,10 @@ def _cmd_model_init(args) -> int:
     policy = init_policy(args.preset, args.data, seed=args.seed)
     save_policy(policy, args.out)
     n = count_parameters(policy)
-    print(f"wrote {args.out}: preset {args.preset}, {n['total'] / 1e6:.2f}M parameters (LM {n['lm'] / 1e6:.2f}M), vocab {len(policy.tokenizer)}")
+    print(
+        f"wrote {args.out}: preset {args.preset}, {n['total'] / 1e6:.2f}M parameters (LM {n['lm'] / 1e6:.2f}M), vocab "
+        f"{len(policy.tokenizer)}"
+    )
     return 0
 
 
@@ -87,8 +102,11 @@ def _cmd_model_import(args) -> int:
     policy = import_llava(args.llava, args.out, seed=args.seed, dtype=args.dtype)
     n = count_parameters(policy)
     v = policy.meta["vision"]
-    print(f"wrote {args.out}: LLaVA {n['total'] / 1e6:.1f}M parameters (LM {n['lm'] / 1e6:.1f}M, CLIP + projector {n['vision'] / 1e6:.1f}M), "
-          f"vocab {len(policy.tokenizer)}, {v['out_tokens']} image tokens from CLIP layer {v['feature_layer']}")  # fmt: skip
+    print(
+        f"wrote {args.out}: LLaVA {n['total'] / 1e6:.1f}M parameters (LM {n['lm'] / 1e6:.1f}M, CLIP + projector "
+        f"{n['vision'] / 1e6:.1f}M), "
+        f"vocab {len(policy.tokenizer)}, {v['out_tokens']} image tokens from CLIP layer {v['feature_layer']}"
+    )
     return 0
 
 
@@ -109,6 +127,17 @@ def checkpoint_label(ckpt: str | Path) -> str:
     return ckpt.parent.name if ckpt.name == "policy" else ckpt.name
 
 
+def _descriptions_file(arg: str | None) -> str | None:
+    """--descriptions: a JSONL file (checked now, before any generation), 'none', or the config default."""
+    from poserft.common.config import EvalConfig
+    from poserft.describe_eval import load_descriptions
+
+    path = EvalConfig().descriptions if arg is None else None if arg.lower() == "none" else arg
+    if path is not None:
+        load_descriptions(path)
+    return path
+
+
 def _cmd_eval(args) -> int:
     from poserft.evaluate import eval_table, evaluate_policy
 
@@ -117,9 +146,18 @@ def _cmd_eval(args) -> int:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    descriptions = _descriptions_file(args.descriptions)
     if not args.out:
         print(f"no --out given: writing into {out}")
-    res = evaluate_policy(args.ckpt, args.data, args.evaluator, out_dir=out, limit=args.limit, max_new_tokens=args.max_new_tokens)
+    res = evaluate_policy(
+        args.ckpt,
+        args.data,
+        args.evaluator,
+        out_dir=out,
+        limit=args.limit,
+        max_new_tokens=args.max_new_tokens,
+        descriptions=descriptions,
+    )
     print(eval_table({checkpoint_label(args.ckpt): res}))
     print(f"wrote {out}/eval.json, eval.md and example PNGs")
     return 0
@@ -167,7 +205,10 @@ def _cmd_train(args) -> int:
         from poserft.cluster.driver_logs import route_worker_logs
 
         log = route_worker_logs(run_dir / "logs" / "workers.log")
-        print(f"run folder {run_dir}: config.yaml, command.txt; worker output (vLLM, torch) in {log} (--verbose shows it here)")
+        print(
+            f"run folder {run_dir}: config.yaml, command.txt; worker output (vLLM, torch) in {log} (--verbose shows "
+            "it here)"
+        )
     from poserft.cluster.controller import run_training
 
     res = run_training(cfg, args.init, str(run_dir))
@@ -196,7 +237,9 @@ def _cmd_submit(args) -> int:
     from poserft.cluster.jobs import submit
 
     _plan_preflight(_config(args))
-    job, paths = submit(args.address, args.config, args.init, args.run_dir, args.set or [], working_dir=args.working_dir)
+    job, paths = submit(
+        args.address, args.config, args.init, args.run_dir, args.set or [], working_dir=args.working_dir
+    )
     for p in paths:
         if p.warning:
             print(f"poserft: warning: {p.warning}", file=sys.stderr)
@@ -237,7 +280,10 @@ def _cmd_scale(args) -> int:
 
         print(SCALE_PREFIX + json.dumps(st, default=str))
         return 0
-    print(f"rollout workers: target {st['target_workers']}, running {st['workers']} (applied between steps); step {st['step']}, version {st['version']}")
+    print(
+        f"rollout workers: target {st['target_workers']}, running {st['workers']} (applied between steps); step "
+        f"{st['step']}, version {st['version']}"
+    )
     return 0
 
 
@@ -265,8 +311,17 @@ def _cmd_generate(args) -> int:
 def _cmd_serve(args) -> int:
     from poserft.inference.server import run_forever, start
 
-    url = start(args.ckpt, args.host, args.port, args.replicas, args.backend, insecure_no_auth=args.insecure_no_auth,
-                max_batch_size=args.max_batch, batch_wait_s=args.batch_wait_ms / 1000, num_cpus=args.num_cpus)  # fmt: skip
+    url = start(
+        args.ckpt,
+        args.host,
+        args.port,
+        args.replicas,
+        args.backend,
+        insecure_no_auth=args.insecure_no_auth,
+        max_batch_size=args.max_batch,
+        batch_wait_s=args.batch_wait_ms / 1000,
+        num_cpus=args.num_cpus,
+    )
     run_forever(url, not args.insecure_no_auth)
     return 0
 
@@ -279,7 +334,12 @@ def _cmd_demo(args) -> int:
 
 def _add_config_args(p, example: str = "sft.steps=100") -> None:
     p.add_argument("--config", default=None, help="YAML config (see configs/)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=f"dotted override of a config key, repeatable, e.g. --set {example}")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help=f"dotted override of a config key, repeatable, e.g. --set {example}",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -287,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="poserft", description="Pose-RFT / HyGRPO reinforcement fine-tuning on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    data = sub.add_parser("data", help="synthetic benchmark, and imports of real data sets").add_subparsers(dest="data_command", required=True)
+    data = sub.add_parser("data", help="synthetic benchmark, and imports of real data sets").add_subparsers(
+        dest="data_command", required=True
+    )
     b = data.add_parser("build", help="write the synthetic benchmark as Parquet")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--seed", type=int, default=0)
@@ -326,11 +388,24 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("--out", required=True)
     mi.add_argument("--seed", type=int, default=0)
     mi.set_defaults(func=_cmd_model_init)
-    mp = m.add_parser("import", help="convert a Hugging Face LLaVA-1.5 checkpoint into a poserft policy (see docs/real_checkpoints.md)")
-    mp.add_argument("--llava", required=True, metavar="PATH", help="folder of a LlavaForConditionalGeneration checkpoint, e.g. llava-hf/llava-1.5-7b-hf")
+    mp = m.add_parser(
+        "import",
+        help="convert a Hugging Face LLaVA-1.5 checkpoint into a poserft policy (see docs/real_checkpoints.md)",
+    )
+    mp.add_argument(
+        "--llava",
+        required=True,
+        metavar="PATH",
+        help="folder of a LlavaForConditionalGeneration checkpoint, e.g. llava-hf/llava-1.5-7b-hf",
+    )
     mp.add_argument("--out", required=True)
     mp.add_argument("--seed", type=int, default=0, help="seed of the new pose head and pose-input MLP")
-    mp.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="LM weights dtype (default: as stored)")
+    mp.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="LM weights dtype (default: as stored)",
+    )
     mp.set_defaults(func=_cmd_model_import)
 
     sf = sub.add_parser("sft", help="supervised fine-tuning over the three tasks (resumable)")
@@ -341,39 +416,83 @@ def build_parser() -> argparse.ArgumentParser:
     sf.set_defaults(func=_cmd_sft)
 
     ev = sub.add_parser("eval", help="evaluate a policy checkpoint on the test split")
-    ev.add_argument("--ckpt", required=True, help="policy checkpoint folder (e.g. runs/demo/sft/policy or RUN/checkpoints/latest)")
+    ev.add_argument(
+        "--ckpt", required=True, help="policy checkpoint folder (e.g. runs/demo/sft/policy or RUN/checkpoints/latest)"
+    )
     ev.add_argument("--data", required=True, help="dataset folder (`poserft data build`); its test split is evaluated")
     ev.add_argument("--evaluator", required=True, help="the evaluator retriever (not the reward one)")
     ev.add_argument("--limit", type=int, default=None, help="only the first N rows per task")
-    ev.add_argument("--max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS,
-                    help=f"greedy decoding budget per response (default {EVAL_MAX_NEW_TOKENS}; captions need ~150)")
-    ev.add_argument("--out", default=None, help="output folder for eval.json, eval.md and the PNGs (default: CKPT/eval)")
+    ev.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=EVAL_MAX_NEW_TOKENS,
+        help=f"greedy decoding budget per response (default {EVAL_MAX_NEW_TOKENS}; captions need ~150)",
+    )
+    ev.add_argument(
+        "--out", default=None, help="output folder for eval.json, eval.md and the PNGs (default: CKPT/eval)"
+    )
+    ev.add_argument(
+        "--descriptions",
+        default=None,
+        metavar="FILE.jsonl",
+        help="human-written descriptions with target poses (description, pose_id, target_pose); default "
+        "eval.descriptions: "
+        "the repository's benchmarks/data/human_dev/descriptions.jsonl when present; 'none' skips them",
+    )
     ev.set_defaults(func=_cmd_eval)
 
     tr = sub.add_parser("train", help="HyGRPO training on Ray (starts a local cluster or joins RAY_ADDRESS)")
     tr.add_argument("--init", required=True, help="the SFT checkpoint (also the frozen reference)")
-    tr.add_argument("--run-dir", default=None, help="run folder (default: run_dir of the config); resumes if it has a checkpoint")
-    tr.add_argument("--print-config", action="store_true", help="print the resolved config (every default filled in) and exit")
-    tr.add_argument("--dry-run", action="store_true", help="check the config, --init, data and run folder, place the roles on Ray, exit")
-    tr.add_argument("--verbose", action="store_true", help="show the workers' output (vLLM, torch warnings) here, not only in RUN_DIR/logs/")
+    tr.add_argument(
+        "--run-dir", default=None, help="run folder (default: run_dir of the config); resumes if it has a checkpoint"
+    )
+    tr.add_argument(
+        "--print-config", action="store_true", help="print the resolved config (every default filled in) and exit"
+    )
+    tr.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the config, --init, data and run folder, place the roles on Ray, exit",
+    )
+    tr.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the workers' output (vLLM, torch warnings) here, not only in RUN_DIR/logs/",
+    )
     _add_config_args(tr, example="rl.steps=2")
     tr.set_defaults(func=_cmd_train)
 
-    pl = sub.add_parser("plan", help="memory estimate per role against the GPUs the config asks for (refuses a config that cannot fit)")
-    pl.add_argument("--gpu-memory-gb", type=float, default=80.0, help="memory of one GPU (default 80, an H100 / A100 80 GB)")
+    pl = sub.add_parser(
+        "plan", help="memory estimate per role against the GPUs the config asks for (refuses a config that cannot fit)"
+    )
+    pl.add_argument(
+        "--gpu-memory-gb", type=float, default=80.0, help="memory of one GPU (default 80, an H100 / A100 80 GB)"
+    )
     _add_config_args(pl)
     pl.set_defaults(func=_cmd_plan)
 
     su = sub.add_parser("submit", help="submit `poserft train` as a Ray job")
     su.add_argument("--address", default=None, help="the head's dashboard, http://HEAD:8265 (default: RAY_ADDRESS)")
-    su.add_argument("--config", required=True, help="YAML config, read here; its paths are resolved for the job (see docs)")
+    su.add_argument(
+        "--config", required=True, help="YAML config, read here; its paths are resolved for the job (see docs)"
+    )
     su.add_argument("--init", required=True, help="SFT checkpoint path as seen by the cluster")
     su.add_argument("--run-dir", default="runs/job", help="run folder as seen by the cluster (use shared storage)")
     su.add_argument("--working-dir", default=".", help="folder shipped as the job's working directory")
-    su.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override of a config key, repeatable, e.g. --set rl.steps=2")
+    su.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="dotted override of a config key, repeatable, e.g. --set rl.steps=2",
+    )
     su.set_defaults(func=_cmd_submit)
     st = sub.add_parser("status", help="status of submitted jobs")
-    st.add_argument("job_id", nargs="?", default=None, help="one job: its status, current step and failure reason (default: list all)")
+    st.add_argument(
+        "job_id",
+        nargs="?",
+        default=None,
+        help="one job: its status, current step and failure reason (default: list all)",
+    )
     st.add_argument("--address", default=None, help="the head's dashboard, http://HEAD:8265 (default: RAY_ADDRESS)")
     st.set_defaults(func=_cmd_status)
     lg = sub.add_parser("logs", help="logs of a submitted job")
@@ -383,8 +502,12 @@ def build_parser() -> argparse.ArgumentParser:
     lg.set_defaults(func=_cmd_logs)
     sc = sub.add_parser("scale", help="add or remove rollout workers of a running job")
     sc.add_argument("--rollout-workers", type=int, required=True, help="rollout workers wanted (at least 1)")
-    sc.add_argument("--address", default=None, help="the head's dashboard, http://HEAD:8265, like submit/status/logs "
-                    "(default: RAY_ADDRESS; a GCS address HEAD:6379 or `auto` also works inside the cluster)")
+    sc.add_argument(
+        "--address",
+        default=None,
+        help="the head's dashboard, http://HEAD:8265, like submit/status/logs "
+        "(default: RAY_ADDRESS; a GCS address HEAD:6379 or `auto` also works inside the cluster)",
+    )
     sc.add_argument("--namespace", default=None, help="Ray namespace of the controller (default: poserft)")
     sc.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     sc.set_defaults(func=_cmd_scale)
@@ -402,7 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--text", help="a description of a pose (text2pose)")
     src.add_argument("--image", metavar="PATH", help="a PNG/JPEG picture of a person (image2pose)")
     src.add_argument("--pose", metavar="FILE", help="an axis-angle pose, .npz/.npy/.json (pose2text)")
-    src.add_argument("--batch", metavar="JSONL", help='one input per line: {"text": ...}, {"image": PATH} or {"pose": FILE}')
+    src.add_argument(
+        "--batch", metavar="JSONL", help='one input per line: {"text": ...}, {"image": PATH} or {"pose": FILE}'
+    )
     ge.add_argument("--samples", type=int, default=0, help="draw N poses from the Gaussian head (default 0: its mean)")
     ge.add_argument("--temperature", type=float, default=0.0, help="text sampling temperature (default 0: greedy)")
     ge.add_argument("--seed", type=int, default=0)

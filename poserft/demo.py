@@ -50,7 +50,9 @@ def _rl_finished(rl_dir: Path, steps: int) -> bool:
     return meta.is_file() and json.loads(meta.read_text()).get("controller", {}).get("step", 0) >= steps
 
 
-def run_demo(data_dir: Path, run_dir: Path, seed: int = 0, config: str | None = "configs/tiny-cpu.yaml", overrides=None) -> int:
+def run_demo(
+    data_dir: Path, run_dir: Path, seed: int = 0, config: str | None = "configs/tiny-cpu.yaml", overrides=None
+) -> int:
     cfg = load_config(config if config and Path(config).is_file() else None, overrides or [])
     run_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -61,7 +63,14 @@ def run_demo(data_dir: Path, run_dir: Path, seed: int = 0, config: str | None = 
         from poserft.data.dataset import build_dataset
 
         d = cfg.data
-        build_dataset(data_dir, seed=d.seed, train_poses=d.train_poses, val_poses=d.val_poses, test_poses=d.test_poses, image_size=d.image_size)
+        build_dataset(
+            data_dir,
+            seed=d.seed,
+            train_poses=d.train_poses,
+            val_poses=d.val_poses,
+            test_poses=d.test_poses,
+            image_size=d.image_size,
+        )
     else:
         print(f"using existing {data_dir} (delete it to rebuild)")
     from poserft.data.dataset import load_card
@@ -71,7 +80,11 @@ def run_demo(data_dir: Path, run_dir: Path, seed: int = 0, config: str | None = 
     for c in captions[:3]:
         print(f"  caption: {c}")
     print(f"  sample poses with captions: {run_dir / 'samples.png'}")
-    summary["data"] = {"dir": str(data_dir), "captions": card["captions"], "splits": {k: v["rows"] for k, v in card["splits"].items()}}
+    summary["data"] = {
+        "dir": str(data_dir),
+        "captions": card["captions"],
+        "splits": {k: v["rows"] for k, v in card["splits"].items()},
+    }
     _done("data", t0, timings)
 
     t0 = _stage("retrievers", 2)
@@ -86,7 +99,9 @@ def run_demo(data_dir: Path, run_dir: Path, seed: int = 0, config: str | None = 
             train_retriever(data_dir, out, cfg.retriever.model_copy(update={"seed": rseed, "half": half}))
         m = evaluate_retriever(data_dir, out, out / "eval_test.json")
         print(f"{role} retriever on the test split:\n{format_metrics_table(m)}")
-        summary["retrievers"][role] = {k: m[k] for k in ("recall_at_1_t2p", "recall_at_5_t2p", "recall_at_10_t2p", "mrecall", "r_precision_t2p")}
+        summary["retrievers"][role] = {
+            k: m[k] for k in ("recall_at_1_t2p", "recall_at_5_t2p", "recall_at_10_t2p", "mrecall", "r_precision_t2p")
+        }
     _done("retrievers", t0, timings)
 
     t0 = _stage("model", 3)
@@ -136,8 +151,15 @@ def run_demo(data_dir: Path, run_dir: Path, seed: int = 0, config: str | None = 
 
     results = {}
     for name, ckpt in checkpoints.items():
-        results[name] = evaluate_policy(ckpt, data_dir, run_dir / "retriever_evaluator", out_dir=run_dir / "eval" / name,
-                                        limit=cfg.eval.limit, max_new_tokens=cfg.eval.max_new_tokens)
+        results[name] = evaluate_policy(
+            ckpt,
+            data_dir,
+            run_dir / "retriever_evaluator",
+            out_dir=run_dir / "eval" / name,
+            limit=cfg.eval.limit,
+            max_new_tokens=cfg.eval.max_new_tokens,
+            descriptions=cfg.eval.descriptions,
+        )
         summary[name] = results[name]
     table = eval_table(results)
     print(table)

@@ -19,20 +19,22 @@ import numpy as np
 import torch
 
 from poserft.common.body import BodyModel
-from poserft.data.dataset import load_split
+from poserft.common.config import EVAL_MAX_NEW_TOKENS
 from poserft.common.metrics import mpjpe, pa_mpjpe, retrieval_recalls
 from poserft.common.rotations import axis_angle_to_rot6d
+from poserft.data.dataset import load_split
 from poserft.model.checkpoint import load_policy
 from poserft.model.generation import generate, pose_from_response
 from poserft.model.policy import PosePolicy
-from poserft.common.config import EVAL_MAX_NEW_TOKENS
 from poserft.reward_service.rewards import TextEmbedder, format_reward, text_similarity
 
 
 def mean_training_pose(data_dir) -> torch.Tensor:
     """The mean training pose as (1, 144) 6D (mean of rotation-matrix columns, FK re-orthonormalises)."""
     table = load_split(data_dir, "train", task="image2pose")
-    aa = torch.from_numpy(np.array(table["target_pose"].combine_chunks().flatten(), dtype=np.float64).reshape(-1, 24, 3))
+    aa = torch.from_numpy(
+        np.array(table["target_pose"].combine_chunks().flatten(), dtype=np.float64).reshape(-1, 24, 3)
+    )
     return axis_angle_to_rot6d(aa).mean(0).reshape(1, 144)
 
 
@@ -40,15 +42,27 @@ def _task_outputs(policy: PosePolicy, table, max_new_tokens: int) -> dict:
     prompts = [policy.encode_prompt(p) for p in table["prompt"].to_pylist()]
     images = table["image"].to_pylist()
     tasks = table["task"].to_pylist()
-    pose_in = [np.asarray(p, dtype=np.float32) if t == "pose2text" else None for p, t in zip(table["target_pose"].to_pylist(), tasks)]
+    pose_in = [
+        np.asarray(p, dtype=np.float32) if t == "pose2text" else None
+        for p, t in zip(table["target_pose"].to_pylist(), tasks)
+    ]
     images = [im if t == "image2pose" else None for im, t in zip(images, tasks)]
     gen = generate(policy, prompts, images, pose_in, max_new_tokens=max_new_tokens)
     mu, log_std, has = pose_from_response(policy, prompts, gen.token_ids, images, pose_in)
     return {"texts": gen.texts, "mu": mu, "has_pose": has, "tasks": tasks}
 
 
-def evaluate_policy(ckpt, data_dir, evaluator_dir, out_dir=None, limit: int | None = None, max_new_tokens: int = EVAL_MAX_NEW_TOKENS,
-                    split: str = "test", examples: int = 6) -> dict:
+def evaluate_policy(
+    ckpt,
+    data_dir,
+    evaluator_dir,
+    out_dir=None,
+    limit: int | None = None,
+    max_new_tokens: int = EVAL_MAX_NEW_TOKENS,
+    split: str = "test",
+    examples: int = 6,
+    descriptions: str | Path | None = None,
+) -> dict:
     from poserft.reward_service.retriever import Retriever
 
     policy = load_policy(ckpt)
@@ -68,7 +82,9 @@ def evaluate_policy(ckpt, data_dir, evaluator_dir, out_dir=None, limit: int | No
         tasks_all += out["tasks"]
         has = out["has_pose"]
         pose6d = torch.where(has[:, None], out["mu"], mean6d.expand_as(out["mu"]))
-        target_j = torch.from_numpy(np.array(table["target_joints"].combine_chunks().flatten(), dtype=np.float64).reshape(-1, 24, 3))
+        target_j = torch.from_numpy(
+            np.array(table["target_joints"].combine_chunks().flatten(), dtype=np.float64).reshape(-1, 24, 3)
+        )
         if task == "image2pose":
             with torch.no_grad():
                 pred_j = body.forward_kinematics(pose6d.double())
@@ -81,22 +97,41 @@ def evaluate_policy(ckpt, data_dir, evaluator_dir, out_dir=None, limit: int | No
                 "baseline_mean_pose_pa_mpjpe_mm": float(pa_mpjpe(base_j, target_j).mean()),
                 "n": table.num_rows,
             }
-            figures["image2pose"] = (pred_j[:examples].numpy(), target_j[:examples].numpy(), table["caption"].to_pylist()[:examples])
+            figures["image2pose"] = (
+                pred_j[:examples].numpy(),
+                target_j[:examples].numpy(),
+                table["caption"].to_pylist()[:examples],
+            )
         elif task == "text2pose":
             captions = table["caption"].to_pylist()
             rec = retrieval_recalls(evaluator.embed_text(captions), evaluator.embed_pose(pose6d), ks=(1, 5, 10))
             n = table.num_rows
-            res["text2pose"] = {**rec, "valid_pose_fraction": float(has.float().mean()), "n": n,
-                                **{f"chance_recall_at_{k}": 100.0 * min(k, n) / n for k in (1, 5, 10)}}
+            res["text2pose"] = {
+                **rec,
+                "valid_pose_fraction": float(has.float().mean()),
+                "n": n,
+                **{f"chance_recall_at_{k}": 100.0 * min(k, n) / n for k in (1, 5, 10)},
+            }
             with torch.no_grad():
-                figures["text2pose"] = (body.forward_kinematics(pose6d[:examples].double()).numpy(), target_j[:examples].numpy(), captions[:examples])
+                figures["text2pose"] = (
+                    body.forward_kinematics(pose6d[:examples].double()).numpy(),
+                    target_j[:examples].numpy(),
+                    captions[:examples],
+                )
         else:
             refs = table["reference_text"].to_pylist()
             sim = text_similarity(embedder, out["texts"], refs)
-            res["pose2text"] = {"text_similarity": float(sim.mean()), "n": table.num_rows, "examples": [
-                {"generated": g, "reference": r} for g, r in zip(out["texts"][:3], refs[:3])]}
+            res["pose2text"] = {
+                "text_similarity": float(sim.mean()),
+                "n": table.num_rows,
+                "examples": [{"generated": g, "reference": r} for g, r in zip(out["texts"][:3], refs[:3])],
+            }
         res[task]["format_validity"] = float(format_reward(out["texts"], out["tasks"]).mean())
     res["format_validity"] = float(format_reward(texts_all, tasks_all).mean())
+    if descriptions is not None:  # human-written descriptions (poserft.describe_eval)
+        from poserft.describe_eval import evaluate_descriptions
+
+        res["descriptions"] = evaluate_descriptions(policy, descriptions, max_new_tokens, body)
     if out_dir is not None:
         write_eval_outputs(res, figures, Path(out_dir))
     return res
@@ -106,7 +141,10 @@ def eval_table(results: dict[str, dict]) -> str:
     """Markdown table, one column per evaluated checkpoint (name -> eval result)."""
     rows = [
         ("format validity (%)", lambda r: 100 * r["format_validity"]),
-        *((f"  {t}", lambda r, t=t: 100 * r[t].get("format_validity", float("nan"))) for t in ("image2pose", "text2pose", "pose2text")),
+        *(
+            (f"  {t}", lambda r, t=t: 100 * r[t].get("format_validity", float("nan")))
+            for t in ("image2pose", "text2pose", "pose2text")
+        ),
         ("image2pose MPJPE (mm)", lambda r: r["image2pose"]["mpjpe_mm"]),
         ("image2pose PA-MPJPE (mm)", lambda r: r["image2pose"]["pa_mpjpe_mm"]),
         ("  mean-pose baseline PA-MPJPE", lambda r: r["image2pose"]["baseline_mean_pose_pa_mpjpe_mm"]),
@@ -115,6 +153,10 @@ def eval_table(results: dict[str, dict]) -> str:
         ("  chance R@10", lambda r: r["text2pose"]["chance_recall_at_10"]),
         ("pose2text text similarity", lambda r: r["pose2text"]["text_similarity"]),
     ]
+    if all("descriptions" in r for r in results.values()):
+        from poserft.describe_eval import table_rows
+
+        rows += table_rows()
     names = list(results)
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label, get in rows:
@@ -130,4 +172,6 @@ def write_eval_outputs(res: dict, figures: dict, out_dir: Path) -> None:
     (out_dir / "eval.md").write_text(eval_table({"checkpoint": res}) + "\n")
     for task, (pred, target, captions) in figures.items():
         # the prediction in colour over its target in grey, with the prompt's caption below
-        render_grid(list(pred), captions=[c[:160] for c in captions], size=256, overlay=list(target)).save(out_dir / f"{task}_examples.png")
+        render_grid(list(pred), captions=[c[:160] for c in captions], size=256, overlay=list(target)).save(
+            out_dir / f"{task}_examples.png"
+        )

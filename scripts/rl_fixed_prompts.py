@@ -6,7 +6,8 @@ prompts and, at the start and end, on `--test` held-out prompts. It shows whethe
 improves the poses it trains on (pool 8) and whether that carries over (pool 64, test).
 
     python scripts/rl_fixed_prompts.py --ckpt runs/demo/sft/policy --data data/synth \
-        --retriever runs/demo/retriever_reward --pool 8 --steps 30 --set model.train.lm=0 --set model.train.vision=0 --set model.train.projector=0 --set model.train.pose_in=0
+        --retriever runs/demo/retriever_reward --pool 8 --steps 30 \
+        --set model.train.lm=0 --set model.train.vision=0 --set model.train.projector=0 --set model.train.pose_in=0
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ def main() -> None:
 
     from poserft.common.body import BodyModel
     from poserft.common.config import load_config
-    from poserft.data.dataset import load_split
     from poserft.common.metrics import mpjpe, pa_mpjpe
+    from poserft.data.dataset import load_split
     from poserft.evaluate import _task_outputs
     from poserft.learner.learner import LearnerCore
     from poserft.reward_service.rewards import RewardScorer, RewardSettings
@@ -57,7 +58,9 @@ def main() -> None:
     body = BodyModel()
 
     def errors(table) -> tuple[float, float]:
-        target = torch.from_numpy(np.array(table["target_joints"].combine_chunks().flatten(), dtype=np.float64).reshape(-1, 24, 3))
+        target = torch.from_numpy(
+            np.array(table["target_joints"].combine_chunks().flatten(), dtype=np.float64).reshape(-1, 24, 3)
+        )
         learner.policy.eval()
         with torch.no_grad():
             joints = body.forward_kinematics(_task_outputs(learner.policy, table, 16)["mu"].double())
@@ -77,8 +80,11 @@ def main() -> None:
         worker.update_weights(version, ray.get(ref))
         if step % args.every == 0:
             joint = float(np.nanmean(scored["reward_joint"].to_numpy(zero_copy_only=False)))
-            print(f"step {step}: sample joint reward {joint:.3f}, this batch's MPJPE / PA-MPJPE {errors(batch)}, "
-                  f"pose KL {metrics.get('kl_pose', float('nan')):.3f}", flush=True)  # fmt: skip
+            print(
+                f"step {step}: sample joint reward {joint:.3f}, this batch's MPJPE / PA-MPJPE {errors(batch)}, "
+                f"pose KL {metrics.get('kl_pose', float('nan')):.3f}",
+                flush=True,
+            )
     print(f"end: test MPJPE / PA-MPJPE {errors(test)}", flush=True)
 
 

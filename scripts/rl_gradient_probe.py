@@ -25,8 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def main() -> None:
     from poserft.common.body import BodyModel
-    from poserft.data.dataset import load_split
     from poserft.common.schemas import POSE_RESPONSE
+    from poserft.data.dataset import load_split
     from poserft.model.checkpoint import load_policy
     from poserft.model.generation import pose_from_response
 
@@ -47,9 +47,16 @@ def main() -> None:
     table = load_split(args.data, "train", task="image2pose").slice(0, args.prompts)
     prompts = [policy.encode_prompt(p) for p in table["prompt"].to_pylist()]
     with torch.no_grad():
-        mu, log_std, _ = pose_from_response(policy, prompts, [policy.encode_response(POSE_RESPONSE)] * len(prompts),
-                                            table["image"].to_pylist(), [None] * len(prompts))  # fmt: skip
-    targets = torch.from_numpy(np.array(table["target_joints"].combine_chunks().flatten(), dtype=np.float64).reshape(-1, 24, 3))
+        mu, log_std, _ = pose_from_response(
+            policy,
+            prompts,
+            [policy.encode_response(POSE_RESPONSE)] * len(prompts),
+            table["image"].to_pylist(),
+            [None] * len(prompts),
+        )
+    targets = torch.from_numpy(
+        np.array(table["target_joints"].combine_chunks().flatten(), dtype=np.float64).reshape(-1, 24, 3)
+    )
 
     def reward(pose6d: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # the joint reward, root-aligned
         j = body.forward_kinematics(pose6d.double().reshape(-1, 144)).reshape(*pose6d.shape[:-1], 24, 3)
@@ -75,11 +82,17 @@ def main() -> None:
                     r = reward(m + s * eps, targets[k]).detach()
                     r_samples.append(float(r.mean()))
                     adv = (r - r.mean()) / (r.std() + 1e-6)
-                    for name, d in (("plain", (adv[:, None] * eps / s).sum(0)), ("natural", (adv[:, None] * eps * s).sum(0))):
+                    for name, d in (
+                        ("plain", (adv[:, None] * eps / s).sum(0)),
+                        ("natural", (adv[:, None] * eps * s).sum(0)),
+                    ):
                         stats[name][0].append(float(d @ grad / (d.norm() * grad.norm())))
                         stats[name][1].append(float(reward(m + args.step * d / d.norm(), targets[k])) - float(r0))
             for name, (cos, gain) in stats.items():
-                print(f"| {temp} | {g} | {name} | {np.mean(cos):.3f} | {1000 * np.mean(gain):.2f} | {np.mean(r_mu):.3f} | {np.mean(r_samples):.3f} |")
+                print(
+                    f"| {temp} | {g} | {name} | {np.mean(cos):.3f} | {1000 * np.mean(gain):.2f} | {np.mean(r_mu):.3f} "
+                    f"| {np.mean(r_samples):.3f} |"
+                )
 
 
 if __name__ == "__main__":

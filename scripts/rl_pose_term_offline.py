@@ -31,9 +31,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def main() -> None:
     from poserft.common.body import BodyModel
-    from poserft.data.dataset import load_split
     from poserft.common.metrics import mpjpe, pa_mpjpe, retrieval_recalls
     from poserft.common.schemas import POSE_RESPONSE
+    from poserft.data.dataset import load_split
     from poserft.model.checkpoint import load_policy
     from poserft.model.policy import gaussian_kl, gaussian_log_prob
     from poserft.reward_service.retriever import Retriever, pose_text_similarity
@@ -53,10 +53,18 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0, help="rl.sampling.pose_temperature")
     ap.add_argument("--align", choices=["root", "procrustes"], default="root", help="rewards.joint_align")
     ap.add_argument("--tau", type=float, default=0.1, help="rewards.joint_tau_m")
-    ap.add_argument("--root-share", type=float, default=0.0,
-                    help="rewards.joint_root_share: with --align procrustes, this share of the joint error is the root-aligned one")
-    ap.add_argument("--beta-c", type=float, default=0.0, help="rl.beta_c: weight of the Gaussian KL to the start policy")
-    ap.add_argument("--parts", default="head", help="policy parts trained (comma-separated); the non-head ones at lr / 10")
+    ap.add_argument(
+        "--root-share",
+        type=float,
+        default=0.0,
+        help="rewards.joint_root_share: with --align procrustes, this share of the joint error is the root-aligned one",
+    )
+    ap.add_argument(
+        "--beta-c", type=float, default=0.0, help="rl.beta_c: weight of the Gaussian KL to the start policy"
+    )
+    ap.add_argument(
+        "--parts", default="head", help="policy parts trained (comma-separated); the non-head ones at lr / 10"
+    )
     ap.add_argument("--test", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
@@ -75,12 +83,16 @@ def main() -> None:
     def head_output(table, model=None):
         model = model or policy
         prompts = [policy.encode_prompt(p) for p in table["prompt"].to_pylist()]
-        images = [im if t == "image2pose" else None for im, t in zip(table["image"].to_pylist(), table["task"].to_pylist())]
+        images = [
+            im if t == "image2pose" else None for im, t in zip(table["image"].to_pylist(), table["task"].to_pylist())
+        ]
         out = model(model.build_inputs(prompts, [response] * len(prompts), images, [None] * len(prompts)))
         return out["mu"], out["log_std"] + np.log(a.temperature)
 
     def joints(table):
-        return torch.from_numpy(np.array(table["target_joints"].combine_chunks().flatten(), dtype=np.float64).reshape(-1, 24, 3))
+        return torch.from_numpy(
+            np.array(table["target_joints"].combine_chunks().flatten(), dtype=np.float64).reshape(-1, 24, 3)
+        )
 
     @torch.no_grad()
     def evaluate() -> dict:
@@ -88,10 +100,15 @@ def main() -> None:
         mu = torch.cat([head_output(test["image2pose"].slice(i, 100))[0] for i in range(0, a.test, 100)])
         pred, target = body.forward_kinematics(mu.double()), joints(test["image2pose"])
         mu_t = torch.cat([head_output(test["text2pose"].slice(i, 100))[0] for i in range(0, a.test, 100)])
-        rec = retrieval_recalls(evaluator.embed_text(test["text2pose"]["caption"].to_pylist()), evaluator.embed_pose(mu_t), ks=(10,))
+        rec = retrieval_recalls(
+            evaluator.embed_text(test["text2pose"]["caption"].to_pylist()), evaluator.embed_pose(mu_t), ks=(10,)
+        )
         policy.train()
-        return {"mpjpe": round(float(mpjpe(pred, target).mean()), 1), "pa_mpjpe": round(float(pa_mpjpe(pred, target).mean()), 1),
-                "r@10": round(rec["recall_at_10_t2p"], 1)}  # fmt: skip
+        return {
+            "mpjpe": round(float(mpjpe(pred, target).mean()), 1),
+            "pa_mpjpe": round(float(pa_mpjpe(pred, target).mean()), 1),
+            "r@10": round(rec["recall_at_10_t2p"], 1),
+        }
 
     def pose_loss(table, rewards_of) -> tuple[torch.Tensor, float]:
         """Score-function loss of one task's prompts: -mean(D * log N(x)), D normalised per prompt."""
@@ -126,8 +143,12 @@ def main() -> None:
         if part in parts:
             p.requires_grad_(True)
             groups.setdefault(part, []).append(p)
-    opt = torch.optim.AdamW([{"params": ps, "lr": a.lr if part == "head" else a.lr / 10} for part, ps in groups.items()],
-                            lr=a.lr, weight_decay=0.0, betas=(0.9, 0.99))  # fmt: skip
+    opt = torch.optim.AdamW(
+        [{"params": ps, "lr": a.lr if part == "head" else a.lr / 10} for part, ps in groups.items()],
+        lr=a.lr,
+        weight_decay=0.0,
+        betas=(0.9, 0.99),
+    )
     params = [p for ps in groups.values() for p in ps]
     print(f"start: {evaluate()}", flush=True)
     t0 = time.time()

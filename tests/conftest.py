@@ -55,5 +55,7 @@ def tiny_sft(tiny_data, tiny_ckpt, tmp_path_factory):
     from poserft.learner.sft import run_sft
 
     out = tmp_path_factory.mktemp("sft")
-    settings = SFTConfig(align_steps=40, steps=150, batch_size=16, val_every=150, ckpt_every=150, warmup_steps=10, lr=2e-3, val_rows=32)
+    settings = SFTConfig(
+        align_steps=40, steps=150, batch_size=16, val_every=150, ckpt_every=150, warmup_steps=10, lr=2e-3, val_rows=32
+    )
     return run_sft(tiny_ckpt, tiny_data, out, settings, progress=False)["policy"]

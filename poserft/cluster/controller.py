@@ -74,9 +74,18 @@ from poserft.data.mixture import load_mixture
 from poserft.learner.learner import add_advantages
 from poserft.reward_service.rewards import RewardSettings
 from poserft.rollout_workers.engine import engine_kwargs
+from poserft.tracking import Trackers
 
-__all__ = ["CONTROLLER_NAME", "NAMESPACE", "Controller", "Ledger", "Roles", "controller_actor_class", "prompt_order",
-           "run_training"]  # fmt: skip
+__all__ = [
+    "CONTROLLER_NAME",
+    "NAMESPACE",
+    "Controller",
+    "Ledger",
+    "Roles",
+    "controller_actor_class",
+    "prompt_order",
+    "run_training",
+]
 
 CONTROLLER_NAME = "poserft-controller"
 NAMESPACE = "poserft"
@@ -100,8 +109,14 @@ class Controller:
         self.stop_requested = threading.Event()
         self.target_workers = self.s.rollout.num_workers
         self.lock = threading.Lock()
-        self.counters = {"dropped_stale_groups": 0, "requeued_prompts": 0, "worker_failures": 0, "unscored_batches": 0,
-                         "samples": 0, "tokens": 0}  # fmt: skip
+        self.counters = {
+            "dropped_stale_groups": 0,
+            "requeued_prompts": 0,
+            "worker_failures": 0,
+            "unscored_batches": 0,
+            "samples": 0,
+            "tokens": 0,
+        }
         self.unscored_in_a_row = 0
         self.status = {"state": "starting", "step": 0, "version": 0, "workers": 0}
         # the loop's position (restored from a checkpoint by _restore)
@@ -121,7 +136,9 @@ class Controller:
         self.rewards = None
         self.version, self.weights_ref = 0, None
         self.start_ckpt = self.sft_ckpt
-        self.prom = StepMetrics(counters=self.counters).serve(self.s.metrics_port)  # no server when rl.metrics_port is null
+        self.trackers = Trackers({})  # TensorBoard / wandb / MLflow (logging.trackers), opened by setup()
+        # Prometheus exporter; no server when rl.metrics_port is null
+        self.prom = StepMetrics(counters=self.counters).serve(self.s.metrics_port)
         self.status["metrics_port"] = self.prom.port  # the bound port (rl.metrics_port 0 = any free one)
 
     # ---- control API (called from other threads through the named actor) ----
@@ -161,13 +178,24 @@ class Controller:
 
     def _start_learner(self, start: str) -> None:
         lr_ = self.s.learner
-        opts, self.learner_pg = placed_group_options("learner", lr_.world_size, lr_.num_cpus, lr_.num_gpus, lr_.resources,
-                                                     self.s.placement_timeout_s)
+        opts, self.learner_pg = placed_group_options(
+            "learner", lr_.world_size, lr_.num_cpus, lr_.num_gpus, lr_.resources, self.s.placement_timeout_s
+        )
         resume = str(self.ckpt_dir) if start != self.sft_ckpt else None
         cls = ray.remote(max_restarts=0)(self.roles.learner)
-        ranks = [cls.options(**opt).remote(self.sft_ckpt, self.s, lr_.threads, resume, model=self.cfg.model, rank=rank,
-                                           world_size=lr_.world_size, **self.roles.learner_kwargs)
-                 for rank, opt in enumerate(opts)]  # fmt: skip
+        ranks = [
+            cls.options(**opt).remote(
+                self.sft_ckpt,
+                self.s,
+                lr_.threads,
+                resume,
+                model=self.cfg.model,
+                rank=rank,
+                world_size=lr_.world_size,
+                **self.roles.learner_kwargs,
+            )
+            for rank, opt in enumerate(opts)
+        ]
         self.learner, self.learner_peers = ranks[0], ranks[1:]
         if self.learner_peers:  # rank 0 runs every step on its peers too (LearnerCore's docstring)
             ray.get(self.learner.attach_peers.remote(self.learner_peers))
@@ -175,14 +203,22 @@ class Controller:
 
     def _start_rewards(self) -> None:
         rw = self.s.reward
-        check_feasible("reward worker", bundle(rw.num_cpus, rw.num_gpus, rw.resources))  # an infeasible pool would wait forever
+        check_feasible(
+            "reward worker", bundle(rw.num_cpus, rw.num_gpus, rw.resources)
+        )  # an infeasible pool would wait forever
         self.rewards = self.roles.reward_pool(
-            RewardSettings.from_config(self.cfg), num_workers=self.cfg.rewards.num_workers, batch_size=self.cfg.rewards.batch_size,
-            timeout_s=self.cfg.rewards.timeout_s, num_cpus=rw.num_cpus, resources=rw.resources,
+            RewardSettings.from_config(self.cfg),
+            num_workers=self.cfg.rewards.num_workers,
+            batch_size=self.cfg.rewards.batch_size,
+            timeout_s=self.cfg.rewards.timeout_s,
+            num_cpus=rw.num_cpus,
+            resources=rw.resources,
             **({"num_gpus": rw.num_gpus} if rw.num_gpus else {}),
-        )  # fmt: skip
+        )
 
     def setup(self):
+        self.trackers = Trackers.open(self.cfg, self.run_dir)  # one-line TrackerError before any role starts
+        self.trackers.log_config(self.cfg.model_dump(mode="json"))
         self._load_tasks()
         self.start_ckpt = self._restore()
         self._start_learner(self.start_ckpt)
@@ -200,8 +236,15 @@ class Controller:
         r = self.s.rollout
         opts, pg = placed_options("rollout worker", r.num_cpus, r.num_gpus, r.resources, self.s.placement_timeout_s)
         cls = ray.remote(max_restarts=0)(self.roles.rollout_worker)
-        actor = cls.options(**opts).remote(self.start_ckpt, f"rollout-{idx}", r.engine, self.s.sampling.model_dump(),
-                                           self._engine_kwargs(), r.threads, **self.roles.rollout_kwargs)  # fmt: skip
+        actor = cls.options(**opts).remote(
+            self.start_ckpt,
+            f"rollout-{idx}",
+            r.engine,
+            self.s.sampling.model_dump(),
+            self._engine_kwargs(),
+            r.threads,
+            **self.roles.rollout_kwargs,
+        )
         return WorkerHandle(actor=actor, pg=pg, id=f"rollout-{idx}")
 
     def _sync_new_worker(self, w: WorkerHandle) -> None:
@@ -247,7 +290,10 @@ class Controller:
             w.busy = None
         self.counters["worker_failures"] += 1
         self._requeue(ids)
-        print(f"{w.id} failed ({type(err).__name__}); its {len(ids)} prompts are re-queued and the worker replaced", flush=True)
+        print(
+            f"{w.id} failed ({type(err).__name__}); its {len(ids)} prompts are re-queued and the worker replaced",
+            flush=True,
+        )
         self._remove_worker(w)
 
     def _forget_syncs(self, w: WorkerHandle) -> None:
@@ -274,6 +320,7 @@ class Controller:
         if self.training is not None:
             self._finish_step(self.training, start_next=False)
         self.checkpoint()
+        self._close_trackers()
         with self.lock:
             self.status.update(state="finished" if self.step >= self.s.steps else "stopped")
         return {"steps": self.step, "version": self.version, "seconds": round(time.time() - t_run, 1), **self.counters}
@@ -467,17 +514,29 @@ class Controller:
         n_tokens = int(sum(len(t) for t in responses["response_tokens"].to_pylist()))
         self.counters["samples"] += responses.num_rows
         self.counters["tokens"] += n_tokens
-        line = {"step": self.step, "version": self.version, "time": time.time(), "workers": len(self.workers),
-                "samples": responses.num_rows, "tokens": n_tokens, **timing, **metrics, **self.counters}  # fmt: skip
+        line = {
+            "step": self.step,
+            "version": self.version,
+            "time": time.time(),
+            "workers": len(self.workers),
+            "samples": responses.num_rows,
+            "tokens": n_tokens,
+            **timing,
+            **metrics,
+            **self.counters,
+        }
         self.log.record(self.step, self.version, batch.ids, add_advantages(scored), line)
+        self.trackers.log_step(self.step, line)
         self.prom.observe(line, scored)
         self.prom.set_workers({w.id: w.version for w in self.workers}, self.target_workers)  # busy ones update later
         print(
             f"step {self.step}/{self.s.steps} v{self.version} | gen {timing['gen_s']:.1f}s ({timing['shards']} shards) "
             f"reward {timing['reward_s']:.1f}s train {timing['train_s']:.1f}s sync {timing['sync_s']:.2f}s "
             f"(+{timing['sync_deferred']} deferred) | reward {metrics.get('reward_total', float('nan')):.3f} "
-            f"fmt {metrics.get('reward_format', float('nan')):.2f} joint {metrics.get('reward_joint', float('nan')):.3f} "
-            f"sem {metrics.get('reward_semantic', float('nan')):.3f} | stale {timing['staleness']} workers {len(self.workers)}",
+            f"fmt {metrics.get('reward_format', float('nan')):.2f} joint "
+            f"{metrics.get('reward_joint', float('nan')):.3f} "
+            f"sem {metrics.get('reward_semantic', float('nan')):.3f} | stale {timing['staleness']} workers "
+            f"{len(self.workers)}",
             flush=True,
         )
         with self.lock:
@@ -488,11 +547,29 @@ class Controller:
         # so a checkpoint taken with batches in flight (max_staleness >= 1) loses none of them.
         in_flight = [i for b in self.ready_q for i in b.ids]
         in_flight += [i for b in self.batches for i in b.ids if i not in b.lost]
-        state = {"step": self.step, "version": self.version, "cursor": self.cursor, "requeue": in_flight + list(self.requeue),
-                 "counters": self.counters}  # fmt: skip
+        state = {
+            "step": self.step,
+            "version": self.version,
+            "cursor": self.cursor,
+            "requeue": in_flight + list(self.requeue),
+            "counters": self.counters,
+        }
         ray.get(self.learner.save.remote(str(self.ckpt_dir), {"controller": state}))
 
+    def _close_trackers(self) -> None:
+        """The run's report PNGs go to the trackers, which then finish their runs."""
+        if self.trackers.names:
+            from poserft.report import write_report
+
+            try:
+                write_report(self.run_dir)
+            except Exception as err:  # noqa: BLE001 - a failed report costs the trackers' images, not the run
+                print(f"report for the trackers failed ({type(err).__name__}: {err}); no images logged", flush=True)
+            self.trackers.log_images(sorted((self.run_dir / "report").glob("*.png")))
+        self.trackers.close()
+
     def shutdown(self) -> None:
+        self.trackers.close(success=False)  # after a finished run a no-op; after a crash marks the runs failed
         self.prom.close()
         for w in list(self.workers):
             ray.kill(w.actor)
@@ -503,6 +580,8 @@ class Controller:
             for actor in [self.learner, *self.learner_peers]:
                 ray.kill(actor)
             release(self.learner_pg)
+
+
 def controller_actor_class():
     return ray.remote(num_cpus=0, max_concurrency=4, max_restarts=0)(Controller)
 
@@ -512,7 +591,11 @@ def run_training(cfg: Config, sft_ckpt: str, run_dir: str, detached: bool = Fals
     current step, checkpoints and returns. `roles`: see `Roles` (default: the real classes)."""
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, logging_level="ERROR")
-    ctl = controller_actor_class().options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(cfg, sft_ckpt, run_dir, roles)
+    ctl = (
+        controller_actor_class()
+        .options(name=CONTROLLER_NAME, namespace=NAMESPACE)
+        .remote(cfg, sft_ckpt, run_dir, roles)
+    )
     previous = {}
 
     def on_signal(signum, _frame):

@@ -61,12 +61,14 @@ def _client(address: str | None):
         return JobSubmissionClient(address)
     except ray.exceptions.AuthenticationError:
         raise JobClientError(
-            f"the Ray cluster at {address} requires an auth token: set RAY_AUTH_TOKEN, or copy the head's ~/.ray/auth_token "
+            f"the Ray cluster at {address} requires an auth token: set RAY_AUTH_TOKEN, or copy the head's "
+            "~/.ray/auth_token "
             "to this machine (or point RAY_AUTH_TOKEN_PATH at it)"
         ) from None
     except ConnectionError as err:
         raise JobClientError(
-            f"cannot reach the Ray job server at {address} ({str(err).splitlines()[0][:160]}); is the head's dashboard on that port?"
+            f"cannot reach the Ray job server at {address} ({str(err).splitlines()[0][:160]}); is the head's "
+            "dashboard on that port?"
         ) from None
 
 
@@ -104,8 +106,7 @@ def job_path(key: str, given: str, working_dir: Path, output: bool = False) -> J
     """Where the job finds `given` (relative to this shell's folder): inside the upload it stays
     relative to the working dir; anywhere else it becomes absolute, with a warning when the
     job cannot be sure to see it."""
-    here = Path(given).expanduser()
-    full = (here if here.is_absolute() else Path.cwd() / here).resolve()
+    full = Path(os.path.abspath(Path(given).expanduser()))  # not resolved: a symlink in data/ is still not uploaded
     try:
         rel = full.relative_to(working_dir)
     except ValueError:
@@ -114,8 +115,10 @@ def job_path(key: str, given: str, working_dir: Path, output: bool = False) -> J
     if rel is not None and excluded is None and not output:
         return JobPath(key, given, str(rel))
     if excluded is not None:
-        warning = (f"{key} {given} is in {excluded}/, which is not uploaded with the job; the job uses {full}, "
-                   "so that path must be on storage every node sees")  # fmt: skip
+        warning = (
+            f"{key} {given} is in {excluded}/, which is not uploaded with the job; the job uses {full}, "
+            "so that path must be on storage every node sees"
+        )
     elif not output and not full.exists():
         warning = f"{key} {given} does not exist on this machine; the job expects {full} on the cluster"
     else:
@@ -130,7 +133,7 @@ def plan_submit(
     from poserft.common.config import load_config
 
     cfg = load_config(config, overrides)  # a bad config fails here, not minutes later on the cluster
-    wd = Path(working_dir).resolve()
+    wd = Path(os.path.abspath(working_dir))
     if not wd.is_dir():
         raise JobClientError(f"--working-dir {working_dir} is not a folder")
     paths = [
@@ -145,8 +148,10 @@ def plan_submit(
     }
     paths += [job_path(k, v, wd) for k, v in keyed.items() if v]
     sets = [*overrides, *(f"{p.key}={p.for_job}" for p in paths[3:])]
-    entry = (f"python -m poserft train --config {shlex.quote(paths[0].for_job)} --init {shlex.quote(paths[1].for_job)} "
-             f"--run-dir {shlex.quote(paths[2].for_job)}")  # fmt: skip
+    entry = (
+        f"python -m poserft train --config {shlex.quote(paths[0].for_job)} --init {shlex.quote(paths[1].for_job)} "
+        f"--run-dir {shlex.quote(paths[2].for_job)}"
+    )
     entry += "".join(f" --set {shlex.quote(s)}" for s in sets)
     return entry, paths
 

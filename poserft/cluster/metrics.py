@@ -39,19 +39,34 @@ STAGE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 # learner metrics key -> (gauge attribute, value of the `part` label)
 LEARNER_GAUGES = {
-    "loss": ("loss", "total"), "loss_token": ("loss", "token"), "loss_pose": ("loss", "pose"),
-    "kl_token": ("kl", "token"), "kl_pose": ("kl", "pose"),
-    "clip_frac_token": ("clip", "token"), "clip_frac_pose": ("clip", "pose"),
-    "token_entropy": ("entropy", "token"), "pose_entropy": ("entropy", "pose"),
-    "ratio_token_mean": ("ratio", "token"), "ratio_pose_mean": ("ratio", "pose"),
-}  # fmt: skip
+    "loss": ("loss", "total"),
+    "loss_token": ("loss", "token"),
+    "loss_pose": ("loss", "pose"),
+    "kl_token": ("kl", "token"),
+    "kl_pose": ("kl", "pose"),
+    "clip_frac_token": ("clip", "token"),
+    "clip_frac_pose": ("clip", "pose"),
+    "token_entropy": ("entropy", "token"),
+    "pose_entropy": ("entropy", "pose"),
+    "ratio_token_mean": ("ratio", "token"),
+    "ratio_pose_mean": ("ratio", "pose"),
+}
 
 # The controller's cumulative counters exposed at scrape time: key -> (metric name without _total, help).
 CONTROLLER_COUNTERS = {
-    "dropped_stale_groups": ("poserft_controller_dropped_stale_groups", "Rollout groups dropped for being older than rl.max_staleness (their prompts are re-queued)."),
-    "requeued_prompts": ("poserft_controller_requeued_prompts", "Prompts put back in the queue (stale drops and failed rollout workers)."),
-    "worker_failures": ("poserft_controller_worker_failures", "Rollout workers that died or failed a call and were replaced."),
-}  # fmt: skip
+    "dropped_stale_groups": (
+        "poserft_controller_dropped_stale_groups",
+        "Rollout groups dropped for being older than rl.max_staleness (their prompts are re-queued).",
+    ),
+    "requeued_prompts": (
+        "poserft_controller_requeued_prompts",
+        "Prompts put back in the queue (stale drops and failed rollout workers).",
+    ),
+    "worker_failures": (
+        "poserft_controller_worker_failures",
+        "Rollout workers that died or failed a call and were replaced.",
+    ),
+}
 
 
 class _ControllerCounters(Collector):
@@ -95,32 +110,73 @@ class StepMetrics:
         self.tokens = counter("poserft_rollout_tokens_total", "Response tokens of the samples trained on.")
         self.groups = counter("poserft_rollout_groups_total", "Rollout groups (one prompt, G samples) trained on.")
         self.steps = counter("poserft_learner_steps_total", "Learner steps finished.")
-        self.unscored = counter("poserft_learner_dropped_unscored_rows_total", "Rows the learner skipped: null reward or a rollout error.")
+        self.unscored = counter(
+            "poserft_learner_dropped_unscored_rows_total", "Rows the learner skipped: null reward or a rollout error."
+        )
         # stage latencies
-        self.generate_s = hist("poserft_rollout_generate_seconds", "Engine time of one rollout batch (prompt embeddings + sampling), as the worker records it.")
-        self.batch_s = hist("poserft_rollout_batch_seconds", "Controller-side round trip of one rollout batch: dispatch to result (generation, pose-head prefill, transfer, waiting).")
+        self.generate_s = hist(
+            "poserft_rollout_generate_seconds",
+            "Engine time of one rollout batch (prompt embeddings + sampling), as the worker records it.",
+        )
+        self.batch_s = hist(
+            "poserft_rollout_batch_seconds",
+            "Controller-side round trip of one rollout batch: dispatch to result (generation, pose-head prefill, "
+            "transfer, waiting).",
+        )
         self.reward_s = hist("poserft_reward_seconds", "Whole reward stage of one batch (the reward pool call).")
-        self.reward_component_s = hist("poserft_reward_component_seconds", "One reward component for one scorer call (first chunk of each batch).", ["component"])
+        self.reward_component_s = hist(
+            "poserft_reward_component_seconds",
+            "One reward component for one scorer call (first chunk of each batch).",
+            ["component"],
+        )
         for component in REWARD_COMPONENTS:  # series exist (at 0) from the first scrape, so rate() has a start point
             self.reward_component_s.labels(component=component)
-        self.learner_s = hist("poserft_learner_step_seconds", "Learner compute of one step (old/ref log-probs, updates, weight publish).")
+        self.learner_s = hist(
+            "poserft_learner_step_seconds", "Learner compute of one step (old/ref log-probs, updates, weight publish)."
+        )
         self.sync_s = hist("poserft_weight_sync_seconds", "Pushing new weights to every rollout worker after a step.")
         # state
-        self.version = gauge("poserft_policy_version", "Policy version held by the learner (worker=\"learner\") and by each rollout worker.", ["worker"])
+        self.version = gauge(
+            "poserft_policy_version",
+            'Policy version held by the learner (worker="learner") and by each rollout worker.',
+            ["worker"],
+        )
         self.workers = gauge("poserft_rollout_workers", "Rollout workers alive (including ones retiring once idle).")
-        self.workers_target = gauge("poserft_rollout_workers_target", "Rollout workers asked for (config or `poserft scale`).")
-        self.queue_depth = gauge("poserft_controller_queue_depth_batches", "Scored batches waiting for the learner when the last batch started training.")
-        self.staleness = gauge("poserft_controller_staleness_versions", "Policy versions between the weights that generated the last trained batch and the learner's.")
-        self.last_step_time = gauge("poserft_learner_last_step_timestamp_seconds", "Unix time the last learner step finished.")
-        self.reward_mean = gauge("poserft_reward_mean", "Mean reward of the last trained batch, per component (and total) and task.", ["component", "task"])
+        self.workers_target = gauge(
+            "poserft_rollout_workers_target", "Rollout workers asked for (config or `poserft scale`)."
+        )
+        self.queue_depth = gauge(
+            "poserft_controller_queue_depth_batches",
+            "Scored batches waiting for the learner when the last batch started training.",
+        )
+        self.staleness = gauge(
+            "poserft_controller_staleness_versions",
+            "Policy versions between the weights that generated the last trained batch and the learner's.",
+        )
+        self.last_step_time = gauge(
+            "poserft_learner_last_step_timestamp_seconds", "Unix time the last learner step finished."
+        )
+        self.reward_mean = gauge(
+            "poserft_reward_mean",
+            "Mean reward of the last trained batch, per component (and total) and task.",
+            ["component", "task"],
+        )
         # learner
         self.loss = gauge("poserft_learner_loss", "HyGRPO loss of the last step (part: total, token, pose).", ["part"])
-        self.kl = gauge("poserft_learner_kl_nats", "KL to the SFT reference (part: token k3 estimate, pose closed form).", ["part"])
-        self.clip = gauge("poserft_learner_clip_ratio", "Fraction of tokens / poses where the clip cut the gradient.", ["part"])
-        self.entropy = gauge("poserft_learner_entropy_nats", "Policy entropy (part: token, pose = Gaussian head).", ["part"])
+        self.kl = gauge(
+            "poserft_learner_kl_nats", "KL to the SFT reference (part: token k3 estimate, pose closed form).", ["part"]
+        )
+        self.clip = gauge(
+            "poserft_learner_clip_ratio", "Fraction of tokens / poses where the clip cut the gradient.", ["part"]
+        )
+        self.entropy = gauge(
+            "poserft_learner_entropy_nats", "Policy entropy (part: token, pose = Gaussian head).", ["part"]
+        )
         self.ratio = gauge("poserft_learner_importance_ratio", "Mean importance ratio pi_theta / pi_old.", ["part"])
         self.grad_norm = gauge("poserft_learner_grad_norm", "Gradient norm before clipping, last update of the step.")
-        self.pose_valid = gauge("poserft_learner_pose_valid_ratio", "Fraction of trained responses with exactly one <POSE>.")
+        self.pose_valid = gauge(
+            "poserft_learner_pose_valid_ratio", "Fraction of trained responses with exactly one <POSE>."
+        )
         if counters is not None:
             r.register(_ControllerCounters(counters))
 
@@ -133,8 +189,10 @@ class StepMetrics:
         try:
             self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as err:
-            raise OSError(f"cannot serve Prometheus metrics on {host}:{port} (rl.metrics_port): {err.strerror or err}; "
-                          "pick a free port, or 0 for any") from err
+            raise OSError(
+                f"cannot serve Prometheus metrics on {host}:{port} (rl.metrics_port): {err.strerror or err}; "
+                "pick a free port, or 0 for any"
+            ) from err
         self.host, self.port = host, int(self._server.server_address[1])
         print(f"Prometheus metrics on http://{host}:{self.port}/metrics", flush=True)
         return self
@@ -183,8 +241,12 @@ class StepMetrics:
             self.version.labels(worker="learner").set(line["version"])
         if _finite(line.get("time")):
             self.last_step_time.set(line["time"])
-        for key, gauge in (("queue_depth", self.queue_depth), ("staleness", self.staleness),
-                           ("grad_norm", self.grad_norm), ("pose_valid_frac", self.pose_valid)):
+        for key, gauge in (
+            ("queue_depth", self.queue_depth),
+            ("staleness", self.staleness),
+            ("grad_norm", self.grad_norm),
+            ("pose_valid_frac", self.pose_valid),
+        ):
             if _finite(line.get(key)):
                 gauge.set(line[key])
         # stage latencies
@@ -215,4 +277,4 @@ class StepMetrics:
             for c in cols:
                 v = row[f"{c}_mean"]
                 if v is not None and math.isfinite(v):  # null: the component does not apply to this task
-                    self.reward_mean.labels(component=c[len("reward_"):], task=row["task"]).set(v)
+                    self.reward_mean.labels(component=c[len("reward_") :], task=row["task"]).set(v)

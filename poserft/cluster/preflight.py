@@ -33,12 +33,15 @@ def _check_rewards(cfg: Config) -> None:
         where = f"rewards.weights.{task}.semantic is {weights['semantic']:g}"
         folder = cfg.rewards.retriever_dir
         if not folder:
-            raise PreflightError(f"rewards.retriever_dir is not set, but {where}: point it at a reward retriever "
-                                 "(`poserft retriever train`), or set that weight to 0")  # fmt: skip
+            raise PreflightError(
+                f"rewards.retriever_dir is not set, but {where}: point it at a reward retriever "
+                "(`poserft retriever train`), or set that weight to 0"
+            )
         for name in RETRIEVER_FILES:
             if not (Path(folder) / name).is_file():
                 raise PreflightError(
-                    f"rewards.retriever_dir {folder}: {name} is missing ({where}); train one with `poserft retriever train`"
+                    f"rewards.retriever_dir {folder}: {name} is missing ({where}); train one with `poserft retriever "
+                    "train`"
                 )
 
 

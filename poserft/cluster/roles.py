@@ -9,8 +9,9 @@ with compatible signatures, so the simulation cannot drift from the real roles u
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -24,7 +25,9 @@ class RolloutWorkerRole(Protocol):
     def get_version(self) -> int:
         """The policy version this worker generates with."""
 
-    def generate(self, tasks: pa.Table, group_size: int, expected_version: int | None = None, seed: int = 0) -> pa.Table:
+    def generate(
+        self, tasks: pa.Table, group_size: int, expected_version: int | None = None, seed: int = 0
+    ) -> pa.Table:
         """RolloutRecord rows, `group_size` per task row. Raises `VersionMismatch` when it holds
         another version than `expected_version`."""
 

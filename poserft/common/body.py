@@ -28,11 +28,31 @@ NUM_JOINTS = 24
 POSE_6D_DIM = NUM_JOINTS * 6  # 144
 
 JOINT_NAMES = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar",
-    "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hand", "right_hand",
-)  # fmt: skip
+    "pelvis",
+    "left_hip",
+    "right_hip",
+    "spine1",
+    "left_knee",
+    "right_knee",
+    "spine2",
+    "left_ankle",
+    "right_ankle",
+    "spine3",
+    "left_foot",
+    "right_foot",
+    "neck",
+    "left_collar",
+    "right_collar",
+    "head",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hand",
+    "right_hand",
+)
 PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 JOINT = {name: i for i, name in enumerate(JOINT_NAMES)}
 
@@ -173,13 +193,18 @@ def _load_smplx(smpl_dir: Path, gender: str):
     fname = smpl_dir / f"SMPL_{gender.upper()}.pkl"
     if not fname.is_file():
         raise FileNotFoundError(
-            f"SMPL model file not found: expected {fname} (set body.smpl_dir to the folder holding SMPL_{gender.upper()}.pkl)"
+            f"SMPL model file not found: expected {fname} (set body.smpl_dir to the folder holding "
+            f"SMPL_{gender.upper()}.pkl)"
         )
     import smplx
 
     with open(fname, "rb") as fh:
         data = pickle.load(fh, encoding="latin1")
-    missing = [k for k in ("v_template", "J_regressor", "weights", "kintree_table", "shapedirs", "posedirs", "f") if k not in data]
+    missing = [
+        k
+        for k in ("v_template", "J_regressor", "weights", "kintree_table", "shapedirs", "posedirs", "f")
+        if k not in data
+    ]
     if missing:
         raise ValueError(f"SMPL model file {fname} is missing keys {missing}")
     return smplx.SMPL(model_path=str(fname), gender=gender, batch_size=1, create_transl=False).double()

@@ -14,10 +14,12 @@ def check_tensor(name: str, x, trailing: tuple[int, ...], *, min_dims: int | Non
     Raises ValueError naming `name`, the shape expected and the shape got.
     """
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (N, {', '.join(map(str, trailing))}), got {type(x).__name__}")
+        raise ValueError(
+            f"{name} must be a torch.Tensor of shape (N, {', '.join(map(str, trailing))}), got {type(x).__name__}"
+        )
     need = len(trailing) + 1 if min_dims is None else min_dims
     want = "(N, " + ", ".join(map(str, trailing)) + ")" if need > len(trailing) else str(tuple(trailing))
-    if x.dim() < need or tuple(x.shape[x.dim() - len(trailing):]) != tuple(trailing):
+    if x.dim() < need or tuple(x.shape[x.dim() - len(trailing) :]) != tuple(trailing):
         raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
     if x.dtype not in FLOAT_DTYPES:
         raise ValueError(f"{name} must be float32 or float64, got {x.dtype} with shape {tuple(x.shape)}")

@@ -69,7 +69,9 @@ def _check_embeddings(text_emb, pose_emb):
             raise ValueError(f"{name} must have shape (N, D), got {tuple(x.shape)}")
         check_tensor(name, x.double(), (x.shape[1],))
     if text_emb.shape != pose_emb.shape:
-        raise ValueError(f"text_emb and pose_emb must have the same shape, got {tuple(text_emb.shape)} and {tuple(pose_emb.shape)}")
+        raise ValueError(
+            f"text_emb and pose_emb must have the same shape, got {tuple(text_emb.shape)} and {tuple(pose_emb.shape)}"
+        )
     return text_emb.double(), pose_emb.double()
 
 

@@ -97,7 +97,9 @@ class VersionMismatch(RuntimeError):
     """A weight update or a request named a policy version the worker does not hold."""
 
 
-def check_rollout_request(worker_id: str, version: int, tasks, group_size: int, expected_version: int | None) -> list[str]:
+def check_rollout_request(
+    worker_id: str, version: int, tasks, group_size: int, expected_version: int | None
+) -> list[str]:
     """The checks every rollout worker (real or simulated) makes on a request; returns the task names."""
     if expected_version is not None and expected_version != version:
         raise VersionMismatch(f"{worker_id} holds policy version {version}, request expects {expected_version}")

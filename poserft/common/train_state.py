@@ -10,8 +10,14 @@ import torch
 
 
 def save_train_state(path: Path, model, opt, sched, settings: dict, **progress) -> None:
-    state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-             "torch_rng": torch.get_rng_state(), "settings": settings, **progress}
+    state = {
+        "model": model.state_dict(),
+        "opt": opt.state_dict(),
+        "sched": sched.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "settings": settings,
+        **progress,
+    }
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -25,7 +31,9 @@ def load_train_state(path: Path, model, opt, sched, settings: dict) -> dict | No
     state = torch.load(path, weights_only=False)
     if state["settings"] != settings:
         changed = sorted(k for k, v in settings.items() if state["settings"].get(k) != v)
-        raise ValueError(f"{path} was written with other settings ({', '.join(changed)}); use a new output folder or delete it")
+        raise ValueError(
+            f"{path} was written with other settings ({', '.join(changed)}); use a new output folder or delete it"
+        )
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     sched.load_state_dict(state["sched"])

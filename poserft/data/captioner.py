@@ -89,8 +89,15 @@ SEG_BINS = ("up", "up_oblique", "horizontal", "down_oblique", "down")
 GROUND_BINS = ("on_ground", "off_ground")
 LEAN_BINS = ("far_neg", "neg", "none", "pos", "far_pos")
 TURN_BINS = ("neg", "none", "pos")
-BIN_NAMES = {"angle": ANGLE_BINS, "dist": DIST_BINS, "rel": REL_BINS, "seg": SEG_BINS,
-             "ground": GROUND_BINS, "lean": LEAN_BINS, "turn": TURN_BINS}  # fmt: skip
+BIN_NAMES = {
+    "angle": ANGLE_BINS,
+    "dist": DIST_BINS,
+    "rel": REL_BINS,
+    "seg": SEG_BINS,
+    "ground": GROUND_BINS,
+    "lean": LEAN_BINS,
+    "turn": TURN_BINS,
+}
 
 
 def _angle_at(j, a, b, c):
@@ -319,59 +326,201 @@ ANGLE_TEXT = (
 # mirror): key, entity, measurement ({s} = side, {o} = other side), bin, wording, wording when
 # merged with the right side (None: the same), skip probability.
 LIMB_RELATIONS = (
-    ("left_hand_near_head", "hand", "{s}_hand_to_head", 0, ("close to the head", "near the head", "by the head"),
-     ("close to the head", "near the head", "on either side of the head"), 0.0),
-    ("left_hand_near_right_shoulder", "hand", "{s}_hand_to_{o}_shoulder", 0,
-     ("near the right shoulder", "close to the right shoulder"),
-     ("near the opposite shoulders", "each close to the other shoulder"), 0.0),
-    ("left_hand_near_knee", "hand", "{s}_hand_to_knee", 0, ("near the left knee", "close to the left knee"),
-     ("near the knees", "close to the knees"), 0.0),
-    ("left_hand_near_foot", "hand", "{s}_hand_to_foot", 0, ("near the left foot", "close to the left foot"),
-     ("near the feet", "close to the feet"), 0.0),
-    ("left_hand_on_hip", "hand", "{s}_hand_to_hip", 0, ("on the hip", "resting on the hip", "placed on the hip"),
-     ("on the hips", "resting on the hips", "placed on the hips"), 0.0),
-    ("left_hand_below_shoulder", "hand", "{s}_hand_y_shoulder", 0, ("below shoulder level", "lower than the shoulder"),
-     ("below shoulder level", "lower than the shoulders"), 0.6),
-    ("left_hand_at_shoulder", "hand", "{s}_hand_y_shoulder", 2, ("at shoulder height", "level with the shoulder"),
-     ("at shoulder height", "level with the shoulders"), 0.0),
-    ("left_hand_above_shoulder", "hand", "{s}_hand_y_shoulder", 4,
-     ("raised above shoulder level", "higher than the shoulder"),
-     ("raised above shoulder level", "higher than the shoulders"), 0.0),
+    (
+        "left_hand_near_head",
+        "hand",
+        "{s}_hand_to_head",
+        0,
+        ("close to the head", "near the head", "by the head"),
+        ("close to the head", "near the head", "on either side of the head"),
+        0.0,
+    ),
+    (
+        "left_hand_near_right_shoulder",
+        "hand",
+        "{s}_hand_to_{o}_shoulder",
+        0,
+        ("near the right shoulder", "close to the right shoulder"),
+        ("near the opposite shoulders", "each close to the other shoulder"),
+        0.0,
+    ),
+    (
+        "left_hand_near_knee",
+        "hand",
+        "{s}_hand_to_knee",
+        0,
+        ("near the left knee", "close to the left knee"),
+        ("near the knees", "close to the knees"),
+        0.0,
+    ),
+    (
+        "left_hand_near_foot",
+        "hand",
+        "{s}_hand_to_foot",
+        0,
+        ("near the left foot", "close to the left foot"),
+        ("near the feet", "close to the feet"),
+        0.0,
+    ),
+    (
+        "left_hand_on_hip",
+        "hand",
+        "{s}_hand_to_hip",
+        0,
+        ("on the hip", "resting on the hip", "placed on the hip"),
+        ("on the hips", "resting on the hips", "placed on the hips"),
+        0.0,
+    ),
+    (
+        "left_hand_below_shoulder",
+        "hand",
+        "{s}_hand_y_shoulder",
+        0,
+        ("below shoulder level", "lower than the shoulder"),
+        ("below shoulder level", "lower than the shoulders"),
+        0.6,
+    ),
+    (
+        "left_hand_at_shoulder",
+        "hand",
+        "{s}_hand_y_shoulder",
+        2,
+        ("at shoulder height", "level with the shoulder"),
+        ("at shoulder height", "level with the shoulders"),
+        0.0,
+    ),
+    (
+        "left_hand_above_shoulder",
+        "hand",
+        "{s}_hand_y_shoulder",
+        4,
+        ("raised above shoulder level", "higher than the shoulder"),
+        ("raised above shoulder level", "higher than the shoulders"),
+        0.0,
+    ),
     ("left_hand_at_head", "hand", "{s}_hand_y_head", 2, ("at head height", "level with the head"), None, 0.0),
-    ("left_hand_above_head", "hand", "{s}_hand_y_head", 4,
-     ("above the head", "raised above the head", "held up above the head"), None, 0.0),
-    ("left_hand_past_head", "hand", "{s}_hand_past_head", 4,
-     ("stretched out beyond the head", "reaching past the head"), None, 0.0),
-    ("left_elbow_at_shoulder", "elbow", "{s}_elbow_y_shoulder", 2, ("at shoulder height", "level with the shoulder"),
-     ("at shoulder height", "level with the shoulders"), 0.0),
-    ("left_elbow_above_shoulder", "elbow", "{s}_elbow_y_shoulder", 4,
-     ("raised above the shoulder", "higher than the shoulder"),
-     ("raised above the shoulders", "higher than the shoulders"), 0.0),
-    ("left_hand_in_front", "hand", "{s}_hand_z_torso", 4,
-     ("in front of the body", "in front of the torso", "held forward"), None, 0.0),
+    (
+        "left_hand_above_head",
+        "hand",
+        "{s}_hand_y_head",
+        4,
+        ("above the head", "raised above the head", "held up above the head"),
+        None,
+        0.0,
+    ),
+    (
+        "left_hand_past_head",
+        "hand",
+        "{s}_hand_past_head",
+        4,
+        ("stretched out beyond the head", "reaching past the head"),
+        None,
+        0.0,
+    ),
+    (
+        "left_elbow_at_shoulder",
+        "elbow",
+        "{s}_elbow_y_shoulder",
+        2,
+        ("at shoulder height", "level with the shoulder"),
+        ("at shoulder height", "level with the shoulders"),
+        0.0,
+    ),
+    (
+        "left_elbow_above_shoulder",
+        "elbow",
+        "{s}_elbow_y_shoulder",
+        4,
+        ("raised above the shoulder", "higher than the shoulder"),
+        ("raised above the shoulders", "higher than the shoulders"),
+        0.0,
+    ),
+    (
+        "left_hand_in_front",
+        "hand",
+        "{s}_hand_z_torso",
+        4,
+        ("in front of the body", "in front of the torso", "held forward"),
+        None,
+        0.0,
+    ),
     ("left_hand_behind", "hand", "{s}_hand_z_torso", 0, ("behind the back", "behind the body"), None, 0.0),
     ("left_elbow_in_front", "elbow", "{s}_elbow_z_torso", 4, ("in front of the body", "pointing forward"), None, 0.0),
-    ("left_elbow_behind", "elbow", "{s}_elbow_z_torso", 0,
-     ("pulled back behind the torso", "pointing backwards"), None, 0.0),
-    ("left_hand_out", "hand", "{s}_hand_x_shoulder", 4,
-     ("out to the side", "held out sideways", "away from the body to the side"),
-     ("out to the sides", "held out sideways", "away from the body to the sides"), 0.0),
-    ("left_hand_across", "hand", "{s}_hand_x_centre", 0, ("across the body", "reaching over to the right side"),
-     ("across the body", "reaching over to the opposite side"), 0.0),
-    ("left_knee_above_hip", "knee", "{s}_knee_y_hip", 4, ("raised above hip level", "lifted higher than the hip"),
-     ("raised above hip level", "lifted higher than the hips"), 0.0),
+    (
+        "left_elbow_behind",
+        "elbow",
+        "{s}_elbow_z_torso",
+        0,
+        ("pulled back behind the torso", "pointing backwards"),
+        None,
+        0.0,
+    ),
+    (
+        "left_hand_out",
+        "hand",
+        "{s}_hand_x_shoulder",
+        4,
+        ("out to the side", "held out sideways", "away from the body to the side"),
+        ("out to the sides", "held out sideways", "away from the body to the sides"),
+        0.0,
+    ),
+    (
+        "left_hand_across",
+        "hand",
+        "{s}_hand_x_centre",
+        0,
+        ("across the body", "reaching over to the right side"),
+        ("across the body", "reaching over to the opposite side"),
+        0.0,
+    ),
+    (
+        "left_knee_above_hip",
+        "knee",
+        "{s}_knee_y_hip",
+        4,
+        ("raised above hip level", "lifted higher than the hip"),
+        ("raised above hip level", "lifted higher than the hips"),
+        0.0,
+    ),
     ("left_knee_in_front", "knee", "{s}_knee_z_hip", 4, ("in front of the hips", "brought forward"), None, 0.0),
     ("left_knee_behind", "knee", "{s}_knee_z_hip", 0, ("behind the hips", "drawn back behind the hips"), None, 0.0),
-    ("left_foot_behind_knee", "foot", "{s}_foot_z_knee", 0, ("behind the knee", "tucked back behind the knee"),
-     ("behind the knees", "tucked back behind the knees"), 0.0),
-    ("left_foot_in_front_of_knee", "foot", "{s}_foot_z_knee", 4, ("in front of the knee", "ahead of the knee"),
-     ("in front of the knees", "ahead of the knees"), 0.0),
-    ("left_foot_out", "foot", "{s}_foot_x_hip", 4, ("out to the side", "placed out to the side"),
-     ("out to the sides", "placed wide to the sides"), 0.0),
-    ("left_foot_across", "foot", "{s}_foot_x_hip", 0,
-     ("crossed over to the right side", "crossing the midline of the body"),
-     ("crossed over to the opposite sides", "crossing the midline of the body"), 0.0),
-)  # fmt: skip
+    (
+        "left_foot_behind_knee",
+        "foot",
+        "{s}_foot_z_knee",
+        0,
+        ("behind the knee", "tucked back behind the knee"),
+        ("behind the knees", "tucked back behind the knees"),
+        0.0,
+    ),
+    (
+        "left_foot_in_front_of_knee",
+        "foot",
+        "{s}_foot_z_knee",
+        4,
+        ("in front of the knee", "ahead of the knee"),
+        ("in front of the knees", "ahead of the knees"),
+        0.0,
+    ),
+    (
+        "left_foot_out",
+        "foot",
+        "{s}_foot_x_hip",
+        4,
+        ("out to the side", "placed out to the side"),
+        ("out to the sides", "placed wide to the sides"),
+        0.0,
+    ),
+    (
+        "left_foot_across",
+        "foot",
+        "{s}_foot_x_hip",
+        0,
+        ("crossed over to the right side", "crossing the midline of the body"),
+        ("crossed over to the opposite sides", "crossing the midline of the body"),
+        0.0,
+    ),
+)
 
 
 def _elementary(tb: _Table) -> None:
@@ -391,28 +540,45 @@ def _elementary(tb: _Table) -> None:
         ("shin", "shin", ("vertical", "upright"), 0.7),
         ("upper_arm", "upper arm", ("hanging straight down", "vertical and pointing down"), 0.7),
         ("forearm", "forearm", ("hanging straight down", "vertical and pointing down"), 0.4),
-    ):  # fmt: skip
+    ):
         tb.sided(f"left_{part}_up", entity, up, _side_bin_is(f"{{s}}_{part}", 0), both=up)
         tb.sided(f"left_{part}_horizontal", entity, flat, _side_bin_is(f"{{s}}_{part}", 2), both=flat)
         tb.sided(f"left_{part}_down", entity, down, _side_bin_is(f"{{s}}_{part}", 4), skip_down, down)
 
     ground = ("on the ground", "resting on the ground", "touching the floor")
-    tb.sided("left_foot_on_ground", "foot", ("on the ground", "touching the ground", "resting on the floor"),
-             _side_bin_is("{s}_foot_height", 0), 0.5, ("on the ground", "touching the ground", "resting on the floor"))
+    tb.sided(
+        "left_foot_on_ground",
+        "foot",
+        ("on the ground", "touching the ground", "resting on the floor"),
+        _side_bin_is("{s}_foot_height", 0),
+        0.5,
+        ("on the ground", "touching the ground", "resting on the floor"),
+    )
     tb.sided("left_knee_on_ground", "knee", ground, _side_bin_is("{s}_knee_height", 0), both=ground)
     tb.sided("left_hand_on_ground", "hand", ground, _side_bin_is("{s}_hand_height", 0), both=ground)
     tb.add("hips_on_ground", "hips", None, ("on the ground", "resting on the ground"), _bin_is("pelvis_height", 0))
 
     # left-right pairs: the subject is already both parts, so nothing to merge
     dist_text = {
-        "hands": (("close together", "near each other"),
-                  ("about shoulder-width apart", "roughly a shoulder width apart"),
-                  ("spread apart", "held apart"), ("wide apart", "far apart from each other")),
-        "feet": (("close together", "next to each other"), ("shoulder-width apart", "about a shoulder width apart"),
-                 ("spread apart", "set apart"), ("wide apart", "spread wide")),
-        "knees": (("close together", "near each other"), ("about shoulder-width apart", "a shoulder width apart"),
-                  ("spread apart", "held apart"), ("wide apart", "spread wide")),
-    }  # fmt: skip
+        "hands": (
+            ("close together", "near each other"),
+            ("about shoulder-width apart", "roughly a shoulder width apart"),
+            ("spread apart", "held apart"),
+            ("wide apart", "far apart from each other"),
+        ),
+        "feet": (
+            ("close together", "next to each other"),
+            ("shoulder-width apart", "about a shoulder width apart"),
+            ("spread apart", "set apart"),
+            ("wide apart", "spread wide"),
+        ),
+        "knees": (
+            ("close together", "near each other"),
+            ("about shoulder-width apart", "a shoulder width apart"),
+            ("spread apart", "held apart"),
+            ("wide apart", "spread wide"),
+        ),
+    }
     for pair, entity in (("hands", "hand"), ("feet", "foot"), ("knees", "knee")):
         for b, text in enumerate(dist_text[pair]):
             skip = 0.3 if (pair, b) == ("feet", 1) else 0.0
@@ -421,21 +587,46 @@ def _elementary(tb: _Table) -> None:
     tb.add("legs_crossed", "leg", "both", ("crossed", "crossed over each other"), _bin_is("feet_x", 0, 1))
     for side, b in (("left", 4), ("right", 0)):
         o = "right" if side == "left" else "left"
-        tb.add(f"{side}_hand_higher", "hand", side, (f"higher than the {o} one", f"higher than the {o} hand"),
-               _bin_is("hands_y", b))
-        tb.add(f"{side}_hand_forward", "hand", side, (f"further forward than the {o} one", f"ahead of the {o} hand"),
-               _bin_is("hands_z", b))
-        tb.add(f"{side}_foot_higher", "foot", side, (f"higher than the {o} one", f"raised higher than the {o} foot"),
-               _bin_is("feet_y", b))
-        tb.add(f"{side}_foot_forward", "foot", side, (f"in front of the {o} one", f"ahead of the {o} foot"),
-               _bin_is("feet_z", b))
+        tb.add(
+            f"{side}_hand_higher",
+            "hand",
+            side,
+            (f"higher than the {o} one", f"higher than the {o} hand"),
+            _bin_is("hands_y", b),
+        )
+        tb.add(
+            f"{side}_hand_forward",
+            "hand",
+            side,
+            (f"further forward than the {o} one", f"ahead of the {o} hand"),
+            _bin_is("hands_z", b),
+        )
+        tb.add(
+            f"{side}_foot_higher",
+            "foot",
+            side,
+            (f"higher than the {o} one", f"raised higher than the {o} foot"),
+            _bin_is("feet_y", b),
+        )
+        tb.add(
+            f"{side}_foot_forward",
+            "foot",
+            side,
+            (f"in front of the {o} one", f"ahead of the {o} foot"),
+            _bin_is("feet_z", b),
+        )
 
     tb.add("torso_upright", "torso", None, ("upright", "vertical", "held straight up"), _bin_is("torso", 0), 0.5)
     tb.add("torso_horizontal", "torso", None, ("horizontal", "parallel to the ground"), _bin_is("torso", 2))
     tb.add("torso_twist_left", "torso", None, ("twisted to the left", "turned to the left"), _bin_is("twist", 2))
     tb.add("torso_twist_right", "torso", None, ("twisted to the right", "turned to the right"), _bin_is("twist", 0))
-    tb.add("head_forward", "head", None, ("bowed forward", "tilted forward", "bent down towards the chest"),
-           _bin_is("head_pitch", 2))
+    tb.add(
+        "head_forward",
+        "head",
+        None,
+        ("bowed forward", "tilted forward", "bent down towards the chest"),
+        _bin_is("head_pitch", 2),
+    )
     tb.add("head_back", "head", None, ("tilted back", "tipped backwards"), _bin_is("head_pitch", 0))
     tb.add("head_left", "head", None, ("tilted to the left", "leaning to the left"), _bin_is("head_roll", 2))
     tb.add("head_right", "head", None, ("tilted to the right", "leaning to the right"), _bin_is("head_roll", 0))
@@ -444,8 +635,9 @@ def _elementary(tb: _Table) -> None:
     tb.add("lean_forward", "", None, ("leaning forward", "tilting the upper body forward"), _bin_is("lean_pitch", 3))
     tb.add("lean_far_forward", "", None, ("bending far forward", "bent forward at the waist"), _bin_is("lean_pitch", 4))
     tb.add("lean_left", "", None, ("leaning to the left", "tilting sideways to the left"), _bin_is("lean_roll", 3, 4))
-    tb.add("lean_right", "", None, ("leaning to the right", "tilting sideways to the right"),
-           _bin_is("lean_roll", 0, 1))
+    tb.add(
+        "lean_right", "", None, ("leaning to the right", "tilting sideways to the right"), _bin_is("lean_roll", 0, 1)
+    )
 
 
 def _super(tb: _Table) -> None:
@@ -463,14 +655,20 @@ def _super(tb: _Table) -> None:
 
         return rule
 
-    tb.add("lying_back", "", None, ("lying on their back", "lying face up", "lying flat on their back"),
-           lying_on("back"))
+    tb.add(
+        "lying_back", "", None, ("lying on their back", "lying face up", "lying flat on their back"), lying_on("back")
+    )
     tb.add("lying_front", "", None, ("lying face down", "lying on their stomach", "lying prone"), lying_on("front"))
     tb.add("lying_left", "", None, ("lying on their left side", "lying down on the left side"), lying_on("left"))
     tb.add("lying_right", "", None, ("lying on their right side", "lying down on the right side"), lying_on("right"))
     tb.add("lying_other", "", None, ("lying down", "lying on the ground"), lying_on("other"))
-    tb.add("upside_down", "", None, ("upside down, with the head below the hips", "upside down"),
-           lambda b, v, c, t: (col(v, "torso") >= 135.0) & ~c["lying"])
+    tb.add(
+        "upside_down",
+        "",
+        None,
+        ("upside down, with the head below the hips", "upside down"),
+        lambda b, v, c, t: (col(v, "torso") >= 135.0) & ~c["lying"],
+    )
 
     def kneeling(b, v, c, t):
         knees = t["left_knee_on_ground"] & t["right_knee_on_ground"]
@@ -481,19 +679,29 @@ def _super(tb: _Table) -> None:
         return kneeling(b, v, c, t) & t["left_hand_on_ground"] & t["right_hand_on_ground"]
 
     tb.add("all_fours", "", None, ("on all fours", "on their hands and knees", "down on all fours"), all_fours)
-    tb.add("kneeling", "", None, ("kneeling", "kneeling on both knees", "on their knees"),
-           lambda b, v, c, t: kneeling(b, v, c, t) & ~all_fours(b, v, c, t))
+    tb.add(
+        "kneeling",
+        "",
+        None,
+        ("kneeling", "kneeling on both knees", "on their knees"),
+        lambda b, v, c, t: kneeling(b, v, c, t) & ~all_fours(b, v, c, t),
+    )
 
     def kneel_one(side):
         o = _other(side)
         return lambda b, v, c, t: (
-            t[f"{side}_knee_on_ground"] & (col(b, f"{side}_knee_angle") <= 3) & ~t[f"{o}_knee_on_ground"]
-            & t[f"{o}_foot_on_ground"] & ~c["lying"] & ~t["hips_on_ground"]
-        )  # fmt: skip
+            t[f"{side}_knee_on_ground"]
+            & (col(b, f"{side}_knee_angle") <= 3)
+            & ~t[f"{o}_knee_on_ground"]
+            & t[f"{o}_foot_on_ground"]
+            & ~c["lying"]
+            & ~t["hips_on_ground"]
+        )
 
     for side in SIDES:
-        tb.add(f"kneel_on_{side}", "", None, (f"kneeling on the {side} knee", f"down on the {side} knee"),
-               kneel_one(side))
+        tb.add(
+            f"kneel_on_{side}", "", None, (f"kneeling on the {side} knee", f"down on the {side} knee"), kneel_one(side)
+        )
 
     def squat(b, v, c, t):
         deep = (col(b, "left_knee_angle") <= 1) & (col(b, "right_knee_angle") <= 1)
@@ -503,8 +711,13 @@ def _super(tb: _Table) -> None:
         return deep & feet & knees_up & low & ~t["hips_on_ground"] & (col(v, "torso") < 70.0)
 
     tb.add("squatting", "", None, ("squatting", "crouching down", "in a deep squat"), squat)
-    tb.add("sitting_ground", "", None, ("sitting on the ground", "seated on the floor"),
-           lambda b, v, c, t: t["hips_on_ground"] & (col(v, "torso") < 55.0))
+    tb.add(
+        "sitting_ground",
+        "",
+        None,
+        ("sitting on the ground", "seated on the floor"),
+        lambda b, v, c, t: t["hips_on_ground"] & (col(v, "torso") < 55.0),
+    )
 
     def seated(b, v, c, t):
         thighs = (np.abs(col(v, "left_thigh") - 90.0) <= 30.0) & (np.abs(col(v, "right_thigh") - 90.0) <= 30.0)
@@ -536,9 +749,13 @@ def _super(tb: _Table) -> None:
     apart = ("standing with the feet shoulder-width apart", "standing with feet about a shoulder width apart")
     tb.add("standing_feet_apart", "", None, apart, feet_apart)
     for side in SIDES:
-        tb.add(f"standing_on_{side}", "", None,
-               (f"standing on the {side} leg", f"balancing on the {side} leg", f"standing on the {side} foot"),
-               on_one_leg(side))
+        tb.add(
+            f"standing_on_{side}",
+            "",
+            None,
+            (f"standing on the {side} leg", f"balancing on the {side} leg", f"standing on the {side} foot"),
+            on_one_leg(side),
+        )
 
     def lunge(side):
         o, sign = _other(side), (1.0 if side == "left" else -1.0)
@@ -554,8 +771,13 @@ def _super(tb: _Table) -> None:
         return rule
 
     for side in SIDES:
-        tb.add(f"lunge_{side}", "", None,
-               (f"in a lunge with the {side} leg forward", f"lunging forward on the {side} leg"), lunge(side))
+        tb.add(
+            f"lunge_{side}",
+            "",
+            None,
+            (f"in a lunge with the {side} leg forward", f"lunging forward on the {side} leg"),
+            lunge(side),
+        )
 
     # whole-limb codes (entity merge: upper arm + forearm + elbow -> arm, thigh + knee -> leg)
     def arm(kind):
@@ -578,13 +800,26 @@ def _super(tb: _Table) -> None:
 
     up = ("raised straight up above the head", "stretched straight up above the head")
     tb.sided("left_arm_up", "arm", up, arm("up"), both=up)
-    tb.sided("left_arm_side", "arm", ("stretched out horizontally to the side", "held out sideways at shoulder height"),
-             arm("side"), both=("spread out horizontally to the sides in a T shape",
-                                "stretched horizontally out to the sides like a letter T"))  # fmt: skip
+    tb.sided(
+        "left_arm_side",
+        "arm",
+        ("stretched out horizontally to the side", "held out sideways at shoulder height"),
+        arm("side"),
+        both=(
+            "spread out horizontally to the sides in a T shape",
+            "stretched horizontally out to the sides like a letter T",
+        ),
+    )
     front = ("stretched out horizontally in front", "held straight out in front at shoulder height")
     tb.sided("left_arm_front", "arm", front, arm("front"), both=front)
-    tb.sided("left_arm_down", "arm", ("hanging down by the side", "resting straight down along the body"),
-             arm("down"), 0.4, ("hanging down by the sides", "resting straight down along the body"))
+    tb.sided(
+        "left_arm_down",
+        "arm",
+        ("hanging down by the side", "resting straight down along the body"),
+        arm("down"),
+        0.4,
+        ("hanging down by the sides", "resting straight down along the body"),
+    )
 
     def leg(kind):
         def make(side):
@@ -596,10 +831,20 @@ def _super(tb: _Table) -> None:
 
         return make
 
-    tb.sided("left_leg_front", "leg", ("stretched out forward", "raised straight out in front"), leg("front"),
-             both=("stretched out forward", "raised straight out in front"))
-    tb.sided("left_leg_back", "leg", ("stretched out behind", "extended backwards"), leg("back"),
-             both=("stretched out behind", "extended backwards"))
+    tb.sided(
+        "left_leg_front",
+        "leg",
+        ("stretched out forward", "raised straight out in front"),
+        leg("front"),
+        both=("stretched out forward", "raised straight out in front"),
+    )
+    tb.sided(
+        "left_leg_back",
+        "leg",
+        ("stretched out behind", "extended backwards"),
+        leg("back"),
+        both=("stretched out behind", "extended backwards"),
+    )
 
 
 def _implications(tb: _Table) -> None:
@@ -628,13 +873,25 @@ def _implications(tb: _Table) -> None:
         imp(("seated", f"{side}_thigh_horizontal"))
         imp(("seated", f"{side}_shin_down"))
         straight = (f"{side}_elbow_slightly_bent", f"{side}_arm_straight")
-        for b in (*straight, f"{side}_hand_above_head", f"{side}_hand_above_shoulder", f"{side}_elbow_above_shoulder",
-                  f"{side}_upper_arm_up", f"{side}_forearm_up"):  # fmt: skip
+        for b in (
+            *straight,
+            f"{side}_hand_above_head",
+            f"{side}_hand_above_shoulder",
+            f"{side}_elbow_above_shoulder",
+            f"{side}_upper_arm_up",
+            f"{side}_forearm_up",
+        ):
             imp((f"{side}_arm_up", b))
         imp((f"{side}_arm_front", f"{side}_elbow_in_front"))
         for kind, extra in (("side", f"{side}_hand_out"), ("front", f"{side}_hand_in_front")):
-            for b in (*straight, extra, f"{side}_upper_arm_horizontal", f"{side}_forearm_horizontal",
-                      f"{side}_hand_at_shoulder", f"{side}_elbow_at_shoulder"):  # fmt: skip
+            for b in (
+                *straight,
+                extra,
+                f"{side}_upper_arm_horizontal",
+                f"{side}_forearm_horizontal",
+                f"{side}_hand_at_shoulder",
+                f"{side}_elbow_at_shoulder",
+            ):
                 imp((f"{side}_arm_{kind}", b))
         for b in (*straight, f"{side}_upper_arm_down", f"{side}_forearm_down", f"{side}_hand_below_shoulder"):
             imp((f"{side}_arm_down", b))
@@ -676,7 +933,7 @@ _DRAW = np.array([F[f.mirror] if f.mirror and f.side == "right" else i for i, f 
 # merged facts ("both knees are bent"), appended after the side facts
 _MERGES = [(F[k], F[FACTS[F[k]].mirror]) for k in _TABLE.merged]
 MERGED: tuple[Fact, ...] = tuple(
-    Fact("both" + k[len("left"):], FACTS[F[k]].entity, "both", _TABLE.merged[k]) for k in _TABLE.merged
+    Fact("both" + k[len("left") :], FACTS[F[k]].entity, "both", _TABLE.merged[k]) for k in _TABLE.merged
 )
 ALL_FACTS = FACTS + MERGED
 
@@ -721,15 +978,55 @@ def merge_sides(stated: np.ndarray) -> np.ndarray:
 
 # ---- rendering --------------------------------------------------------------------------
 
-PLURAL = {"knee": "knees", "foot": "feet", "hand": "hands", "elbow": "elbows", "arm": "arms", "leg": "legs",
-          "thigh": "thighs", "shin": "shins", "upper arm": "upper arms", "forearm": "forearms"}  # fmt: skip
-SYNONYMS = {"forearm": ("forearm", "lower arm"), "shin": ("shin", "lower leg"),
-            "torso": ("torso", "upper body", "trunk")}  # fmt: skip
-REGION = {"": "body", "torso": "torso", "head": "head", "hips": "legs", "leg": "legs", "knee": "legs", "thigh": "legs",
-          "shin": "legs", "foot": "legs", "arm": "arms", "elbow": "arms", "upper arm": "arms", "forearm": "arms",
-          "hand": "arms"}  # fmt: skip
-ENTITY_ORDER = {"leg": 0, "knee": 1, "thigh": 2, "shin": 3, "foot": 4, "hips": 5, "arm": 0, "elbow": 1, "upper arm": 2,
-                "forearm": 3, "hand": 4, "torso": 0, "head": 0, "": 0}  # fmt: skip
+PLURAL = {
+    "knee": "knees",
+    "foot": "feet",
+    "hand": "hands",
+    "elbow": "elbows",
+    "arm": "arms",
+    "leg": "legs",
+    "thigh": "thighs",
+    "shin": "shins",
+    "upper arm": "upper arms",
+    "forearm": "forearms",
+}
+SYNONYMS = {
+    "forearm": ("forearm", "lower arm"),
+    "shin": ("shin", "lower leg"),
+    "torso": ("torso", "upper body", "trunk"),
+}
+REGION = {
+    "": "body",
+    "torso": "torso",
+    "head": "head",
+    "hips": "legs",
+    "leg": "legs",
+    "knee": "legs",
+    "thigh": "legs",
+    "shin": "legs",
+    "foot": "legs",
+    "arm": "arms",
+    "elbow": "arms",
+    "upper arm": "arms",
+    "forearm": "arms",
+    "hand": "arms",
+}
+ENTITY_ORDER = {
+    "leg": 0,
+    "knee": 1,
+    "thigh": 2,
+    "shin": 3,
+    "foot": 4,
+    "hips": 5,
+    "arm": 0,
+    "elbow": 1,
+    "upper arm": 2,
+    "forearm": 3,
+    "hand": 4,
+    "torso": 0,
+    "head": 0,
+    "": 0,
+}
 BODY_NOUNS = ("the person", "the figure", "this person", "the subject", "the individual")
 GENERIC_TRANSITIONS = ("Also, ", "In addition, ", "Moreover, ", "Meanwhile, ", "Furthermore, ")
 REGION_TRANSITIONS = ("As for the {r}, ", "Looking at the {r}, ", "Regarding the {r}, ", "When it comes to the {r}, ")

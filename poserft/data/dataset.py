@@ -89,6 +89,7 @@ def build_dataset(
     image_size: int = 64,
     smpl_dir: str | None = None,
     progress: bool = True,
+    caption_registers: bool = False,
 ) -> dict:
     """Write the benchmark to `out`; returns the dataset card."""
     from poserft.data.captioner import Captioner
@@ -117,6 +118,10 @@ def build_dataset(
     for i in range(0, total, 2048):
         captions += captioner.caption(joints[i : i + 2048], ids=list(range(i, min(i + 2048, total))))
         bar.update(min(2048, total - i))
+    if caption_registers:  # opt-in everyday registers (poserft.data.registers); off keeps the default output
+        from poserft.data.registers import with_registers
+
+        captions = with_registers(captions, joints, list(range(total)), seed)
     images = []
     for i in range(total):
         images.append(render_skeleton(joints[i], size=image_size))
@@ -153,6 +158,8 @@ def build_dataset(
             "camera": "orthographic, front view (yaw 0, pitch 0); poses are expressed in the camera frame",
         },
     }
+    if caption_registers:
+        card["generator"]["caption_registers"] = True
     _write_atomic(out / "dataset_card.json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
     return card
 
@@ -219,24 +226,41 @@ def load_card(data_dir: str | Path) -> dict:
     except OSError as err:
         raise DatasetError(f"dataset card {path} cannot be read: {_one_line(err.strerror or err)}") from None
     except UnicodeDecodeError as err:
-        raise DatasetError(f"dataset card {path} is not UTF-8 text (byte offset {err.start}); {_rebuild_hint(data_dir)}") from None
+        raise DatasetError(
+            f"dataset card {path} is not UTF-8 text (byte offset {err.start}); {_rebuild_hint(data_dir)}"
+        ) from None
     except json.JSONDecodeError as err:
-        raise DatasetError(f"dataset card {path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); {_rebuild_hint(data_dir)}") from None
+        raise DatasetError(
+            f"dataset card {path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
+            f"{_rebuild_hint(data_dir)}"
+        ) from None
     except RecursionError:
-        raise DatasetError(f"dataset card {path} is nested too deeply to be a dataset card; {_rebuild_hint(data_dir)}") from None
+        raise DatasetError(
+            f"dataset card {path} is nested too deeply to be a dataset card; {_rebuild_hint(data_dir)}"
+        ) from None
     if not isinstance(card, dict):
-        raise DatasetError(f"dataset card {path} must hold a JSON object, not {type(card).__name__}; {_rebuild_hint(data_dir)}")
+        raise DatasetError(
+            f"dataset card {path} must hold a JSON object, not {type(card).__name__}; {_rebuild_hint(data_dir)}"
+        )
     version = card.get("format_version")
     if type(version) is not int or version != FORMAT_VERSION:
-        raise DatasetError(f"dataset card {path}: format_version is {version!r}, this poserft reads {FORMAT_VERSION}; {_rebuild_hint(data_dir)}")
+        raise DatasetError(
+            f"dataset card {path}: format_version is {version!r}, this poserft reads {FORMAT_VERSION}; "
+            f"{_rebuild_hint(data_dir)}"
+        )
     splits = card.get("splits")
     if not isinstance(splits, dict):
-        raise DatasetError(f"dataset card {path}: 'splits' must be an object with one entry per split; {_rebuild_hint(data_dir)}")
+        raise DatasetError(
+            f"dataset card {path}: 'splits' must be an object with one entry per split; {_rebuild_hint(data_dir)}"
+        )
     for split in SPLITS:
         entry = splits.get(split)
         rows = entry.get("rows") if isinstance(entry, dict) else None
         if type(rows) is not int or rows < 0:
-            raise DatasetError(f"dataset card {path}: 'splits.{split}.rows' must be a row count, got {rows!r}; {_rebuild_hint(data_dir)}")
+            raise DatasetError(
+                f"dataset card {path}: 'splits.{split}.rows' must be a row count, got {rows!r}; "
+                f"{_rebuild_hint(data_dir)}"
+            )
     return card
 
 
@@ -271,7 +295,9 @@ def load_split(data_dir: str | Path, split: str, task: str | None = None) -> pa.
         else:
             table = pq.read_table(path)
     except Exception as err:  # pyarrow raises several types (ArrowInvalid, OSError, ...) for broken files
-        raise DatasetError(f"dataset file {path} is not readable Parquet ({_short(err)}); {_rebuild_hint(data_dir)}") from None
+        raise DatasetError(
+            f"dataset file {path} is not readable Parquet ({_short(err)}); {_rebuild_hint(data_dir)}"
+        ) from None
     validate_task_table(table, str(path), split=split)
     if expected_rows is not None and table.num_rows != expected_rows:
         raise DatasetError(
@@ -313,7 +339,10 @@ def _type_problem(table: pa.Table, field: pa.Field, got: pa.DataType) -> str:
             wrong = pc.not_equal(lengths, want.list_size)
             if _any(wrong):
                 i = _first(wrong)
-                return f"has {lengths[i].as_py()} values in {_row(table, i)}, expected {want.list_size} (type {got}, expected {want})"
+                return (
+                    f"has {lengths[i].as_py()} values in {_row(table, i)}, expected {want.list_size} "
+                    f"(type {got}, expected {want})"
+                )
     return f"has type {got}, expected {want}"
 
 
@@ -348,18 +377,27 @@ def validate_task_table(table: pa.Table, where: str = "table", split: str | None
         col = table[field.name]
         if not field.nullable and col.null_count:
             n = col.null_count
-            raise DatasetError(f"{where}: column {field.name!r} is null in {n} row{'s' * (n != 1)}, first in {_row(table, _first(pc.is_null(col)))}")
+            raise DatasetError(
+                f"{where}: column {field.name!r} is null in {n} row{'s' * (n != 1)}, first in "
+                f"{_row(table, _first(pc.is_null(col)))}"
+            )
 
     tasks = table["task"]
     unknown = pc.invert(pc.is_in(tasks, value_set=pa.array(TASKS)))
     if _any(unknown):
         i = _first(unknown)
-        raise DatasetError(f"{where}: column 'task' has unknown value {tasks[i].as_py()!r} in {_row(table, i)}; known tasks: {', '.join(TASKS)}")
+        raise DatasetError(
+            f"{where}: column 'task' has unknown value {tasks[i].as_py()!r} in {_row(table, i)}; known tasks: "
+            f"{', '.join(TASKS)}"
+        )
     if split is not None:
         other = pc.not_equal(table["split"], split)
         if _any(other):
             i = _first(other)
-            raise DatasetError(f"{where}: column 'split' is {table['split'][i].as_py()!r} in {_row(table, i)}, but the file holds the {split} split")
+            raise DatasetError(
+                f"{where}: column 'split' is {table['split'][i].as_py()!r} in {_row(table, i)}, but the file holds "
+                f"the {split} split"
+            )
     if pc.count_distinct(table["id"]).as_py() != table.num_rows:
         counts = pc.value_counts(table["id"])
         dup = counts.filter(pc.greater(counts.field("counts"), 1))[0].as_py()
@@ -378,11 +416,18 @@ def validate_task_table(table: pa.Table, where: str = "table", split: str | None
     image = table["image"]
     no_image = pc.and_(pc.equal(tasks, "image2pose"), pc.is_null(image))
     if _any(no_image):
-        raise DatasetError(f"{where}: column 'image' is null in {_row(table, _first(no_image))}, but image2pose rows need a PNG")
+        raise DatasetError(
+            f"{where}: column 'image' is null in {_row(table, _first(no_image))}, but image2pose rows need a PNG"
+        )
     if image.null_count < table.num_rows:
         head = pc.binary_slice(image, 0, len(PNG_SIGNATURE))
         tail = pc.binary_slice(image, -len(PNG_TRAILER))
-        png = pc.and_(pc.equal(head, pa.scalar(PNG_SIGNATURE, pa.binary())), pc.equal(tail, pa.scalar(PNG_TRAILER, pa.binary())))
+        png = pc.and_(
+            pc.equal(head, pa.scalar(PNG_SIGNATURE, pa.binary())), pc.equal(tail, pa.scalar(PNG_TRAILER, pa.binary()))
+        )
         not_png = pc.invert(pc.fill_null(png, True))
         if _any(not_png):
-            raise DatasetError(f"{where}: column 'image' in {_row(table, _first(not_png))} is not a complete PNG (wrong signature or no IEND end chunk)")
+            raise DatasetError(
+                f"{where}: column 'image' in {_row(table, _first(not_png))} is not a complete PNG (wrong signature or "
+                "no IEND end chunk)"
+            )

@@ -162,8 +162,8 @@ def _two_bone(upper_rest, lower_rest, upper, lower) -> np.ndarray:
 
 
 def _bend_angle(upper, lower) -> float:
-    u, l = (np.asarray(v, dtype=np.float64) / np.linalg.norm(v) for v in (upper, lower))
-    return float(np.degrees(np.arccos(np.clip(np.dot(u, l), -1, 1))))
+    u, w = (np.asarray(v, dtype=np.float64) / np.linalg.norm(v) for v in (upper, lower))
+    return float(np.degrees(np.arccos(np.clip(np.dot(u, w), -1, 1))))
 
 
 def _arm(upper, lower) -> dict:
@@ -218,7 +218,9 @@ def _build_canonical() -> dict[str, np.ndarray]:
     p["standing"] = _pose(_ARMS_DOWN)
     p["standing_relaxed"] = _pose(
         {**_ARMS_DOWN, "hip": [("z", 6), ("y", 10)], "elbow": [("y", -20)]},
-        left_knee=[("x", 10)], **_spine(bend=-4), neck=[("z", 4)],
+        left_knee=[("x", 10)],
+        **_spine(bend=-4),
+        neck=[("z", 4)],
     )
     p["sitting"] = _pose(
         {
@@ -258,7 +260,8 @@ def _build_canonical() -> dict[str, np.ndarray]:
             "shoulder": [("z", -10), ("y", -70)],
             "elbow": [("y", -10)],
         },
-        pelvis=[("x", 20)], **_spine(flex=10),
+        pelvis=[("x", 20)],
+        **_spine(flex=10),
     )
     p["arms_up"] = _pose({"collar": [("z", 20)], "shoulder": [("z", 65)]})
     p["arms_behind_head"] = _pose(
@@ -266,12 +269,17 @@ def _build_canonical() -> dict[str, np.ndarray]:
     )
     p["lunge"] = _pose(
         _ARMS_DOWN,
-        left_hip=[("x", -90)], left_knee=[("x", 90)],
-        right_hip=[("x", 20)], right_knee=[("x", 85)], right_ankle=[("x", -15)],
+        left_hip=[("x", -90)],
+        left_knee=[("x", 90)],
+        right_hip=[("x", 20)],
+        right_knee=[("x", 85)],
+        right_ankle=[("x", -15)],
     )
     p["bending_forward"] = _pose(
         {"hip": [("x", -75)], "shoulder": [("y", -90), ("x", -10)], "elbow": [("y", -5)]},
-        pelvis=[("x", 75)], **_spine(flex=45), neck=[("x", -15)],
+        pelvis=[("x", 75)],
+        **_spine(flex=45),
+        neck=[("x", -15)],
     )
     p["bowing"] = _pose({**_ARMS_DOWN, "hip": [("x", -30)]}, pelvis=[("x", 30)], **_spine(flex=15))
     p["praying"] = _pose(  # palms together in front of the chest
@@ -279,43 +287,67 @@ def _build_canonical() -> dict[str, np.ndarray]:
     )
     p["walking"] = _pose(
         {"collar": [("z", -5)]},
-        left_hip=[("x", -25)], left_knee=[("x", 10)], left_ankle=[("x", -5)],
-        right_hip=[("x", 10)], right_knee=[("x", 35)], right_ankle=[("x", 20)],
-        left_shoulder=[("z", -78), ("x", 20)], left_elbow=[("y", -15)],
-        right_shoulder=_mirror(_rot(("z", -78), ("x", -25))), right_elbow=_mirror(_rot(("y", -35))),
+        left_hip=[("x", -25)],
+        left_knee=[("x", 10)],
+        left_ankle=[("x", -5)],
+        right_hip=[("x", 10)],
+        right_knee=[("x", 35)],
+        right_ankle=[("x", 20)],
+        left_shoulder=[("z", -78), ("x", 20)],
+        left_elbow=[("y", -15)],
+        right_shoulder=_mirror(_rot(("z", -78), ("x", -25))),
+        right_elbow=_mirror(_rot(("y", -35))),
     )
     p["running"] = _pose(
         {"collar": [("z", -5)]},
-        pelvis=[("x", 10)], **_spine(flex=6),
-        left_hip=[("x", -70)], left_knee=[("x", 90)], left_ankle=[("x", 10)],
-        right_hip=[("x", 20)], right_knee=[("x", 60)], right_ankle=[("x", 30)],
-        left_shoulder=[("z", -75), ("x", 40)], left_elbow=[("y", -90)],
-        right_shoulder=_mirror(_rot(("z", -75), ("x", -45))), right_elbow=_mirror(_rot(("y", -95))),
+        pelvis=[("x", 10)],
+        **_spine(flex=6),
+        left_hip=[("x", -70)],
+        left_knee=[("x", 90)],
+        left_ankle=[("x", 10)],
+        right_hip=[("x", 20)],
+        right_knee=[("x", 60)],
+        right_ankle=[("x", 30)],
+        left_shoulder=[("z", -75), ("x", 40)],
+        left_elbow=[("y", -90)],
+        right_shoulder=_mirror(_rot(("z", -75), ("x", -45))),
+        right_elbow=_mirror(_rot(("y", -95))),
     )
     p["one_leg_stand"] = _pose(
         {"shoulder": [("z", -30)]},
-        left_hip=[("x", -90)], left_knee=[("x", 95)], left_ankle=[("x", 20)],
+        left_hip=[("x", -90)],
+        left_knee=[("x", 95)],
+        left_ankle=[("x", 20)],
     )
     p["kicking"] = _pose(
         {"shoulder": [("z", -20), ("y", 15)]},
-        right_hip=[("x", -75)], right_knee=[("x", 10)], **_spine(flex=-5),
+        right_hip=[("x", -75)],
+        right_knee=[("x", 10)],
+        **_spine(flex=-5),
     )
     p["hands_on_hips"] = _pose(_arm([0.67, -0.72, -0.15], [-0.7, -0.6, 0.35]))
     left_cross, right_cross = _arm([0.05, -0.75, 0.65], [-1, 0.15, 0.05]), _arm([0.05, -0.75, 0.65], [-1, 0.02, 0.1])
     p["arms_crossed"] = _pose(
-        left_shoulder=left_cross["shoulder"], left_elbow=left_cross["elbow"],
-        right_shoulder=_mirror(right_cross["shoulder"]), right_elbow=_mirror(_rot(*right_cross["elbow"])),
+        left_shoulder=left_cross["shoulder"],
+        left_elbow=left_cross["elbow"],
+        right_shoulder=_mirror(right_cross["shoulder"]),
+        right_elbow=_mirror(_rot(*right_cross["elbow"])),
     )
     p["waving"] = _pose(
-        left_collar=[("z", -5)], left_shoulder=[("z", -75)], left_elbow=[("y", -10)],
+        left_collar=[("z", -5)],
+        left_shoulder=[("z", -75)],
+        left_elbow=[("y", -10)],
         right_collar=_mirror(_rot(("z", 10))),
         right_shoulder=_mirror(_rot(("x", -90), ("z", 10))),
         right_elbow=_mirror(_rot(("y", -100))),
         right_wrist=_mirror(_rot(("z", 20))),
     )
     p["pointing"] = _pose(
-        left_collar=[("z", -5)], left_shoulder=[("z", -75)], left_elbow=[("y", -10)],
-        right_shoulder=_mirror(_rot(("y", -80), ("z", 10))), **_spine(twist=-10),
+        left_collar=[("z", -5)],
+        left_shoulder=[("z", -75)],
+        left_elbow=[("y", -10)],
+        right_shoulder=_mirror(_rot(("y", -80), ("z", 10))),
+        **_spine(twist=-10),
     )
     p["reaching_forward"] = _pose({"shoulder": [("y", -85), ("z", 5)], "collar": [("y", -10)]}, **_spine(flex=15))
     p["jumping_star"] = _pose(
@@ -323,13 +355,19 @@ def _build_canonical() -> dict[str, np.ndarray]:
     )
     p["t_pose_lean"] = _pose(**_spine(bend=30), neck=[("z", 10)])
     p["side_stretch"] = _pose(
-        left_collar=[("z", 20)], left_shoulder=[("z", 85)], left_elbow=[("y", -20)],
-        right_shoulder=_mirror(_rot(("z", -75))), **_spine(bend=30),
+        left_collar=[("z", 20)],
+        left_shoulder=[("z", 85)],
+        left_elbow=[("y", -20)],
+        right_shoulder=_mirror(_rot(("z", -75))),
+        **_spine(bend=30),
         right_hip=_mirror(_rot(("z", 10))),
     )
     p["boxing_guard"] = _pose(
         {"shoulder": [("x", -10), ("z", -65), ("y", -50)], "elbow": [("y", -135)]},
-        left_hip=[("x", -15)], right_hip=[("x", 10)], left_knee=[("x", 20)], right_knee=[("x", 20)],
+        left_hip=[("x", -15)],
+        right_hip=[("x", 10)],
+        left_knee=[("x", 20)],
+        right_knee=[("x", 20)],
         **_spine(flex=10, twist=15),
     )
     p["flexing_biceps"] = _pose({"shoulder": [("x", -90)], "elbow": [("y", -110)]})
@@ -337,16 +375,20 @@ def _build_canonical() -> dict[str, np.ndarray]:
     p["lying_on_side"] = _pose(
         {"hip": [("x", -35)], "knee": [("x", 45)]},
         pelvis=[("z", 90)],
-        left_shoulder=[("z", -60)], left_elbow=[("y", -20)],
-        right_shoulder=_mirror(_rot(("z", 10), ("y", -60))), right_elbow=_mirror(_rot(("y", -60))),
+        left_shoulder=[("z", -60)],
+        left_elbow=[("y", -20)],
+        right_shoulder=_mirror(_rot(("z", 10), ("y", -60))),
+        right_elbow=_mirror(_rot(("y", -60))),
     )
     p["plank"] = _pose(
         {"shoulder": [("y", -90), ("x", 20)], "elbow": [("y", -5)]},
-        pelvis=[("x", 70)], neck=[("x", -10)],
+        pelvis=[("x", 70)],
+        neck=[("x", -10)],
     )
     p["push_up_down"] = _pose(
         {"shoulder": [("z", -80), ("y", -20)], "elbow": [("y", -100)], "wrist": [("z", 70)]},
-        pelvis=[("x", 85)], neck=[("x", -15)],
+        pelvis=[("x", 85)],
+        neck=[("x", -15)],
     )
     return p
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import math
 import textwrap
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -230,7 +230,11 @@ def render_grid(
         r, c = divmod(k, cols)
         x0, y0 = c * size, r * (size + text_h)
         panel = render_pil(
-            check_joints(f"joints_list[{k}]", joints_list[k]), size, yaws[k], pitches[k], metres_per_image,
+            check_joints(f"joints_list[{k}]", joints_list[k]),
+            size,
+            yaws[k],
+            pitches[k],
+            metres_per_image,
             None if overlays[k] is None else check_joints(f"overlay[{k}]", overlays[k]),
         )
         sheet.paste(panel, (x0, y0))

@@ -90,10 +90,15 @@ def npz_bytes(rec: PoseRecord) -> bytes:
     buf = io.BytesIO()
     nan = np.full(POSE_6D_DIM, np.nan)
     np.savez(
-        buf, axis_angle=rec.axis_angle.reshape(-1), joints_m=rec.joints_m,
-        mu=nan if rec.mu is None else np.asarray(rec.mu, np.float64), std=nan if rec.std is None else np.asarray(rec.std, np.float64),
-        joint_names=np.array(JOINT_NAMES), parents=np.array(PARENTS), text=np.array(rec.text),
-    )  # fmt: skip
+        buf,
+        axis_angle=rec.axis_angle.reshape(-1),
+        joints_m=rec.joints_m,
+        mu=nan if rec.mu is None else np.asarray(rec.mu, np.float64),
+        std=nan if rec.std is None else np.asarray(rec.std, np.float64),
+        joint_names=np.array(JOINT_NAMES),
+        parents=np.array(PARENTS),
+        text=np.array(rec.text),
+    )
     return buf.getvalue()
 
 

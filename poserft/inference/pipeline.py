@@ -87,7 +87,9 @@ class PoseResult:
         return PoseRecord(p.axis_angle, p.joints_m, self.mu, self.std, self.text)
 
     def as_dict(self) -> dict:
-        as_list = lambda a: None if a is None else np.asarray(a).tolist()
+        def as_list(a):
+            return None if a is None else np.asarray(a).tolist()
+
         poses = [{"axis_angle": as_list(p.axis_angle.reshape(-1)), "joints_m": as_list(p.joints_m)} for p in self.poses]
         return {
             "task": self.task,
@@ -183,8 +185,14 @@ def _seed(*parts) -> int:
 class PipelineCore:
     """Policy + engine; runs in this process (HF, or vLLM on a GPU) or as a Ray actor (vLLM on CPU)."""
 
-    def __init__(self, ckpt: str | Path, backend: str = "hf", device: str | None = None, engine_kwargs: dict | None = None,
-                 threads: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        ckpt: str | Path,
+        backend: str = "hf",
+        device: str | None = None,
+        engine_kwargs: dict | None = None,
+        threads: int | None = None,
+    ):
         from poserft.model.checkpoint import load_policy
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -204,15 +212,23 @@ class PipelineCore:
             self.engine = VLLMEngine(ckpt, max_model_len=self.max_len, **(engine_kwargs or {}))
 
     def info(self) -> dict:
-        return {"ckpt": self.ckpt, "backend": self.backend, "device": str(self.device), "max_len": self.max_len,
-                "policy_version": int(self.policy.meta.get("policy_version", 0))}  # fmt: skip
+        return {
+            "ckpt": self.ckpt,
+            "backend": self.backend,
+            "device": str(self.device),
+            "max_len": self.max_len,
+            "policy_version": int(self.policy.meta.get("policy_version", 0)),
+        }
 
     def prompt_ids(self, req: Request, max_new_tokens: int) -> list[int]:
         """The prompt's token ids; ValueError when prompt + answer budget exceed the context."""
         ids = self.policy.encode_prompt(task_prompt(req.task, req.text))
         if len(ids) + max_new_tokens > self.max_len:
-            raise ValueError(f"the prompt has {len(ids)} tokens; with max_new_tokens {max_new_tokens} it exceeds the model's context "
-                             f"of {self.max_len}: shorten the text")  # fmt: skip
+            raise ValueError(
+                f"the prompt has {len(ids)} tokens; with max_new_tokens {max_new_tokens} it exceeds the model's "
+                "context "
+                f"of {self.max_len}: shorten the text"
+            )
         return ids
 
     @torch.no_grad()
@@ -296,8 +312,14 @@ class PosePipeline:
         self._core, self._actor, self.backend = core, actor, backend
 
     @classmethod
-    def load(cls, ckpt: str | Path, backend: str = "auto", device: str | None = None, engine_kwargs: dict | None = None,
-             num_cpus: float = 1) -> PosePipeline:  # fmt: skip
+    def load(
+        cls,
+        ckpt: str | Path,
+        backend: str = "auto",
+        device: str | None = None,
+        engine_kwargs: dict | None = None,
+        num_cpus: float = 1,
+    ) -> PosePipeline:
         """`backend`: "auto", "hf" or "vllm" (see the module docstring). On a CPU machine "vllm"
         starts the engine in a Ray actor (a local Ray is started when none is running)."""
         from poserft.model.checkpoint import check_checkpoint

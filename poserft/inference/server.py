@@ -90,7 +90,8 @@ def resolve_token(token: str | None = None, insecure_no_auth: bool = False) -> s
     if insecure_no_auth:
         return None
     raise ServerError(
-        f"no serve token: set {TOKEN_ENV} (clients send 'Authorization: Bearer <token>'), or pass --insecure-no-auth for local tests"
+        f"no serve token: set {TOKEN_ENV} (clients send 'Authorization: Bearer <token>'), or pass --insecure-no-auth "
+        "for local tests"
     )
 
 
@@ -221,8 +222,17 @@ api = FastAPI(title="poserft", docs_url=None, redoc_url=None, openapi_url=None)
 @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 1})
 @serve.ingress(api)
 class PoseService:
-    def __init__(self, ckpt: str, backend: str = "hf", token: str | None = None, insecure_no_auth: bool = False,
-                 limits: dict | None = None, max_batch_size: int = 16, batch_wait_s: float = 0.01, threads: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        ckpt: str,
+        backend: str = "hf",
+        token: str | None = None,
+        insecure_no_auth: bool = False,
+        limits: dict | None = None,
+        max_batch_size: int = 16,
+        batch_wait_s: float = 0.01,
+        threads: int | None = None,
+    ):
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.token = resolve_token(token, insecure_no_auth)
@@ -235,8 +245,13 @@ class PoseService:
         self.m_requests = Counter(
             "poserft_serve_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry
         )
-        self.m_latency = Histogram("poserft_serve_request_seconds", "request latency by route", ["route"], registry=self.registry,
-                                   buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))  # fmt: skip
+        self.m_latency = Histogram(
+            "poserft_serve_request_seconds",
+            "request latency by route",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
         self.m_batch = Histogram(
             "poserft_serve_batch_size",
             "inputs per engine call",
@@ -330,18 +345,37 @@ class PoseService:
 
 def build_app(args: dict):
     """Serve application builder (`import_path: poserft.inference.server:build_app` in a
-    RayService): args ckpt (required), backend, replicas, max_batch_size, batch_wait_s, limits,
-    insecure_no_auth, num_cpus. The token comes from $POSERFT_SERVE_TOKEN in each replica."""
+    RayService): args ckpt (required), backend, max_batch_size, batch_wait_s, limits, threads,
+    insecure_no_auth, num_cpus, and replicas (a number) or autoscaling (Serve's autoscaling_config:
+    min_replicas, max_replicas, target_ongoing_requests). The token comes from
+    $POSERFT_SERVE_TOKEN in each replica unless args.token is given."""
     args = dict(args)
     if "ckpt" not in args:
         raise ValueError("build_app needs args.ckpt: the checkpoint folder as the replicas see it")
-    replicas, num_cpus = int(args.pop("replicas", 1)), float(args.pop("num_cpus", 1))
-    return PoseService.options(num_replicas=replicas, ray_actor_options={"num_cpus": num_cpus}).bind(**args)
+    if "replicas" in args and "autoscaling" in args:
+        raise ValueError("build_app takes replicas or autoscaling, not both")
+    options = {"ray_actor_options": {"num_cpus": float(args.pop("num_cpus", 1))}}
+    if "autoscaling" in args:
+        options["autoscaling_config"] = dict(args.pop("autoscaling"))
+    else:
+        options["num_replicas"] = int(args.pop("replicas", 1))
+    return PoseService.options(**options).bind(**args)
 
 
-def start(ckpt: str, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1, backend: str = "hf", token: str | None = None,
-          insecure_no_auth: bool = False, max_batch_size: int = 16, batch_wait_s: float = 0.01, num_cpus: float = 1,
-          limits: dict | None = None, threads: int | None = None) -> str:  # fmt: skip
+def start(
+    ckpt: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    replicas: int = 1,
+    backend: str = "hf",
+    token: str | None = None,
+    insecure_no_auth: bool = False,
+    max_batch_size: int = 16,
+    batch_wait_s: float = 0.01,
+    num_cpus: float = 1,
+    limits: dict | None = None,
+    threads: int | None = None,
+) -> str:
     """Deploy on the current Ray (a local one is started when none is) and return the base URL."""
     import ray
 
@@ -356,16 +390,28 @@ def start(ckpt: str, host: str = "127.0.0.1", port: int = 8000, replicas: int = 
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS", "local"), include_dashboard=False, logging_level="ERROR")
     serve.start(http_options={"host": host, "port": port})
-    app = build_app({"ckpt": str(Path(ckpt).resolve()), "backend": backend, "token": token, "insecure_no_auth": insecure_no_auth,
-                     "replicas": replicas, "num_cpus": num_cpus, "max_batch_size": max_batch_size, "batch_wait_s": batch_wait_s,
-                     "limits": limits, "threads": threads})  # fmt: skip
+    app = build_app(
+        {
+            "ckpt": str(Path(ckpt).resolve()),
+            "backend": backend,
+            "token": token,
+            "insecure_no_auth": insecure_no_auth,
+            "replicas": replicas,
+            "num_cpus": num_cpus,
+            "max_batch_size": max_batch_size,
+            "batch_wait_s": batch_wait_s,
+            "limits": limits,
+            "threads": threads,
+        }
+    )
     serve.run(app, name="poserft", route_prefix="/")
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
 
 
 def run_forever(url: str, token_on: bool) -> None:
     print(
-        f"poserft serve: {url}/ (playground), {url}/v1/text2pose, {url}/healthz, {url}/metrics; auth {'on' if token_on else 'OFF'}; Ctrl-C stops"
+        f"poserft serve: {url}/ (playground), {url}/v1/text2pose, {url}/healthz, {url}/metrics; auth "
+        f"{'on' if token_on else 'OFF'}; Ctrl-C stops"
     )
     try:
         while True:

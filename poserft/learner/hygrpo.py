@@ -198,15 +198,30 @@ def hygrpo_loss(
     `continuous`. Means over V are 0.0 when V is empty (see `pose_valid_frac`).
     """
     _validate(batch, continuous, beta, beta_c)
-    loss, stats = hygrpo_terms(batch, clip_eps=clip_eps, clip_eps_pose=clip_eps_pose, lambda_c=lambda_c, beta=beta,
-                               beta_c=beta_c, continuous=continuous)  # fmt: skip
+    loss, stats = hygrpo_terms(
+        batch,
+        clip_eps=clip_eps,
+        clip_eps_pose=clip_eps_pose,
+        lambda_c=lambda_c,
+        beta=beta,
+        beta_c=beta_c,
+        continuous=continuous,
+    )
     names = list(stats)
     values = torch.stack([stats[k].detach().double().reshape(()) for k in names]).cpu().tolist()
     return loss, dict(zip(names, values))
 
 
-def hygrpo_terms(b: HyGRPOBatch, *, clip_eps: float, clip_eps_pose: float, lambda_c: float, beta: float, beta_c: float,
-                 continuous: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def hygrpo_terms(
+    b: HyGRPOBatch,
+    *,
+    clip_eps: float,
+    clip_eps_pose: float,
+    lambda_c: float,
+    beta: float,
+    beta_c: float,
+    continuous: bool,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss and its metrics as 0-d tensors on the batch's device, for a validated batch.
     Only tensor ops: it runs on any device, `meta` included (tests use that to catch a tensor
     left on the CPU)."""
@@ -220,8 +235,12 @@ def hygrpo_terms(b: HyGRPOBatch, *, clip_eps: float, clip_eps_pose: float, lambd
     tok_surr, tok_ratio, tok_cut = _clipped_surrogate(tok_log_ratio, b.adv_discrete.detach()[:, None], clip_eps)
     loss_token = -_masked_mean(tok_surr, mf, dim=1).mean()
     loss = loss_token
-    stats = {"loss_token": loss_token, "clip_frac_token": _masked_mean(tok_cut.to(mf.dtype), mf),
-             "ratio_token_mean": _masked_mean(tok_ratio, mf), **_summary(b.adv_discrete, torch.ones_like(b.adv_discrete), "adv_discrete")}
+    stats = {
+        "loss_token": loss_token,
+        "clip_frac_token": _masked_mean(tok_cut.to(mf.dtype), mf),
+        "ratio_token_mean": _masked_mean(tok_ratio, mf),
+        **_summary(b.adv_discrete, torch.ones_like(b.adv_discrete), "adv_discrete"),
+    }
     if b.ref_logp is not None:
         kl_token = _masked_mean(token_kl_k3(logp, torch.where(m, b.ref_logp, zero).detach()), mf, dim=1).mean()
         loss = loss + beta * kl_token
@@ -241,10 +260,14 @@ def hygrpo_terms(b: HyGRPOBatch, *, clip_eps: float, clip_eps_pose: float, lambd
         pose_surr, pose_ratio, pose_cut = _clipped_surrogate(pose_log_ratio, adv_c, clip_eps_pose)
         loss_pose = -_masked_mean(pose_surr, vf)
         loss = loss + lambda_c * loss_pose
-        stats |= {"loss_pose": loss_pose, "clip_frac_pose": _masked_mean(pose_cut.to(vf.dtype), vf),
-                  "ratio_pose_mean": _masked_mean(pose_ratio, vf), "pose_valid_frac": vf.mean(),
-                  "pose_entropy": _masked_mean(gaussian_entropy(b.log_std), vf),
-                  **_summary(b.adv_continuous, vf, "adv_continuous")}
+        stats |= {
+            "loss_pose": loss_pose,
+            "clip_frac_pose": _masked_mean(pose_cut.to(vf.dtype), vf),
+            "ratio_pose_mean": _masked_mean(pose_ratio, vf),
+            "pose_valid_frac": vf.mean(),
+            "pose_entropy": _masked_mean(gaussian_entropy(b.log_std), vf),
+            **_summary(b.adv_continuous, vf, "adv_continuous"),
+        }
         if b.ref_mu is not None and b.ref_log_std is not None:
             ref_mu = torch.where(v[:, None], b.ref_mu, b.mu).detach()
             ref_log_std = torch.where(v[:, None], b.ref_log_std, b.log_std).detach()

@@ -283,7 +283,8 @@ class LearnerCore:
 
         if self.rank != 0 or len(peers) != self.world_size - 1:
             raise ValueError(
-                f"attach_peers: rank {self.rank} of {self.world_size} got {len(peers)} peers; rank 0 takes the N-1 others"
+                f"attach_peers: rank {self.rank} of {self.world_size} got {len(peers)} peers; rank 0 takes the N-1 "
+                "others"
             )
         init = self.rendezvous_address()
         joined = [peer.join_group.remote(init) for peer in peers]

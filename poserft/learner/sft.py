@@ -32,11 +32,10 @@ from tqdm import tqdm
 
 from poserft.common.body import NUM_JOINTS, POSE_6D_DIM, BodyModel
 from poserft.common.config import SFTConfig
-from poserft.data.mixture import load_mixture
 from poserft.common.metrics import mpjpe
-from poserft.common.train_state import load_train_state, save_train_state
 from poserft.common.rotations import axis_angle_to_rot6d, rot6d_to_matrix
-
+from poserft.common.train_state import load_train_state, save_train_state
+from poserft.data.mixture import load_mixture
 from poserft.model.checkpoint import load_policy, save_policy
 from poserft.model.policy import PosePolicy, gaussian_log_prob
 
@@ -88,15 +87,25 @@ def make_examples(policy: PosePolicy, table) -> Examples:
 def batch_inputs(policy: PosePolicy, ex: Examples, idx):
     idx = [int(i) for i in idx]
     return policy.build_inputs(
-        [ex.prompt_ids[i] for i in idx], [ex.response_ids[i] for i in idx], [ex.images[i] for i in idx], [ex.pose_inputs[i] for i in idx]
+        [ex.prompt_ids[i] for i in idx],
+        [ex.response_ids[i] for i in idx],
+        [ex.images[i] for i in idx],
+        [ex.pose_inputs[i] for i in idx],
     )
 
 
 _BODY = BodyModel()
 
 
-def sft_loss(policy: PosePolicy, ex: Examples, idx, l1_weight: float, nll_weight: float, joint_weight: float = 0.0,
-             six_d_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+def sft_loss(
+    policy: PosePolicy,
+    ex: Examples,
+    idx,
+    l1_weight: float,
+    nll_weight: float,
+    joint_weight: float = 0.0,
+    six_d_weight: float = 0.0,
+) -> tuple[torch.Tensor, dict]:
     inp = batch_inputs(policy, ex, idx)
     out = policy(inp)
     mask = out["mask"]
@@ -126,7 +135,9 @@ class AlignProbe(nn.Module):
 
     def __init__(self, tokens: int, hidden: int, width: int = 256):
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(tokens * hidden, width), nn.ReLU(), nn.Linear(width, POSE_6D_DIM))
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(tokens * hidden, width), nn.ReLU(), nn.Linear(width, POSE_6D_DIM)
+        )
         with torch.no_grad():
             self.net[3].weight.mul_(0.1)
             self.net[3].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0] * NUM_JOINTS))
@@ -199,8 +210,14 @@ def validate(policy: PosePolicy, ex: Examples, body: BodyModel, rows: int = 192)
     return res
 
 
-def run_sft(init_ckpt: str | Path, data_dir: str | Path, out_dir: str | Path, settings: SFTSettings, progress: bool = True,
-            stop_after: int | None = None) -> dict:
+def run_sft(
+    init_ckpt: str | Path,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    settings: SFTSettings,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
     """Train from `init_ckpt`; writes `out_dir/state.pt` periodically and `out_dir/policy` at the end.
 
     `stop_after` stops (after checkpointing) once that step is reached, as an interrupted run would.
@@ -231,7 +248,9 @@ def run_sft(init_ckpt: str | Path, data_dir: str | Path, out_dir: str | Path, se
         print(f"resuming SFT from {state_path} at step {step}/{total}")
     image_rows = np.array([i for i, t in enumerate(train.tasks) if t == "image2pose"])
     if settings.align_steps and not len(image_rows):
-        raise ValueError("sft.align_steps > 0 needs image2pose rows in the training split; set sft.align_steps: 0 for text-only data")
+        raise ValueError(
+            "sft.align_steps > 0 needs image2pose rows in the training split; set sft.align_steps: 0 for text-only data"
+        )
 
     def save_state():
         save_train_state(state_path, modules, opt, sched, same, step=step, log=log)
@@ -248,8 +267,15 @@ def run_sft(init_ckpt: str | Path, data_dir: str | Path, out_dir: str | Path, se
                 loss, st = align_loss(policy, probe, train, idx)
             else:
                 idx = batch_indices(len(train), settings.batch_size, settings.seed, step - settings.align_steps)
-                loss, st = sft_loss(policy, train, idx, settings.pose_l1_weight, settings.pose_nll_weight, settings.pose_joint_weight,
-                                    settings.pose_6d_weight)
+                loss, st = sft_loss(
+                    policy,
+                    train,
+                    idx,
+                    settings.pose_l1_weight,
+                    settings.pose_nll_weight,
+                    settings.pose_joint_weight,
+                    settings.pose_6d_weight,
+                )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(modules.parameters(), settings.grad_clip)
@@ -261,8 +287,15 @@ def run_sft(init_ckpt: str | Path, data_dir: str | Path, out_dir: str | Path, se
         sft_step = step - settings.align_steps
         if step == settings.align_steps or (sft_step > 0 and (sft_step % settings.val_every == 0 or step == total)):
             v = validate(policy, val, body, settings.val_rows)
-            log.append({"step": step, "phase": "align" if sft_step <= 0 else "sft", "seconds": round(time.time() - t0, 1),
-                        **{f"train_{k}": x for k, x in st.items()}, **{f"val_{k}": x for k, x in v.items()}})
+            log.append(
+                {
+                    "step": step,
+                    "phase": "align" if sft_step <= 0 else "sft",
+                    "seconds": round(time.time() - t0, 1),
+                    **{f"train_{k}": x for k, x in st.items()},
+                    **{f"val_{k}": x for k, x in v.items()},
+                }
+            )
             tqdm.write(f"sft step {step}/{total}: " + "  ".join(f"{k} {x:.3f}" for k, x in v.items()))
         if step % settings.ckpt_every == 0 or step == total or step == stop_after:
             save_state()
@@ -270,8 +303,12 @@ def run_sft(init_ckpt: str | Path, data_dir: str | Path, out_dir: str | Path, se
             bar.close()
             return {"step": step, "stopped": True, "log": log}
     bar.close()
-    save_policy(policy, out_dir / "policy", policy_version=0, stage="sft", sft_steps=settings.steps, align_steps=settings.align_steps)
+    save_policy(
+        policy,
+        out_dir / "policy",
+        policy_version=0,
+        stage="sft",
+        sft_steps=settings.steps,
+        align_steps=settings.align_steps,
+    )
     return {"step": step, "log": log, "seconds": round(time.time() - t0, 1), "policy": str(out_dir / "policy")}
-
-
-

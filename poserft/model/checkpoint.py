@@ -31,19 +31,40 @@ __all__ = ["CheckpointError", "LM_INDEX", "read_lm_tensors"]  # re-exported: the
 
 FORMAT_VERSION = 1
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", POSE_TOKEN, IMAGE_TOKEN, POSE_INPUT_TOKEN]
-REQUIRED_FILES = ("config.json", "model.safetensors.index.json", "tokenizer.json", "pose_head.safetensors", "vision.safetensors", "poserft.json")
+REQUIRED_FILES = (
+    "config.json",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "pose_head.safetensors",
+    "vision.safetensors",
+    "poserft.json",
+)
 POSE_REPRESENTATION = "24 joints x 6D (first two columns of each local rotation matrix), joint 0 = global orientation"
 
 # head_dim must be one vLLM's CPU attention supports (32, 64, ...).
 PRESETS = {
     "tiny": {
         "vocab_size": 1024,
-        "lm": {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 32, "intermediate_size": 384},
+        "lm": {
+            "hidden_size": 128,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+            "head_dim": 32,
+            "intermediate_size": 384,
+        },
         "vision": {"image_size": 64, "patch": 8, "width": 96, "layers": 2, "heads": 4, "out_tokens": 16},
     },
     "base": {  # about 10x the tiny preset's parameters, for benchmarks
         "vocab_size": 2048,
-        "lm": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 6, "num_key_value_heads": 6, "head_dim": 64, "intermediate_size": 1152},
+        "lm": {
+            "hidden_size": 384,
+            "num_hidden_layers": 6,
+            "num_attention_heads": 6,
+            "num_key_value_heads": 6,
+            "head_dim": 64,
+            "intermediate_size": 1152,
+        },
         "vision": {"image_size": 64, "patch": 8, "width": 192, "layers": 4, "heads": 4, "out_tokens": 16},
     },
 }
@@ -63,13 +84,20 @@ def train_tokenizer(corpus, vocab_size: int):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
         additional_special_tokens=[POSE_TOKEN, IMAGE_TOKEN, POSE_INPUT_TOKEN],
-    )  # fmt: skip
+    )
 
 
 def tokenizer_corpus(data_dir: str | Path) -> list[str]:
@@ -91,10 +119,14 @@ def init_policy(preset: str, data_dir: str | Path, seed: int = 0) -> PosePolicy:
     tokenizer = train_tokenizer(tokenizer_corpus(data_dir), p["vocab_size"])
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=len(tokenizer), max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=MAX_POSITIONS,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         **p["lm"],
-    )  # fmt: skip
+    )
     lm = LlamaForCausalLM(cfg)
     meta = {
         "format_version": FORMAT_VERSION,
@@ -113,7 +145,13 @@ def count_parameters(policy: PosePolicy) -> dict:
     def n(m):
         return sum(p.numel() for p in m.parameters())
 
-    return {"lm": n(policy.lm), "vision": n(policy.vision) + n(policy.projector), "pose_in": n(policy.pose_in), "head": n(policy.head), "total": n(policy)}
+    return {
+        "lm": n(policy.lm),
+        "vision": n(policy.vision) + n(policy.projector),
+        "pose_in": n(policy.pose_in),
+        "head": n(policy.head),
+        "total": n(policy),
+    }
 
 
 def save_policy(policy: PosePolicy, out: str | Path, extra_files: dict | None = None, **meta_updates) -> Path:
@@ -137,8 +175,13 @@ def save_policy(policy: PosePolicy, out: str | Path, extra_files: dict | None = 
         write_lm_index(tmp)
         policy.tokenizer.save_pretrained(tmp)
         extra = policy.extra_state_dict()
-        save_file({k[len("head."):]: v.contiguous() for k, v in extra.items() if k.startswith("head.")}, tmp / "pose_head.safetensors")
-        save_file({k: v.contiguous() for k, v in extra.items() if not k.startswith("head.")}, tmp / "vision.safetensors")
+        save_file(
+            {k[len("head.") :]: v.contiguous() for k, v in extra.items() if k.startswith("head.")},
+            tmp / "pose_head.safetensors",
+        )
+        save_file(
+            {k: v.contiguous() for k, v in extra.items() if not k.startswith("head.")}, tmp / "vision.safetensors"
+        )
         meta["parameters"] = count_parameters(policy)
         (tmp / "poserft.json").write_text(json.dumps(meta, indent=2) + "\n")
         for name, write in (extra_files or {}).items():
@@ -181,7 +224,9 @@ def check_checkpoint(folder: str | Path) -> dict:
             raise CheckpointError(f"checkpoint {folder} is missing {shard} (listed in {LM_INDEX})")
     meta = json.loads((folder / "poserft.json").read_text())
     if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {folder} has format_version {meta.get('format_version')}, this poserft reads {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"checkpoint {folder} has format_version {meta.get('format_version')}, this poserft reads {FORMAT_VERSION}"
+        )
     return meta
 
 
@@ -199,5 +244,7 @@ def load_policy(folder: str | Path, dtype: torch.dtype = torch.float32) -> PoseP
     missing, unexpected = policy.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("lm.")]
     if missing or unexpected:
-        raise CheckpointError(f"checkpoint {folder}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise CheckpointError(
+            f"checkpoint {folder}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return policy.to(dtype)

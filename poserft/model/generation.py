@@ -39,8 +39,15 @@ def _left_pad(policy: PosePolicy, embeds: list[torch.Tensor]) -> tuple[torch.Ten
 
 
 @torch.no_grad()
-def generate_from_embeds(policy: PosePolicy, embeds: list[torch.Tensor], max_new_tokens: int = 64, temperature: float = 0.0,
-                         top_p: float = 1.0, seed: int | None = None, batch_size: int = 64) -> Generated:
+def generate_from_embeds(
+    policy: PosePolicy,
+    embeds: list[torch.Tensor],
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    batch_size: int = 64,
+) -> Generated:
     """Greedy when temperature == 0, else sampling; stops at EOS (kept in token_ids).
 
     Log-probs are under the distribution actually sampled from (temperature and top-p applied).
@@ -53,11 +60,18 @@ def generate_from_embeds(policy: PosePolicy, embeds: list[torch.Tensor], max_new
     for s in range(0, len(embeds), batch_size):
         emb, mask = _left_pad(policy, embeds[s : s + batch_size])
         res = policy.lm.generate(
-            inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=sample,
-            temperature=temperature if sample else None, top_p=top_p if sample else None, top_k=0 if sample else None,
-            eos_token_id=policy.eos_token_id, pad_token_id=policy.pad_token_id,
-            return_dict_in_generate=True, output_scores=True,
-        )  # fmt: skip
+            inputs_embeds=emb,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=top_p if sample else None,
+            top_k=0 if sample else None,
+            eos_token_id=policy.eos_token_id,
+            pad_token_id=policy.pad_token_id,
+            return_dict_in_generate=True,
+            output_scores=True,
+        )
         seqs = res.sequences  # (B, T): only the new tokens when generating from embeddings
         scores = torch.stack(res.scores, 1).float()
         logp = torch.log_softmax(scores, -1).gather(-1, seqs[:, : scores.shape[1]].unsqueeze(-1)).squeeze(-1)
@@ -72,12 +86,23 @@ def generate_from_embeds(policy: PosePolicy, embeds: list[torch.Tensor], max_new
 
 
 def decode_response(policy: PosePolicy, ids: list[int]) -> str:
-    return policy.tokenizer.decode([t for t in ids if t not in (policy.eos_token_id, policy.pad_token_id)], skip_special_tokens=False).strip()
+    return policy.tokenizer.decode(
+        [t for t in ids if t not in (policy.eos_token_id, policy.pad_token_id)], skip_special_tokens=False
+    ).strip()
 
 
 @torch.no_grad()
-def generate(policy: PosePolicy, prompt_ids: list[list[int]], images=None, pose_inputs=None, max_new_tokens: int = 64,
-             temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None, batch_size: int = 64) -> Generated:
+def generate(
+    policy: PosePolicy,
+    prompt_ids: list[list[int]],
+    images=None,
+    pose_inputs=None,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    batch_size: int = 64,
+) -> Generated:
     """Token-id prompts (+ images / input poses) -> completions; see `generate_from_embeds`."""
     n = len(prompt_ids)
     images = images or [None] * n
@@ -90,7 +115,9 @@ def generate(policy: PosePolicy, prompt_ids: list[list[int]], images=None, pose_
 
 
 @torch.no_grad()
-def pose_from_response(policy: PosePolicy, prompt_ids, response_ids, images=None, pose_inputs=None, batch_size: int = 64):
+def pose_from_response(
+    policy: PosePolicy, prompt_ids, response_ids, images=None, pose_inputs=None, batch_size: int = 64
+):
     """Prefill prompt + response; mu, log_std (N, 144) at the first response <POSE>, and has_pose."""
     policy.eval()
     mus, stds, has = [], [], []

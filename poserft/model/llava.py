@@ -51,7 +51,10 @@ def read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
     elif (folder / "model.safetensors").is_file():
         files = ["model.safetensors"]
     else:
-        raise CheckpointError(f"{folder} has no model.safetensors or model.safetensors.index.json; convert .bin weights to safetensors first")
+        raise CheckpointError(
+            f"{folder} has no model.safetensors or model.safetensors.index.json; convert .bin weights to safetensors "
+            "first"
+        )
     out: dict[str, torch.Tensor] = {}
     for name in files:
         out |= load_file(str(folder / name))
@@ -70,7 +73,9 @@ def split_llava_state(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, t
         else:
             unknown.append(key)
     if unknown:
-        raise CheckpointError(f"LLaVA checkpoint has tensors outside the language model, vision tower and projector, e.g. {unknown[:3]}")
+        raise CheckpointError(
+            f"LLaVA checkpoint has tensors outside the language model, vision tower and projector, e.g. {unknown[:3]}"
+        )
     return parts
 
 
@@ -132,26 +137,41 @@ def import_llava(src: str | Path, out: str | Path, seed: int = 0, dtype: str | N
 
     src = Path(src)
     if not (src / "config.json").is_file():
-        raise CheckpointError(f"{src} has no config.json; give the folder of a Hugging Face LLaVA checkpoint (e.g. llava-hf/llava-1.5-7b-hf)")
+        raise CheckpointError(
+            f"{src} has no config.json; give the folder of a Hugging Face LLaVA checkpoint (e.g. "
+            "llava-hf/llava-1.5-7b-hf)"
+        )
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     cfg = AutoConfig.from_pretrained(src)
     if cfg.model_type != "llava":
-        raise ValueError(f"{src} holds a {cfg.model_type!r} model; --llava reads LlavaForConditionalGeneration checkpoints (model_type llava)")
+        raise ValueError(
+            f"{src} holds a {cfg.model_type!r} model; --llava reads LlavaForConditionalGeneration checkpoints "
+            "(model_type llava)"
+        )
     vcfg, tcfg = cfg.vision_config, cfg.text_config
     if vcfg.model_type != "clip_vision_model":
-        raise ValueError(f"{src}: vision tower {vcfg.model_type!r} is not supported; poserft reads CLIP towers (LLaVA-1.5)")
+        raise ValueError(
+            f"{src}: vision tower {vcfg.model_type!r} is not supported; poserft reads CLIP towers (LLaVA-1.5)"
+        )
     layer, select = cfg.vision_feature_layer, cfg.vision_feature_select_strategy
     if not isinstance(layer, int) or select not in ("default", "full"):
-        raise ValueError(f"{src}: vision_feature_layer {layer!r} / select strategy {select!r} not supported (LLaVA-1.5 uses -2 / default)")
+        raise ValueError(
+            f"{src}: vision_feature_layer {layer!r} / select strategy {select!r} not supported (LLaVA-1.5 uses -2 / "
+            "default)"
+        )
     if cfg.projector_hidden_act != "gelu":
-        raise ValueError(f"{src}: projector activation {cfg.projector_hidden_act!r} not supported (LLaVA-1.5 uses gelu)")
+        raise ValueError(
+            f"{src}: projector activation {cfg.projector_hidden_act!r} not supported (LLaVA-1.5 uses gelu)"
+        )
 
     parts = split_llava_state(read_safetensors(src))
     lm_state = parts["lm"]
     if "lm_head.weight" not in lm_state:
         if not getattr(tcfg, "tie_word_embeddings", False):
-            raise CheckpointError(f"{src} has no language-model head (lm_head.weight) and does not tie it to the embeddings")
+            raise CheckpointError(
+                f"{src} has no language-model head (lm_head.weight) and does not tie it to the embeddings"
+            )
         lm_state["lm_head.weight"] = lm_state["model.embed_tokens.weight"]
     if dtype is not None:
         lm_state = {k: v.to(DTYPES[dtype]) for k, v in lm_state.items()}
@@ -165,7 +185,11 @@ def import_llava(src: str | Path, out: str | Path, seed: int = 0, dtype: str | N
         lm_state[key] = grow_rows(lm_state[key], rows, new_ids, min(n_real, old_rows))
 
     tcfg.vocab_size = rows
-    tcfg.bos_token_id, tcfg.eos_token_id, tcfg.pad_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    tcfg.bos_token_id, tcfg.eos_token_id, tcfg.pad_token_id = (
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+    )
     with torch.device("meta"):
         lm = AutoModelForCausalLM.from_config(tcfg)
     lm.load_state_dict(lm_state, strict=True, assign=True)
@@ -179,16 +203,26 @@ def import_llava(src: str | Path, out: str | Path, seed: int = 0, dtype: str | N
         "source": {"llava": str(src.resolve()), "vocab_rows": old_rows, "added_tokens": new_ids},
         "policy_version": 0,
         "token_ids": {
-            "<pad>": tokenizer.pad_token_id, "<s>": tokenizer.bos_token_id, "</s>": tokenizer.eos_token_id, "<unk>": tokenizer.unk_token_id,
+            "<pad>": tokenizer.pad_token_id,
+            "<s>": tokenizer.bos_token_id,
+            "</s>": tokenizer.eos_token_id,
+            "<unk>": tokenizer.unk_token_id,
             **{t: tokenizer.convert_tokens_to_ids(t) for t in (POSE_TOKEN, IMAGE_TOKEN, POSE_INPUT_TOKEN)},
-        },  # fmt: skip
+        },
         "pose_representation": POSE_REPRESENTATION,
         "vision": {
-            "type": "clip", "image_size": vcfg.image_size, "patch": vcfg.patch_size, "width": vcfg.hidden_size,
-            "out_tokens": grid * grid + (select == "full"), "feature_layer": layer, "select_strategy": select,
-            "mean": mean, "std": std, "projector_bias": bool(getattr(cfg, "multimodal_projector_bias", True)),
+            "type": "clip",
+            "image_size": vcfg.image_size,
+            "patch": vcfg.patch_size,
+            "width": vcfg.hidden_size,
+            "out_tokens": grid * grid + (select == "full"),
+            "feature_layer": layer,
+            "select_strategy": select,
+            "mean": mean,
+            "std": std,
+            "projector_bias": bool(getattr(cfg, "multimodal_projector_bias", True)),
             "clip_config": vcfg.to_dict(),
-        },  # fmt: skip
+        },
         "head": {"log_std_min": -5.0, "log_std_max": 0.0, "log_std_init": -1.5},
         "max_positions": int(tcfg.max_position_embeddings),
     }

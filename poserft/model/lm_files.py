@@ -25,7 +25,10 @@ def write_lm_index(folder: Path) -> None:
         return
     with safe_open(str(folder / "model.safetensors"), "pt") as fh:
         names = list(fh.keys())
-    index = {"metadata": {"total_size": (folder / "model.safetensors").stat().st_size}, "weight_map": {n: "model.safetensors" for n in names}}
+    index = {
+        "metadata": {"total_size": (folder / "model.safetensors").stat().st_size},
+        "weight_map": {n: "model.safetensors" for n in names},
+    }
     (folder / LM_INDEX).write_text(json.dumps(index, indent=1) + "\n")
 
 

@@ -40,13 +40,23 @@ def check_names(lm: nn.Module, cfg) -> None:
     linear = sorted({n.rsplit(".", 1)[-1] for n, m in lm.named_modules() if isinstance(m, nn.Linear)})
     bad = [t for t in cfg.target_modules if t not in linear]
     if bad:
-        raise ValueError(f"model.lora.target_modules names {', '.join(bad)}, not a linear layer of the LM "
-                         f"({type(lm).__name__}); valid: {', '.join(linear)}")  # fmt: skip
-    owners = sorted({n.rsplit(".", 1)[-1] for n, m in lm.named_modules() if n and next(m.parameters(recurse=False), None) is not None})
+        raise ValueError(
+            f"model.lora.target_modules names {', '.join(bad)}, not a linear layer of the LM "
+            f"({type(lm).__name__}); valid: {', '.join(linear)}"
+        )
+    owners = sorted(
+        {
+            n.rsplit(".", 1)[-1]
+            for n, m in lm.named_modules()
+            if n and next(m.parameters(recurse=False), None) is not None
+        }
+    )
     bad = [t for t in cfg.modules_to_save if t not in owners]
     if bad:
-        raise ValueError(f"model.lora.modules_to_save names {', '.join(bad)}, not a module of the LM "
-                         f"({type(lm).__name__}); valid: {', '.join(owners)}")  # fmt: skip
+        raise ValueError(
+            f"model.lora.modules_to_save names {', '.join(bad)}, not a module of the LM "
+            f"({type(lm).__name__}); valid: {', '.join(owners)}"
+        )
 
 
 def wrap(lm: nn.Module, cfg, saved_adapter: Path | None = None):
@@ -67,9 +77,14 @@ def wrap(lm: nn.Module, cfg, saved_adapter: Path | None = None):
                 w = lm.get_submodule(name).weight
                 w.copy_(unmerge_weight(w, a, b, scale))
     peft_cfg = LoraConfig(
-        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
-        modules_to_save=list(cfg.modules_to_save) or None, bias="none", task_type="CAUSAL_LM",
-    )  # fmt: skip
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        modules_to_save=list(cfg.modules_to_save) or None,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     wrapped = get_peft_model(lm, peft_cfg)
     if restore:
         with torch.no_grad():
@@ -94,7 +109,9 @@ def _lora_layers(lm) -> dict[str, nn.Module]:
 
 def adapters(lm) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{module name: (A (r, in), B (out, r))} of a wrapped LM, detached."""
-    return {n: (m.lora_A[_ADAPTER].weight.detach(), m.lora_B[_ADAPTER].weight.detach()) for n, m in _lora_layers(lm).items()}
+    return {
+        n: (m.lora_A[_ADAPTER].weight.detach(), m.lora_B[_ADAPTER].weight.detach()) for n, m in _lora_layers(lm).items()
+    }
 
 
 def base_weights(lm) -> dict[str, torch.Tensor]:
@@ -159,10 +176,15 @@ def save_adapter(lm, folder: Path) -> dict:
     lm.save_pretrained(str(folder))
     cfg = lm.peft_config[_ADAPTER]
     return {
-        "r": cfg.r, "alpha": cfg.lora_alpha, "scale": scale_of(lm), "dropout": cfg.lora_dropout,
-        "target_modules": sorted(cfg.target_modules), "modules_to_save": sorted(cfg.modules_to_save or []),
-        "adapter": folder.name, "merged": True,
-    }  # fmt: skip
+        "r": cfg.r,
+        "alpha": cfg.lora_alpha,
+        "scale": scale_of(lm),
+        "dropout": cfg.lora_dropout,
+        "target_modules": sorted(cfg.target_modules),
+        "modules_to_save": sorted(cfg.modules_to_save or []),
+        "adapter": folder.name,
+        "merged": True,
+    }
 
 
 def read_adapter(folder: Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float]:
@@ -188,8 +210,12 @@ def base_from_checkpoint(folder: str | Path, names, unmerged: bool, dtype: torch
     w0 = {n: stored[f"{n}.weight"] for n in names}
     if unmerged:
         if not (Path(folder) / ADAPTER_DIR / "adapter_config.json").is_file():
-            raise ValueError(f"the LoRA update sits on the weights of a resumed LoRA checkpoint minus its saved adapter, but {folder} "
-                             f"has no saved adapter ({ADAPTER_DIR}/); start the rollout workers from the checkpoint the learner resumed from")  # fmt: skip
+            raise ValueError(
+                "the LoRA update sits on the weights of a resumed LoRA checkpoint minus its saved adapter, but "
+                f"{folder} "
+                f"has no saved adapter ({ADAPTER_DIR}/); start the rollout workers from the checkpoint the learner "
+                "resumed from"
+            )
         ab, scale = read_adapter(Path(folder) / ADAPTER_DIR)
         w0 = {n: unmerge_weight(w, *ab[n], scale) for n, w in w0.items()}
     return w0
@@ -197,9 +223,12 @@ def base_from_checkpoint(folder: str | Path, names, unmerged: bool, dtype: torch
 
 def _adapter_matches(folder: Path, cfg) -> bool:
     saved = json.loads((Path(folder) / "adapter_config.json").read_text())
-    return (saved["r"] == cfg.r and float(saved["lora_alpha"]) == float(cfg.alpha)
-            and sorted(saved["target_modules"]) == sorted(cfg.target_modules)
-            and sorted(saved.get("modules_to_save") or []) == sorted(cfg.modules_to_save))  # fmt: skip
+    return (
+        saved["r"] == cfg.r
+        and float(saved["lora_alpha"]) == float(cfg.alpha)
+        and sorted(saved["target_modules"]) == sorted(cfg.target_modules)
+        and sorted(saved.get("modules_to_save") or []) == sorted(cfg.modules_to_save)
+    )
 
 
 # ---- the LoRA-only update ----------------------------------------------------------------------
@@ -226,7 +255,9 @@ def lora_update(policy, base_unmerged: bool = False) -> dict:
         "base": {"unmerged": bool(base_unmerged), "fingerprint": fingerprint(base_weights(lm))},
         "lora": {n: (a.clone(), b.clone()) for n, (a, b) in adapters(lm).items()},
         "lm": {k: v.detach().clone() for k, v in _trained_in_full(lm).items()},
-        "extra": {k: p.detach().clone() for k, p in policy.named_parameters() if p.requires_grad and not k.startswith("lm.")},
+        "extra": {
+            k: p.detach().clone() for k, p in policy.named_parameters() if p.requires_grad and not k.startswith("lm.")
+        },
     }
 
 

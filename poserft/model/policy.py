@@ -103,7 +103,9 @@ class VisionEncoder(nn.Module):
             raise ValueError(f"out_tokens {out_tokens} must be a square that divides the {grid}x{grid} patch grid")
         self.embed = nn.Conv2d(3, width, patch, stride=patch)
         self.pos = nn.Parameter(torch.randn(grid * grid, width) * 0.02)
-        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, 0.0, batch_first=True, norm_first=True, activation="gelu")
+        layer = nn.TransformerEncoderLayer(
+            width, heads, 4 * width, 0.0, batch_first=True, norm_first=True, activation="gelu"
+        )
         self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
         self.grid = grid
@@ -126,7 +128,9 @@ class ClipVisionEncoder(nn.Module):
     """A CLIP vision tower as LLaVA-1.5 uses it: the hidden states of `feature_layer` (-2: the
     second to last layer), without the CLS token for select strategy "default" ("full" keeps it)."""
 
-    def __init__(self, clip_config: dict, feature_layer: int = -2, select: str = "default", mean=CLIP_MEAN, std=CLIP_STD):
+    def __init__(
+        self, clip_config: dict, feature_layer: int = -2, select: str = "default", mean=CLIP_MEAN, std=CLIP_STD
+    ):
         super().__init__()
         from transformers import CLIPVisionConfig, CLIPVisionModel
 
@@ -148,10 +152,17 @@ def build_vision(v: dict) -> tuple[nn.Module, int]:
     """The vision encoder described by `meta["vision"]` and the width of its output tokens."""
     kind = v.get("type", "vit")
     if kind == "vit":
-        return VisionEncoder(v["image_size"], v["patch"], v["width"], v["layers"], v["heads"], v["out_tokens"]), v["width"]
+        return VisionEncoder(v["image_size"], v["patch"], v["width"], v["layers"], v["heads"], v["out_tokens"]), v[
+            "width"
+        ]
     if kind == "clip":
-        enc = ClipVisionEncoder(v["clip_config"], v.get("feature_layer", -2), v.get("select_strategy", "default"),
-                                v.get("mean", CLIP_MEAN), v.get("std", CLIP_STD))  # fmt: skip
+        enc = ClipVisionEncoder(
+            v["clip_config"],
+            v.get("feature_layer", -2),
+            v.get("select_strategy", "default"),
+            v.get("mean", CLIP_MEAN),
+            v.get("std", CLIP_STD),
+        )
         return enc, enc.tower.config.hidden_size
     raise ValueError(f"unknown vision type {kind!r} in poserft.json; known: vit, clip")
 
@@ -175,7 +186,9 @@ def resize_and_crop(img: torch.Tensor, size: int) -> torch.Tensor:
     if (h, w) != (size, size):
         s = size / min(h, w)
         nh, nw = max(size, round(h * s)), max(size, round(w * s))
-        img = F.interpolate(img[None], size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)[0].clamp(0, 1)
+        img = F.interpolate(img[None], size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)[0].clamp(
+            0, 1
+        )
         top, left = (nh - size) // 2, (nw - size) // 2
         img = img[:, top : top + size, left : left + size]
     return img
@@ -197,8 +210,14 @@ class PolicyInputs:
     def to(self, device) -> PolicyInputs:
         """The same batch with every tensor on `device` (the policy's, e.g. a GPU learner's)."""
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return replace(self, input_ids=move(self.input_ids), attention_mask=move(self.attention_mask),
-                       response_mask=move(self.response_mask), images=move(self.images), pose_inputs=move(self.pose_inputs))
+        return replace(
+            self,
+            input_ids=move(self.input_ids),
+            attention_mask=move(self.attention_mask),
+            response_mask=move(self.response_mask),
+            images=move(self.images),
+            pose_inputs=move(self.pose_inputs),
+        )
 
 
 class PosePolicy(nn.Module):
@@ -218,7 +237,11 @@ class PosePolicy(nn.Module):
         self.pose_in = nn.Sequential(nn.Linear(POSE_6D_DIM, h), nn.GELU(), nn.Linear(h, h))
         self.head = GaussianPoseHead(HeadConfig(h, **meta.get("head", {})))
         ids = meta["token_ids"]
-        self.pose_token_id, self.image_token_id, self.pose_input_token_id = ids[POSE_TOKEN], ids[IMAGE_TOKEN], ids[POSE_INPUT_TOKEN]
+        self.pose_token_id, self.image_token_id, self.pose_input_token_id = (
+            ids[POSE_TOKEN],
+            ids[IMAGE_TOKEN],
+            ids[POSE_INPUT_TOKEN],
+        )
         self.eos_token_id = tokenizer.eos_token_id
         self.pad_token_id = tokenizer.pad_token_id
 
@@ -228,7 +251,9 @@ class PosePolicy(nn.Module):
 
     # ---- inputs ------------------------------------------------------------------------
     def encode_prompt(self, prompt: str) -> list[int]:
-        return [self.tokenizer.bos_token_id] + self.tokenizer.encode(chat_prompt(prompt, self.image_tokens), add_special_tokens=False)
+        return [self.tokenizer.bos_token_id] + self.tokenizer.encode(
+            chat_prompt(prompt, self.image_tokens), add_special_tokens=False
+        )
 
     def encode_response(self, response: str, eos: bool = True) -> list[int]:
         ids = self.tokenizer.encode(" " + response, add_special_tokens=False)
@@ -253,7 +278,9 @@ class PosePolicy(nn.Module):
         imgs = torch.stack([self.load_image(images[i]) for i in image_rows]) if image_rows else None
         poses = None
         if pose_rows:
-            aa = torch.tensor(np.stack([np.asarray(pose_inputs[i], dtype=np.float32).reshape(NUM_JOINTS, 3) for i in pose_rows]))
+            aa = torch.tensor(
+                np.stack([np.asarray(pose_inputs[i], dtype=np.float32).reshape(NUM_JOINTS, 3) for i in pose_rows])
+            )
             poses = axis_angle_to_rot6d(aa).reshape(len(pose_rows), POSE_6D_DIM)
         inp = PolicyInputs(input_ids, attn, resp, [len(p) for p in prompt_ids], imgs, image_rows, poses, pose_rows)
         return inp.to(self.device) if self.device.type != "cpu" else inp
@@ -275,7 +302,10 @@ class PosePolicy(nn.Module):
             for k, row in enumerate(inp.image_rows):
                 slots = ((inp.input_ids[row] == self.image_token_id) & in_prompt[row]).nonzero().squeeze(-1)
                 if len(slots) != self.image_tokens:
-                    raise ValueError(f"row {row}: prompt has {len(slots)} image slots, expected {self.image_tokens} (one <image> placeholder)")
+                    raise ValueError(
+                        f"row {row}: prompt has {len(slots)} image slots, expected {self.image_tokens} (one <image> "
+                        "placeholder)"
+                    )
                 emb = emb.index_put((torch.full_like(slots, row), slots), feats[k])
         if inp.pose_inputs is not None:
             feats = self.pose_in(inp.pose_inputs.to(emb.dtype))
@@ -308,7 +338,14 @@ class PosePolicy(nn.Module):
         pose_pos, has_pose = self.pose_positions(inp)
         h_pose = hidden[torch.arange(hidden.shape[0], device=hidden.device), pose_pos]
         mu, log_std = self.head((h_pose.detach() if detach_pose_hidden else h_pose).float())
-        res = {"token_logp": token_logp, "mask": mask, "hidden_pose": h_pose, "has_pose": has_pose, "mu": mu, "log_std": log_std}
+        res = {
+            "token_logp": token_logp,
+            "mask": mask,
+            "hidden_pose": h_pose,
+            "has_pose": has_pose,
+            "mu": mu,
+            "log_std": log_std,
+        }
         if with_logits:
             res["logp_all"] = logp
         return res

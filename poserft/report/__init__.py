@@ -45,6 +45,7 @@ from poserft.report.loading import (
     derive,
     increments,
     read_metrics,
+    read_run_config,
     read_task_rewards,
     rollout_files,
     run_dirs_inside,
@@ -100,7 +101,8 @@ def write_report(run_dir, warn: Callable[[str], None] | None = None) -> Path:
 
     rollouts = run_dir / "rollouts"
     files = rollout_files(rollouts) if rollouts.is_dir() else []
-    task_rewards, read_steps = read_task_rewards(files, note) if files else ({}, [])
+    run_config = read_run_config(run_dir)
+    task_rewards, read_steps = read_task_rewards(files, note, run_config) if files else ({}, [])
 
     figures: list[tuple[str, Path, str]] = []  # (title, path, caption)
 
@@ -140,7 +142,7 @@ def write_report(run_dir, warn: Callable[[str], None] | None = None) -> Path:
         )
         add(
             "Learner",
-            plot_learner(rows, series, out_dir / "learner.png"),
+            plot_learner(rows, series, out_dir / "learner.png", run_config),
             "Policy loss, KL to the frozen reference, clipped fractions, gradient norm and pose-head entropy.",
         )
 

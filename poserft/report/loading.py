@@ -27,8 +27,11 @@ REWARDS = (
     ("text_similarity", "text similarity", "sentence-embedding cosine, -1..1"),
     ("semantic", "semantic", "retriever text-pose cosine, -1..1"),
     ("joint", "joint", "1 / (1 + joint error / tau), 0..1"),
+    ("joint_mean_pose", "joint of the mean pose", "joint reward of the head's mean, not of a sampled pose"),
     ("total", "total", "weighted sum per task"),
 )
+MEAN_POSE = "joint_mean_pose"  # computed here from the rollouts' `mu` and `target_joints`, not a rollout column
+RUN_CONFIG = "config.yaml"  # the resolved config `poserft train` writes into the run folder
 PLOT_FILES = ("rewards.png", "throughput.png", "staleness.png", "sync.png", "stage_times.png", "learner.png")
 EXAMPLE_TASKS = ("text2pose", "image2pose")
 EXAMPLES_PER_TASK = 3
@@ -176,10 +179,61 @@ def rollout_files(rollouts: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def read_task_rewards(files: list[tuple[int, Path]], warn) -> tuple[dict, list[int]]:
-    """{task: {component: (steps, means)}} from the rollout parquets, and the steps read."""
+def read_run_config(run_dir: Path) -> dict:
+    """RUN_DIR/config.yaml as a dict ({} for runs started before it was written, or unreadable)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((Path(run_dir) / RUN_CONFIG).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+class MeanPoseReward:
+    """The joint reward of each response's mean pose `mu` (the pose the head would give without
+    sampling), with the run's reward settings: training can raise it while the sampled poses'
+    mean reward stays flat, because the samples' spread dominates their error."""
+
+    def __init__(self, run_config: dict):
+        from poserft.common.body import BodyModel
+
+        rewards = run_config.get("rewards") or {}
+        self.tau_m = float(rewards.get("joint_tau_m", 0.1))
+        self.align = rewards.get("joint_align", "root")
+        self.root_share = float(rewards.get("joint_root_share", 0.0))
+        self.body = BodyModel(smpl_dir=(run_config.get("body") or {}).get("smpl_dir"))
+
+    def __call__(self, table) -> np.ndarray:
+        """Per row: the reward of `mu` for image2pose rows with a pose (first pose sample only), else NaN."""
+        import torch
+
+        from poserft.reward_service.rewards import joint_reward
+
+        cols = table.to_pydict()
+        out = np.full(table.num_rows, math.nan)
+        idx = [
+            i
+            for i in range(table.num_rows)
+            if cols["task"][i] == "image2pose"
+            and cols["has_pose"][i]
+            and cols["mu"][i] is not None
+            and cols["target_joints"][i] is not None
+            and not (cols.get("pose_sample_index") or [0] * table.num_rows)[i]
+        ]
+        if idx:
+            mu = torch.tensor([cols["mu"][i] for i in idx], dtype=torch.float64)
+            target = torch.tensor([cols["target_joints"][i] for i in idx], dtype=torch.float64).reshape(-1, 24, 3)
+            out[idx] = joint_reward(self.body, mu, target, self.tau_m, self.align, self.root_share)
+        return out
+
+
+def read_task_rewards(files: list[tuple[int, Path]], warn, run_config: dict | None = None) -> tuple[dict, list[int]]:
+    """{task: {component: (steps, means)}} from the rollout parquets, and the steps read. With the
+    rollouts' `mu` and `target_joints`, also the joint reward of the mean pose (`MEAN_POSE`)."""
     import pyarrow.parquet as pq
 
+    mean_pose = None
     acc: dict = {}
     read = []
     bad = []
@@ -193,14 +247,19 @@ def read_task_rewards(files: list[tuple[int, Path]], warn) -> tuple[dict, list[i
                 bad.append(f"{path.name} (no 'task' column)")
                 continue
             cols = ["task"] + [f"reward_{c}" for c, _, _ in REWARDS if f"reward_{c}" in names]
-            table = pq.read_table(path, columns=cols)
+            extra = [c for c in ("has_pose", "mu", "target_joints", "pose_sample_index") if c in names]
+            table = pq.read_table(path, columns=cols + extra)
         except Exception as err:  # noqa: BLE001 - pyarrow raises several types for damaged files
             bad.append(f"{path.name} ({type(err).__name__})")
             continue
         read.append(step)
         tasks = np.array(table["task"].to_pylist(), dtype=object)
-        for col in cols[1:]:
-            vals = np.array([math.nan if v is None else v for v in table[col].to_pylist()], dtype=np.float64)
+        columns = {col: [math.nan if v is None else v for v in table[col].to_pylist()] for col in cols[1:]}
+        if {"has_pose", "mu", "target_joints"} <= set(extra) and "image2pose" in tasks:
+            mean_pose = mean_pose or MeanPoseReward(run_config or {})
+            columns[f"reward_{MEAN_POSE}"] = mean_pose(table)
+        for col, values in columns.items():
+            vals = np.asarray(values, dtype=np.float64)
             for task in sorted(set(tasks.tolist()) - {None}):
                 sel = vals[tasks == task]
                 sel = sel[np.isfinite(sel)]

@@ -104,6 +104,9 @@ def plot_rewards(rows, task_rewards, path: Path) -> Path | None:
         for task, curves in sorted(task_rewards.items()):
             if key in curves:
                 s, m = curves[key]
+                start = float(np.nanmean(m[: max(1, min(5, len(m) // 4))]))
+                colour = TASK_COLOURS.get(task, "tab:gray")
+                ax.axhline(start, color=colour, ls=":", lw=1.0, label=f"{task}: run start (first steps' mean)")
                 _plot_series(
                     ax, s, m, TASK_COLOURS.get(task, "tab:gray"), f"{task} (rollouts)", raw_alpha=0.15, lw=1.6, ls="--"
                 )
@@ -307,7 +310,6 @@ def plot_stage_times(rows, series: Series, path: Path) -> Path | None:
 
 
 LEARNER_PANELS = (
-    ("policy loss", "loss", (("loss", "total"), ("loss_token", "token part"), ("loss_pose", "pose part"))),
     ("KL to the reference: tokens", "KL (nats / token)", (("kl_token", "token KL"),)),
     ("KL to the reference: pose head", "KL (nats / pose)", (("kl_pose", "pose KL"),)),
     ("clipped fraction", "fraction clipped", (("clip_frac_token", "tokens"), ("clip_frac_pose", "poses"))),
@@ -316,14 +318,48 @@ LEARNER_PANELS = (
 )
 
 
-def plot_learner(rows, series: Series, path: Path) -> Path | None:
+def loss_parts(rows, run_config: dict) -> list[tuple[str, np.ndarray, str]]:
+    """The terms that add up to the learner's loss, each with its weight, as (label, values, colour):
+    loss = token surrogate + lambda_c x pose surrogate + beta x token KL + beta_c x pose KL. Without
+    the run's config.yaml the weights are unknown and the KL terms are shown as the rest."""
+    rl = run_config.get("rl") or {}
+    parts = []
+    if has(rows, "loss_token"):
+        parts.append(("token surrogate", column(rows, "loss_token"), "tab:blue"))
+    lam, beta, beta_c = rl.get("lambda_c"), rl.get("beta"), rl.get("beta_c")
+    if has(rows, "loss_pose"):
+        w = 1.0 if lam is None else float(lam)
+        parts.append((f"{w:g} x pose surrogate (lambda_c)", w * column(rows, "loss_pose"), "tab:orange"))
+    if beta is not None and beta_c is not None:
+        if float(beta) and has(rows, "kl_token"):
+            parts.append((f"{float(beta):g} x token KL (beta)", float(beta) * column(rows, "kl_token"), "tab:purple"))
+        if float(beta_c) and has(rows, "kl_pose"):
+            kl_pose = float(beta_c) * column(rows, "kl_pose")
+            parts.append((f"{float(beta_c):g} x pose KL (beta_c)", kl_pose, "tab:green"))
+    elif has(rows, "loss") and parts:
+        rest = column(rows, "loss") - sum(np.nan_to_num(v) for _, v, _ in parts)
+        parts.append(("KL terms (total - surrogates; no config.yaml)", rest, "tab:green"))
+    return parts
+
+
+def plot_learner(rows, series: Series, path: Path, run_config: dict | None = None) -> Path | None:
+    parts = loss_parts(rows, run_config or {}) if has(rows, "loss") else []
     panels = [p for p in LEARNER_PANELS if any(has(rows, k) for k, _ in p[2])]
-    if not panels:
+    if not panels and not has(rows, "loss"):
         return None
-    ncols = 2 if len(panels) == 4 else min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig = _figure(5.0 * ncols + (1.5 if ncols == 2 else 0.0), 3.5 * nrows + 0.4)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    n = len(panels) + has(rows, "loss")
+    ncols = 2 if n == 4 else min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig = _figure(5.0 * ncols + (1.5 if ncols == 2 else 0.0), 3.5 * nrows + 0.6)
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    if has(rows, "loss"):
+        ax = axes.pop(0)
+        _plot_series(ax, series.steps, column(rows, "loss"), "black", "total loss")
+        for label, values, colour in parts:
+            _plot_series(ax, series.steps, values, colour, label, lw=1.6)
+        _style(ax, "learner loss and the terms it adds up", "loss")
+        ax.axhline(0.0, color="gray", lw=0.8)
+        ax.legend(fontsize=7)
     colours = ("black", "tab:blue", "tab:orange")
     for ax, (title, ylabel, keys) in zip(axes, panels):
         for (k, label), colour in zip([kk for kk in keys if has(rows, kk[0])], colours):

@@ -76,15 +76,20 @@ def _vector(values, name: str, index: int, dim: int, required: bool) -> np.ndarr
     return arr
 
 
-def request_table(request: reward_pb2.ScoreRequest, tasks: tuple[str, ...], joint_tasks: set[str],
-                  max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> pa.Table:
+def request_table(
+    request: reward_pb2.ScoreRequest,
+    tasks: tuple[str, ...],
+    joint_tasks: set[str],
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+) -> pa.Table:
     """Validate a request and turn it into the Arrow batch `RewardScorer.score` takes."""
     samples = request.samples
     if not samples:
         raise InvalidRequest("empty batch: send at least one sample")
     if len(samples) > max_batch_size:
-        raise InvalidRequest(f"batch of {len(samples)} samples exceeds the server's limit of {max_batch_size}; "
-                             "split it")
+        raise InvalidRequest(
+            f"batch of {len(samples)} samples exceeds the server's limit of {max_batch_size}; split it"
+        )
     poses, targets = [], []
     for i, s in enumerate(samples):
         if s.task not in tasks:
@@ -92,16 +97,18 @@ def request_table(request: reward_pb2.ScoreRequest, tasks: tuple[str, ...], join
         poses.append(_vector(s.pose, "pose", i, POSE_6D_DIM, required=s.has_pose))
         targets.append(_vector(s.target_joints, "target_joints", i, AA_DIM, required=s.task in joint_tasks))
     vec = pa.list_(pa.float32())
-    return pa.table({
-        "id": pa.array([s.id for s in samples], pa.string()),
-        "task": pa.array([s.task for s in samples], pa.string()),
-        "text": pa.array([s.text for s in samples], pa.string()),
-        "has_pose": pa.array([s.has_pose for s in samples], pa.bool_()),
-        "pose": pa.array(poses, vec),
-        "caption": pa.array([s.caption for s in samples], pa.string()),
-        "reference_text": pa.array([s.reference_text for s in samples], pa.string()),
-        "target_joints": pa.array(targets, vec),
-    })  # fmt: skip
+    return pa.table(
+        {
+            "id": pa.array([s.id for s in samples], pa.string()),
+            "task": pa.array([s.task for s in samples], pa.string()),
+            "text": pa.array([s.text for s in samples], pa.string()),
+            "has_pose": pa.array([s.has_pose for s in samples], pa.bool_()),
+            "pose": pa.array(poses, vec),
+            "caption": pa.array([s.caption for s in samples], pa.string()),
+            "reference_text": pa.array([s.reference_text for s in samples], pa.string()),
+            "target_joints": pa.array(targets, vec),
+        }
+    )
 
 
 def scores_from_table(scored: pa.Table) -> reward_pb2.ScoreResponse:
@@ -124,10 +131,15 @@ def rows_to_request(rows: list[dict]) -> reward_pb2.ScoreRequest:
     request = reward_pb2.ScoreRequest()
     for i, row in enumerate(rows):
         request.samples.add(
-            id=str(row.get("id", i)), task=row["task"], text=row.get("text") or "",
-            has_pose=bool(row.get("has_pose")), pose=row.get("pose") or [], caption=row.get("caption") or "",
-            reference_text=row.get("reference_text") or "", target_joints=row.get("target_joints") or [],
-        )  # fmt: skip
+            id=str(row.get("id", i)),
+            task=row["task"],
+            text=row.get("text") or "",
+            has_pose=bool(row.get("has_pose")),
+            pose=row.get("pose") or [],
+            caption=row.get("caption") or "",
+            reference_text=row.get("reference_text") or "",
+            target_joints=row.get("target_joints") or [],
+        )
     return request
 
 
@@ -199,8 +211,9 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
 
     @staticmethod
     def _reject(request, context):
-        context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                      "missing or wrong bearer token (metadata 'authorization: Bearer <token>')")
+        context.abort(
+            grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (metadata 'authorization: Bearer <token>')"
+        )
 
     def intercept_service(self, continuation, handler_call_details):
         details = handler_call_details
@@ -220,17 +233,29 @@ def resolve_token(token: str | None = None, insecure_no_auth: bool = False) -> s
         return token
     if insecure_no_auth:
         return None
-    raise RewardServerError(f"no reward-server token: set {TOKEN_ENV} (or pass token=...), "
-                            "or pass insecure_no_auth=True / --insecure-no-auth to serve without authentication")
+    raise RewardServerError(
+        f"no reward-server token: set {TOKEN_ENV} (or pass token=...), "
+        "or pass insecure_no_auth=True / --insecure-no-auth to serve without authentication"
+    )
 
 
 class RewardServer:
     """The reward gRPC server; `start()` binds and returns the port (pass port=0 for a free one)."""
 
-    def __init__(self, scorer, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
-                 insecure_no_auth: bool = False, tls_cert: str | bytes | Path | None = None,
-                 tls_key: str | bytes | Path | None = None, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, workers: int = 4):
+    def __init__(
+        self,
+        scorer,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        token: str | None = None,
+        insecure_no_auth: bool = False,
+        tls_cert: str | bytes | Path | None = None,
+        tls_key: str | bytes | Path | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        workers: int = 4,
+    ):
         self.token = resolve_token(token, insecure_no_auth)
         if (tls_cert is None) != (tls_key is None):
             raise RewardServerError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
@@ -243,13 +268,19 @@ class RewardServer:
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reward-grpc"),
             interceptors=interceptors,
-            options=[("grpc.max_receive_message_length", max_message_bytes),
-                     ("grpc.max_send_message_length", max_message_bytes)],
-        )  # fmt: skip
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
+        )
         servicer = RewardServicer(scorer, max_batch_size)
-        handlers = {"Score": grpc.unary_unary_rpc_method_handler(
-            servicer.Score, request_deserializer=_parse_request,
-            response_serializer=reward_pb2.ScoreResponse.SerializeToString)}  # fmt: skip
+        handlers = {
+            "Score": grpc.unary_unary_rpc_method_handler(
+                servicer.Score,
+                request_deserializer=_parse_request,
+                response_serializer=reward_pb2.ScoreResponse.SerializeToString,
+            )
+        }
         # Registered by hand, not with reward_pb2_grpc.add_RewardServiceServicer_to_server, so that
         # bytes that are not a ScoreRequest get INVALID_ARGUMENT instead of gRPC's generic INTERNAL.
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
@@ -266,8 +297,9 @@ class RewardServer:
             else:
                 self.port = self.server.add_insecure_port(self.address)
         except RuntimeError as err:
-            raise RewardServerError(f"cannot bind the reward server to {self.address} ({err}); "
-                                    "is the port in use?") from err
+            raise RewardServerError(
+                f"cannot bind the reward server to {self.address} ({err}); is the port in use?"
+            ) from err
         if not self.port:
             raise RewardServerError(f"cannot bind the reward server to {self.address}; is the port in use?")
         self.server.start()
@@ -284,13 +316,32 @@ class RewardServer:
         return self.server.wait_for_termination(timeout)
 
 
-def serve(host: str, port: int, scorer, token: str | None = None, tls_cert=None, tls_key=None,
-          max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, workers: int = 4, *, insecure_no_auth: bool = False,
-          max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> tuple[RewardServer, int]:
+def serve(
+    host: str,
+    port: int,
+    scorer,
+    token: str | None = None,
+    tls_cert=None,
+    tls_key=None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    workers: int = 4,
+    *,
+    insecure_no_auth: bool = False,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+) -> tuple[RewardServer, int]:
     """Build and start a RewardServer; returns it and the bound port."""
-    server = RewardServer(scorer, host, port, token=token, insecure_no_auth=insecure_no_auth, tls_cert=tls_cert,
-                          tls_key=tls_key, max_message_bytes=max_message_bytes, max_batch_size=max_batch_size,
-                          workers=workers)  # fmt: skip
+    server = RewardServer(
+        scorer,
+        host,
+        port,
+        token=token,
+        insecure_no_auth=insecure_no_auth,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        max_message_bytes=max_message_bytes,
+        max_batch_size=max_batch_size,
+        workers=workers,
+    )
     return server, server.start()
 
 
@@ -300,8 +351,14 @@ def serve(host: str, port: int, scorer, token: str | None = None, tls_cert=None,
 class RewardClient:
     """`RewardClient("host:port", token).score(rows)`; raises grpc.RpcError with the server's status."""
 
-    def __init__(self, address: str, token: str | None = None, root_cert: str | bytes | Path | None = None,
-                 timeout: float = 60.0, max_message_bytes: int = 64 * 1024 * 1024):
+    def __init__(
+        self,
+        address: str,
+        token: str | None = None,
+        root_cert: str | bytes | Path | None = None,
+        timeout: float = 60.0,
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ):
         token = token if token is not None else os.environ.get(TOKEN_ENV)
         options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", max_message_bytes)]
         if root_cert is not None:
@@ -332,12 +389,26 @@ class RewardClient:
 
 
 def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("serve-reward", help="serve the rewards over gRPC until SIGTERM / Ctrl-C",
-                              description=f"Serve RewardService. The bearer token comes from ${TOKEN_ENV}.")
+    p = subparsers.add_parser(
+        "serve-reward",
+        help="serve the rewards over gRPC until SIGTERM / Ctrl-C",
+        description=f"Serve RewardService. The bearer token comes from ${TOKEN_ENV}.",
+    )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for other machines)")
     p.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed on start)")
-    p.add_argument("--retriever", default=None, metavar="DIR", help="reward retriever folder (semantic reward); overrides the config's")
-    p.add_argument("--config", default=None, metavar="YAML", help="take rewards.* (weights, joint_tau_m, joint_align, joint_root_share, retriever_dir) and body.smpl_dir from this config")
+    p.add_argument(
+        "--retriever",
+        default=None,
+        metavar="DIR",
+        help="reward retriever folder (semantic reward); overrides the config's",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="YAML",
+        help="take rewards.* (weights, joint_tau_m, joint_align, joint_root_share, retriever_dir) and body.smpl_dir "
+        "from this config",
+    )
     p.add_argument("--tls-cert", default=None, help="server certificate (PEM); needs --tls-key")
     p.add_argument("--tls-key", default=None, help="server private key (PEM)")
     p.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20)
@@ -356,18 +427,29 @@ def _cmd_serve_reward(args) -> int:
         token = resolve_token(None, args.insecure_no_auth)  # before loading models: fail fast
         cfg = load_config(args.config, [])
         scorer = RewardScorer(RewardSettings.from_config(cfg, retriever_dir=args.retriever))
-        server = RewardServer(scorer, args.host, args.port, token=token, insecure_no_auth=args.insecure_no_auth,
-                              tls_cert=args.tls_cert, tls_key=args.tls_key,
-                              max_message_bytes=int(args.max_message_mb * 2**20),
-                              max_batch_size=args.max_batch_size, workers=args.workers)  # fmt: skip
+        server = RewardServer(
+            scorer,
+            args.host,
+            args.port,
+            token=token,
+            insecure_no_auth=args.insecure_no_auth,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            max_message_bytes=int(args.max_message_mb * 2**20),
+            max_batch_size=args.max_batch_size,
+            workers=args.workers,
+        )
         port = server.start()
     except (RewardServerError, ConfigError) as err:
         print(f"poserft: error: {err}", file=sys.stderr)
         return 2
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    print(f"serving {SERVICE_NAME} on {args.host}:{port} (tls {'on' if server.tls else 'off'}, "
-          f"auth {'on' if token else 'OFF'})", flush=True)  # fmt: skip
+    print(
+        f"serving {SERVICE_NAME} on {args.host}:{port} (tls {'on' if server.tls else 'off'}, "
+        f"auth {'on' if token else 'OFF'})",
+        flush=True,
+    )
     try:
         while not stop.wait(1.0):  # a timed wait keeps the main thread responsive to signals
             pass

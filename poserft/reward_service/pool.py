@@ -100,7 +100,9 @@ class RewardPool:
                 except RayError as err:  # died, restarting or raised: try the chunk again
                     self.stats.worker_failures += 1
                     self._await_restart(w)  # a retry sent to a restarting actor would fail at once
-                    self._retry_or_fail(c, attempts, todo, results, chunks, f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
+                    self._retry_or_fail(
+                        c, attempts, todo, results, chunks, f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                    )
             for ref, (c, w, start) in list(pending.items()):
                 if now - start > self.timeout_s:
                     pending.pop(ref)
@@ -133,7 +135,9 @@ class RewardPool:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                self.worker_info = ray.get([w.ready.remote() for w in self.workers], timeout=max(1.0, deadline - time.monotonic()))
+                self.worker_info = ray.get(
+                    [w.ready.remote() for w in self.workers], timeout=max(1.0, deadline - time.monotonic())
+                )
                 return self.worker_info
             except RayError:
                 if time.monotonic() > deadline:

@@ -112,10 +112,14 @@ class PoseEncoder(nn.Module):
     def __init__(self, hidden: int, dropout: float):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(NUM_JOINTS * 6, hidden), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(NUM_JOINTS * 6, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
             nn.Linear(hidden, EMBED_DIM),
-        )  # fmt: skip
+        )
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(feats), dim=-1)
@@ -230,16 +234,21 @@ class Retriever(nn.Module):
     def save(self, folder: str | Path, extra: dict | None = None) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        _atomic(folder / "retriever.safetensors", lambda p: save_file({k: v.contiguous() for k, v in self.state_dict().items()}, p))
+        _atomic(
+            folder / "retriever.safetensors",
+            lambda p: save_file({k: v.contiguous() for k, v in self.state_dict().items()}, p),
+        )
         meta = {"config": asdict(self.cfg), "embed_dim": EMBED_DIM, **(extra or {})}
         _atomic(folder / "retriever.json", lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
 
     @classmethod
-    def load(cls, folder: str | Path) -> "Retriever":
+    def load(cls, folder: str | Path) -> Retriever:
         folder = Path(folder)
         for name in ("retriever.json", "retriever.safetensors"):
             if not (folder / name).is_file():
-                raise FileNotFoundError(f"retriever checkpoint {folder} is missing {name}; train one with `poserft retriever train`")
+                raise FileNotFoundError(
+                    f"retriever checkpoint {folder} is missing {name}; train one with `poserft retriever train`"
+                )
         meta = json.loads((folder / "retriever.json").read_text())
         model = cls(RetrieverConfig(**meta["config"]))
         model.load_state_dict(load_file(str(folder / "retriever.safetensors")))

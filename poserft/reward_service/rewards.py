@@ -87,8 +87,14 @@ def semantic_reward(retriever, captions: list[str], pose_6d: torch.Tensor) -> np
 JOINT_ALIGNMENTS = ("root", "procrustes")
 
 
-def joint_reward(body: BodyModel, pose_6d: torch.Tensor, target_joints_m: torch.Tensor, tau_m: float = 0.1, align: str = "root",
-                 root_share: float = 0.0) -> np.ndarray:
+def joint_reward(
+    body: BodyModel,
+    pose_6d: torch.Tensor,
+    target_joints_m: torch.Tensor,
+    tau_m: float = 0.1,
+    align: str = "root",
+    root_share: float = 0.0,
+) -> np.ndarray:
     """1 / (1 + err / tau) with err the mean joint error (m) after root alignment, or with
     `align="procrustes"` after the best similarity transform (what PA-MPJPE measures: the global
     orientation, which an image often leaves ambiguous, then costs nothing). With Procrustes,
@@ -119,11 +125,17 @@ class RewardSettings:
     smpl_dir: str | None = None
 
     @classmethod
-    def from_config(cls, cfg, retriever_dir: str | None = None) -> "RewardSettings":
+    def from_config(cls, cfg, retriever_dir: str | None = None) -> RewardSettings:
         """The settings of a validated `Config`: its `rewards` section and `body.smpl_dir`."""
         r = cfg.rewards
-        return cls(weights=r.weights, joint_tau_m=r.joint_tau_m, joint_align=r.joint_align, joint_root_share=r.joint_root_share,
-                   retriever_dir=retriever_dir or r.retriever_dir, smpl_dir=cfg.body.smpl_dir)
+        return cls(
+            weights=r.weights,
+            joint_tau_m=r.joint_tau_m,
+            joint_align=r.joint_align,
+            joint_root_share=r.joint_root_share,
+            retriever_dir=retriever_dir or r.retriever_dir,
+            smpl_dir=cfg.body.smpl_dir,
+        )
 
 
 def _vector_column(table: pa.Table, name: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +160,10 @@ class RewardScorer:
         for task, w in self.settings.weights.items():
             bad = set(w) - set(REWARD_COMPONENTS)
             if bad:
-                raise ValueError(f"reward weights for {task} name unknown components {sorted(bad)}; known: {', '.join(REWARD_COMPONENTS)}")
+                raise ValueError(
+                    f"reward weights for {task} name unknown components {sorted(bad)}; known: "
+                    f"{', '.join(REWARD_COMPONENTS)}"
+                )
         self.body = BodyModel(smpl_dir=self.settings.smpl_dir)
         self.embedder = text_embedder or TextEmbedder()
         self.retriever = None
@@ -199,7 +214,9 @@ class RewardScorer:
         refs = table["reference_text"].to_pylist()
         idx = np.flatnonzero(sel)
         if len(idx):
-            cols["text_similarity"][idx] = text_similarity(self.embedder, [texts[i] for i in idx], [refs[i] or "" for i in idx])
+            cols["text_similarity"][idx] = text_similarity(
+                self.embedder, [texts[i] for i in idx], [refs[i] or "" for i in idx]
+            )
             seconds["text_similarity"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         sem = rows("semantic")
@@ -212,16 +229,23 @@ class RewardScorer:
                 idx = np.flatnonzero(sem & has_pose)
                 if len(idx):
                     caps = table["caption"].to_pylist()
-                    cols["semantic"][idx] = semantic_reward(self.retriever, [caps[i] or "" for i in idx], torch.from_numpy(pose[idx]).float())
+                    cols["semantic"][idx] = semantic_reward(
+                        self.retriever, [caps[i] or "" for i in idx], torch.from_numpy(pose[idx]).float()
+                    )
                 seconds["semantic"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         jr = rows("joint")
         cols["joint"][jr] = JOINT_FLOOR
         idx = np.flatnonzero(jr & has_pose)
         if len(idx):
-            cols["joint"][idx] = joint_reward(self.body, torch.from_numpy(pose[idx]), torch.from_numpy(target[idx].reshape(-1, 24, 3)),
-                                              self.settings.joint_tau_m, self.settings.joint_align,
-                                              self.settings.joint_root_share)
+            cols["joint"][idx] = joint_reward(
+                self.body,
+                torch.from_numpy(pose[idx]),
+                torch.from_numpy(target[idx].reshape(-1, 24, 3)),
+                self.settings.joint_tau_m,
+                self.settings.joint_align,
+                self.settings.joint_root_share,
+            )
         if jr.any():
             seconds["joint"] = time.perf_counter() - t0
 
@@ -245,6 +269,13 @@ def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
 
 
 __all__ = [
-    "POSE_RESPONSE", "RewardScorer", "RewardSettings", "TextEmbedder", "format_reward", "joint_reward",
-    "semantic_reward", "text_similarity", "REQUIRED_COLUMNS",
-]  # fmt: skip
+    "POSE_RESPONSE",
+    "RewardScorer",
+    "RewardSettings",
+    "TextEmbedder",
+    "format_reward",
+    "joint_reward",
+    "semantic_reward",
+    "text_similarity",
+    "REQUIRED_COLUMNS",
+]

@@ -24,7 +24,7 @@ import pyarrow as pa
 import torch
 
 from poserft.common.device import role_device
-from poserft.common.schemas import VersionMismatch, check_rollout_request, ROLLOUT_RECORD_SCHEMA
+from poserft.common.schemas import ROLLOUT_RECORD_SCHEMA, VersionMismatch, check_rollout_request
 from poserft.model import lora
 from poserft.model.checkpoint import load_policy
 from poserft.model.generation import decode_response, pose_from_response, prompt_embeddings
@@ -39,8 +39,15 @@ def _seed(*parts) -> int:
 class RolloutWorkerCore:
     """The worker's logic, usable in-process (tests, benchmarks) or as the Ray actor below."""
 
-    def __init__(self, ckpt_dir: str, worker_id: str = "rollout-0", engine: str = "vllm", sampling: dict | None = None,
-                 engine_kwargs: dict | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        ckpt_dir: str,
+        worker_id: str = "rollout-0",
+        engine: str = "vllm",
+        sampling: dict | None = None,
+        engine_kwargs: dict | None = None,
+        threads: int | None = None,
+    ):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         if threads:
             torch.set_num_threads(threads)
@@ -69,24 +76,42 @@ class RolloutWorkerCore:
         return self.version
 
     # ---- generation ----
-    def generate(self, tasks: pa.Table, group_size: int, expected_version: int | None = None, seed: int = 0) -> pa.Table:
+    def generate(
+        self, tasks: pa.Table, group_size: int, expected_version: int | None = None, seed: int = 0
+    ) -> pa.Table:
         names = check_rollout_request(self.worker_id, self.version, tasks, group_size, expected_version)
         if getattr(self, "asleep", False):
-            raise RuntimeError(f"{self.worker_id} is asleep (colocated with the learner); call wake_up() before generate()")
+            raise RuntimeError(
+                f"{self.worker_id} is asleep (colocated with the learner); call wake_up() before generate()"
+            )
         t0 = time.perf_counter()
         ids = tasks["id"].to_pylist()
         prompts = [self.policy.encode_prompt(p) for p in tasks["prompt"].to_pylist()]
         images = [im if t == "image2pose" else None for im, t in zip(tasks["image"].to_pylist(), names)]
-        pose_in = [np.asarray(p, np.float32) if t == "pose2text" else None for p, t in zip(tasks["target_pose"].to_pylist(), names)]
+        pose_in = [
+            np.asarray(p, np.float32) if t == "pose2text" else None
+            for p, t in zip(tasks["target_pose"].to_pylist(), names)
+        ]
         fits = [len(p) + self.sampling.max_tokens <= self.max_len for p in prompts]
         ok = [i for i, f in enumerate(fits) if f]
         rows: list[dict] = []
         for i, f in enumerate(fits):
             if not f:
-                rows += [self._error_row(ids[i], g, prompts[i], f"prompt of {len(prompts[i])} tokens + max_tokens {self.sampling.max_tokens} exceeds the context of {self.max_len}") for g in range(group_size)]
+                rows += [
+                    self._error_row(
+                        ids[i],
+                        g,
+                        prompts[i],
+                        f"prompt of {len(prompts[i])} tokens + max_tokens {self.sampling.max_tokens} exceeds the "
+                        f"context of {self.max_len}",
+                    )
+                    for g in range(group_size)
+                ]
         if ok:
             with torch.no_grad():
-                embeds = prompt_embeddings(self.policy, [prompts[i] for i in ok], [images[i] for i in ok], [pose_in[i] for i in ok])
+                embeds = prompt_embeddings(
+                    self.policy, [prompts[i] for i in ok], [images[i] for i in ok], [pose_in[i] for i in ok]
+                )
             seeds = [_seed(seed, ids[i], self.version) for i in ok]
             groups = self.engine.generate(embeds, group_size, self.sampling, seeds=seeds)
             gen_s = time.perf_counter() - t0
@@ -104,33 +129,76 @@ class RolloutWorkerCore:
         resp = [c.token_ids for _, _, c in flat]
         with torch.no_grad():
             mu, log_std, has_first = pose_from_response(
-                self.policy, [prompts[i] for i, _, _ in flat], resp, [images[i] for i, _, _ in flat], [pose_in[i] for i, _, _ in flat]
+                self.policy,
+                [prompts[i] for i, _, _ in flat],
+                resp,
+                [images[i] for i, _, _ in flat],
+                [pose_in[i] for i, _, _ in flat],
             )
         rows = []
         for k, (i, g, c) in enumerate(flat):
             valid = c.token_ids.count(pose_id) == 1  # V: exactly one <POSE>
             row = {
-                "task_id": ids[i], "group_id": f"{ids[i]}@v{self.version}", "sample_index": g, "pose_sample_index": 0,
-                "policy_version": self.version, "worker_id": self.worker_id, "prompt_tokens": prompts[i], "response_tokens": c.token_ids,
-                "token_logprobs": c.logprobs, "text": decode_response(self.policy, c.token_ids), "has_pose": valid,
-                "mu": None, "log_std": None, "pose": None, "pose_logprob": None, "generation_seconds": gen_s_each, "error": None,
-            }  # fmt: skip
+                "task_id": ids[i],
+                "group_id": f"{ids[i]}@v{self.version}",
+                "sample_index": g,
+                "pose_sample_index": 0,
+                "policy_version": self.version,
+                "worker_id": self.worker_id,
+                "prompt_tokens": prompts[i],
+                "response_tokens": c.token_ids,
+                "token_logprobs": c.logprobs,
+                "text": decode_response(self.policy, c.token_ids),
+                "has_pose": valid,
+                "mu": None,
+                "log_std": None,
+                "pose": None,
+                "pose_logprob": None,
+                "generation_seconds": gen_s_each,
+                "error": None,
+            }
             if not (valid and bool(has_first[k])):
                 rows.append(row)
                 continue
-            m, ls = mu[k].float(), log_std[k].float() + math.log(self.sampling.pose_temperature)  # the behaviour Gaussian
+            m, ls = (
+                mu[k].float(),
+                log_std[k].float() + math.log(self.sampling.pose_temperature),
+            )  # the behaviour Gaussian
             row.update(mu=m.tolist(), log_std=ls.tolist())  # shared by the response's pose samples
             for j in range(self.sampling.pose_samples):
                 parts = (seed, ids[i], self.version, g, "pose") + ((j,) if j else ())  # sample 0 keeps the K = 1 seed
                 noise = torch.Generator(device=m.device).manual_seed(_seed(*parts))  # on the prefill's device
                 p = m + ls.exp() * torch.randn(m.shape, generator=noise, device=m.device)
-                rows.append({**row, "pose_sample_index": j, "pose": p.tolist(), "pose_logprob": float(gaussian_log_prob(p, m, ls))})
+                rows.append(
+                    {
+                        **row,
+                        "pose_sample_index": j,
+                        "pose": p.tolist(),
+                        "pose_logprob": float(gaussian_log_prob(p, m, ls)),
+                    }
+                )
         return rows
 
     def _error_row(self, task_id, g, prompt, reason) -> dict:
-        return {"task_id": task_id, "group_id": f"{task_id}@v{self.version}", "sample_index": g, "pose_sample_index": 0, "policy_version": self.version,
-                "worker_id": self.worker_id, "prompt_tokens": prompt, "response_tokens": [], "token_logprobs": [], "text": "",
-                "has_pose": False, "mu": None, "log_std": None, "pose": None, "pose_logprob": None, "generation_seconds": 0.0, "error": reason}
+        return {
+            "task_id": task_id,
+            "group_id": f"{task_id}@v{self.version}",
+            "sample_index": g,
+            "pose_sample_index": 0,
+            "policy_version": self.version,
+            "worker_id": self.worker_id,
+            "prompt_tokens": prompt,
+            "response_tokens": [],
+            "token_logprobs": [],
+            "text": "",
+            "has_pose": False,
+            "mu": None,
+            "log_std": None,
+            "pose": None,
+            "pose_logprob": None,
+            "generation_seconds": 0.0,
+            "error": reason,
+        }
 
     # ---- weights ----
     def update_weights(self, version: int, state: dict[str, torch.Tensor]) -> int:
@@ -142,10 +210,12 @@ class RolloutWorkerCore:
         if not isinstance(state, dict) or not state:
             raise ValueError(f"update_weights needs a non-empty state dict, got {type(state).__name__}")
         if version <= self.version:
-            raise VersionMismatch(f"{self.worker_id}: update to version {version} but already at {self.version}; versions must increase")
+            raise VersionMismatch(
+                f"{self.worker_id}: update to version {version} but already at {self.version}; versions must increase"
+            )
         if lora.is_lora_update(state):
             return self._update_lora(version, state)
-        lm_state = {k[len("lm."):]: v for k, v in state.items() if k.startswith("lm.")}
+        lm_state = {k[len("lm.") :]: v for k, v in state.items() if k.startswith("lm.")}
         if lm_state and self.engine_name == "vllm":  # the HF engine shares self.policy's LM
             self.engine.load_lm_weights(lm_state)
         missing, unexpected = self.policy.load_state_dict(state, strict=False)
@@ -163,13 +233,21 @@ class RolloutWorkerCore:
             dtype = next(lm.parameters()).dtype
             base = lora.base_from_checkpoint(self.ckpt_dir, names, key[0], dtype)
             if lora.fingerprint(base) != key[1]:
-                raise ValueError(f"{self.worker_id}: the LoRA update was trained on other base weights than those of {self.ckpt_dir} "
-                                 "(start the rollout workers from the checkpoint the learner started from)")  # fmt: skip
+                raise ValueError(
+                    f"{self.worker_id}: the LoRA update was trained on other base weights than those of "
+                    f"{self.ckpt_dir} "
+                    "(start the rollout workers from the checkpoint the learner started from)"
+                )
             self._lora_base, self._lora_base_key = base, key
-        merged = {f"{n}.weight": lora.merge_weight(self._lora_base[n], a, b, state["scale"]) for n, (a, b) in state["lora"].items()}
+        merged = {
+            f"{n}.weight": lora.merge_weight(self._lora_base[n], a, b, state["scale"])
+            for n, (a, b) in state["lora"].items()
+        }
         merged |= state["lm"]
         own = self.policy.state_dict()
-        unknown = [k for k in state["extra"] if k.startswith("lm.") or k not in own] + [k for k in merged if f"lm.{k}" not in own]
+        unknown = [k for k in state["extra"] if k.startswith("lm.") or k not in own] + [
+            k for k in merged if f"lm.{k}" not in own
+        ]
         if unknown:
             raise ValueError(f"update_weights got unknown parameters {unknown[:3]}")
         with torch.no_grad():
@@ -204,7 +282,11 @@ class RolloutWorkerCore:
         return self.engine.next_token_logprobs(emb, k)
 
     def weight_checksum(self, name: str) -> float:
-        return self.engine.weight_checksum(name) if self.engine_name == "vllm" else float(dict(self.policy.lm.named_parameters())[name].sum())
+        return (
+            self.engine.weight_checksum(name)
+            if self.engine_name == "vllm"
+            else float(dict(self.policy.lm.named_parameters())[name].sum())
+        )
 
 
 def rollout_actor_class():
@@ -212,4 +294,3 @@ def rollout_actor_class():
     import ray
 
     return ray.remote(max_restarts=0)(RolloutWorkerCore)
-

@@ -13,7 +13,13 @@ CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "tiny-cpu.yaml")
 
 @pytest.fixture(scope="module")
 def cfg(tiny_data, tmp_path_factory):
-    over = [f"data.dir={tiny_data}", "rl.prompts_per_step=3", "rl.group_size=4", "rl.sampling.max_tokens=12", "rl.micro_batch_size=6"]
+    over = [
+        f"data.dir={tiny_data}",
+        "rl.prompts_per_step=3",
+        "rl.group_size=4",
+        "rl.sampling.max_tokens=12",
+        "rl.micro_batch_size=6",
+    ]
     return poserft_config(CONFIG, 3, "hf", tmp_path_factory.mktemp("peer_run"), over)
 
 
@@ -35,7 +41,9 @@ def test_trl_side_matches_group_size_batch_and_sampling(cfg, tmp_path):
     assert (args["beta"], args["num_iterations"], args["shuffle_dataset"], args["use_vllm"]) == (0.0, 1, False, False)
     # one optimizer step (and one generation) per P*G samples, in micro-batches of rl.micro_batch_size
     assert args["per_device_train_batch_size"] == 6
-    assert args["per_device_train_batch_size"] * args["gradient_accumulation_steps"] == s.prompts_per_step * s.group_size
+    assert (
+        args["per_device_train_batch_size"] * args["gradient_accumulation_steps"] == s.prompts_per_step * s.group_size
+    )
     assert args["steps_per_generation"] == args["gradient_accumulation_steps"]
     trl = pytest.importorskip("trl")  # the optional `peer` extra
     conf = trl.GRPOConfig(**args)

@@ -17,10 +17,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from benchmarks.sim_roles import SimModel, SimRolloutWorker, VersionMismatch, run_simulation, sim_config, summarise, write_sim_dataset
+from benchmarks.sim_roles import (
+    SimModel,
+    SimRolloutWorker,
+    VersionMismatch,
+    run_simulation,
+    sim_config,
+    summarise,
+    write_sim_dataset,
+)
 from poserft.common.config import load_config
 from poserft.common.schemas import ROLLOUT_RECORD_SCHEMA
-
 
 PROMPTS, GROUP = 4, 3
 SIM = SimModel(time_scale=0.002)  # modelled seconds -> milliseconds here
@@ -35,9 +42,16 @@ def sim_data(tmp_path_factory):
 
 
 def _run(sim_data, run_dir, steps, workers, staleness, prompts=PROMPTS, group=GROUP, model=SIM):
-    over = [f"rl.steps={steps}", f"rl.prompts_per_step={prompts}", f"rl.group_size={group}", f"rl.max_staleness={staleness}",
-            f"rl.rollout.num_workers={workers}", "rl.checkpoint_every=2", "rewards.num_workers=1",
-            f"rl.learner.world_size={WORLD_SIZE}"]  # fmt: skip
+    over = [
+        f"rl.steps={steps}",
+        f"rl.prompts_per_step={prompts}",
+        f"rl.group_size={group}",
+        f"rl.max_staleness={staleness}",
+        f"rl.rollout.num_workers={workers}",
+        "rl.checkpoint_every=2",
+        "rewards.num_workers=1",
+        f"rl.learner.world_size={WORLD_SIZE}",
+    ]
     cfg, sim = sim_config(None, over, model, sim_data, run_dir)
     return run_simulation(cfg, sim, run_dir)
 
@@ -97,7 +111,9 @@ def test_batches_are_sharded_over_the_idle_workers(ray_local, sim_data, tmp_path
         assert len(used) == workers
         for m in metrics:  # max_staleness 0: every worker is idle at each dispatch and at each weight sync
             t = pq.read_table(run_dir / "rollouts" / f"step_{m['step']:05d}.parquet", columns=["task_id", "worker_id"])
-            assert len(set(t["worker_id"].to_pylist())) == workers, f"step {m['step']} was not split over all {workers} workers"
+            assert len(set(t["worker_id"].to_pylist())) == workers, (
+                f"step {m['step']} was not split over all {workers} workers"
+            )
             assert m["shards"] == workers and m["shards_failed"] == 0 and m["sync_deferred"] == 0
             for tid in set(t["task_id"].to_pylist()):  # a prompt's G samples stay on one worker
                 assert len(set(t.filter(pa.compute.equal(t["task_id"], tid))["worker_id"].to_pylist())) == 1
@@ -124,17 +140,30 @@ def test_resume_from_simulated_checkpoint(ray_local, sim_data, tmp_path):
 
 def test_simulated_worker_is_light_and_keeps_the_contract(ray_local):
     ray = ray_local
-    worker = ray.remote(SimRolloutWorker).options(num_cpus=0).remote("none", "rollout-x", "vllm", {"max_tokens": 40}, {}, None, sim=SIM)
+    worker = (
+        ray.remote(SimRolloutWorker)
+        .options(num_cpus=0)
+        .remote("none", "rollout-x", "vllm", {"max_tokens": 40}, {}, None, sim=SIM)
+    )
     try:
         info = ray.get(worker.info.remote())
         assert info["heavy_modules"] == []  # no torch / vllm / transformers in the actor's process
-        tasks = pa.table({"id": ["a", "b"], "task": ["text2pose", "image2pose"], "prompt": ["p", "q"], "image": pa.nulls(2, pa.binary()),
-                          "target_pose": pa.nulls(2, pa.list_(pa.float32(), 72))})  # fmt: skip
+        tasks = pa.table(
+            {
+                "id": ["a", "b"],
+                "task": ["text2pose", "image2pose"],
+                "prompt": ["p", "q"],
+                "image": pa.nulls(2, pa.binary()),
+                "target_pose": pa.nulls(2, pa.list_(pa.float32(), 72)),
+            }
+        )
         out = ray.get(worker.generate.remote(tasks, 3, 0, 7))
         assert out.schema == ROLLOUT_RECORD_SCHEMA and out.num_rows == 6
         assert out["task_id"].to_pylist() == ["a"] * 3 + ["b"] * 3 and out["sample_index"].to_pylist() == [0, 1, 2] * 2
         assert all(1 <= len(r) <= 40 for r in out["response_tokens"].to_pylist())
-        assert out.equals(ray.get(worker.generate.remote(tasks, 3, 0, 7)))  # deterministic for the same seed and version
+        assert out.equals(
+            ray.get(worker.generate.remote(tasks, 3, 0, 7))
+        )  # deterministic for the same seed and version
         assert ray.get(worker.update_weights.remote(1, {"simulated_bytes": 1.0})) == 1
         with pytest.raises(VersionMismatch):
             ray.get(worker.update_weights.remote(1, {"simulated_bytes": 1.0}))
@@ -142,3 +171,27 @@ def test_simulated_worker_is_light_and_keeps_the_contract(ray_local):
             ray.get(worker.generate.remote(tasks, 3, 0, 7))  # the request expects version 0; the worker holds 1
     finally:
         ray.kill(worker)
+
+
+def test_the_controller_logs_every_step_to_tensorboard(ray_local, sim_data, tmp_path):
+    """`logging.trackers` wired into the loop: the resolved config at start, one point per step
+    (as metrics.jsonl), the report's PNGs at the end; read back with TensorBoard's reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, steps = tmp_path / "run", 3
+    over = [
+        f"rl.steps={steps}",
+        f"rl.prompts_per_step={PROMPTS}",
+        f"rl.group_size={GROUP}",
+        "rl.checkpoint_every=2",
+        "rewards.num_workers=1",
+        "logging.trackers=[tensorboard]",
+    ]
+    cfg, sim = sim_config(None, over, SIM, sim_data, run_dir)
+    assert run_simulation(cfg, sim, run_dir)["steps"] == steps
+    acc = EventAccumulator(str(run_dir / "trackers" / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e.step for e in acc.Scalars("learner_seconds")] == [ln["step"] for ln in lines] == [1, 2, 3]
+    assert [e.value for e in acc.Scalars("gen_s")] == pytest.approx([ln["gen_s"] for ln in lines], rel=1e-6)
+    assert "report/rewards" in acc.Tags()["images"]  # the report written at the end of the run

@@ -15,7 +15,6 @@ from poserft.cluster.controller import CONTROLLER_NAME, NAMESPACE, controller_ac
 from poserft.cluster.jobs import scale_rollout_workers
 from poserft.common.config import load_config
 
-
 STEPS, PROMPTS, STALENESS = 8, 4, 1
 
 
@@ -44,15 +43,33 @@ def _wait_step(ctl, step, timeout=900):
 
 
 def test_roles_scaling_ledger_versions_staleness(cluster, tiny_data, tiny_sft, tmp_path):
-    cfg = load_config(None, [
-        f"data.dir={tiny_data}", f"rl.steps={STEPS}", f"rl.prompts_per_step={PROMPTS}", "rl.group_size=3",
-        "rl.tasks=[image2pose]", f"rl.max_staleness={STALENESS}", "rl.checkpoint_every=4", "rl.sampling.max_tokens=16",
-        "rl.rollout.engine=hf", "rl.rollout.num_workers=1", "rl.rollout.num_cpus=1", "rl.rollout.resources={rollout_node: 1}",
-        "rl.learner.num_cpus=0.5", "rl.learner.world_size=2", "rl.learner.resources={learner_node: 1}",  # 2 DDP ranks (gloo)
-        "rl.reward.num_cpus=0.5", "rl.reward.resources={reward_node: 1}", "rewards.num_workers=1",
-    ])
+    cfg = load_config(
+        None,
+        [
+            f"data.dir={tiny_data}",
+            f"rl.steps={STEPS}",
+            f"rl.prompts_per_step={PROMPTS}",
+            "rl.group_size=3",
+            "rl.tasks=[image2pose]",
+            f"rl.max_staleness={STALENESS}",
+            "rl.checkpoint_every=4",
+            "rl.sampling.max_tokens=16",
+            "rl.rollout.engine=hf",
+            "rl.rollout.num_workers=1",
+            "rl.rollout.num_cpus=1",
+            "rl.rollout.resources={rollout_node: 1}",
+            "rl.learner.num_cpus=0.5",
+            "rl.learner.world_size=2",
+            "rl.learner.resources={learner_node: 1}",  # 2 DDP ranks (gloo)
+            "rl.reward.num_cpus=0.5",
+            "rl.reward.resources={reward_node: 1}",
+            "rewards.num_workers=1",
+        ],
+    )
     run_dir = tmp_path / "run"
-    ctl = controller_actor_class().options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(cfg, tiny_sft, str(run_dir))
+    ctl = (
+        controller_actor_class().options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(cfg, tiny_sft, str(run_dir))
+    )
     done = ctl.run.remote()
     _wait_step(ctl, 2)
     assert scale_rollout_workers(3)["target_workers"] == 3  # the Python API behind `poserft scale`

@@ -24,11 +24,24 @@ def test_a_sleeping_worker_refuses_work_until_woken(tiny_data, tiny_sft):
 
 
 def test_colocated_training_sleeps_and_wakes_each_step(ray_local, tiny_data, tiny_sft, tmp_path):
-    cfg = load_config(None, [
-        f"data.dir={tiny_data}", "rl.steps=3", "rl.prompts_per_step=4", "rl.group_size=2", "rl.tasks=[image2pose]",
-        "rl.sampling.max_tokens=16", "rl.rollout.engine=hf", "rl.rollout.num_workers=2", "rl.rollout.colocate=true",
-        "rl.rollout.num_cpus=0.5", "rl.learner.num_cpus=0.5", "rl.reward.num_cpus=0.25", "rewards.num_workers=1",
-    ])  # fmt: skip
+    cfg = load_config(
+        None,
+        [
+            f"data.dir={tiny_data}",
+            "rl.steps=3",
+            "rl.prompts_per_step=4",
+            "rl.group_size=2",
+            "rl.tasks=[image2pose]",
+            "rl.sampling.max_tokens=16",
+            "rl.rollout.engine=hf",
+            "rl.rollout.num_workers=2",
+            "rl.rollout.colocate=true",
+            "rl.rollout.num_cpus=0.5",
+            "rl.learner.num_cpus=0.5",
+            "rl.reward.num_cpus=0.25",
+            "rewards.num_workers=1",
+        ],
+    )
     ctl = controller_actor_class().remote(cfg, tiny_sft, str(tmp_path / "run"))
     result = ray.get(ctl.run.remote(), timeout=900)
     ray.get(ctl.shutdown.remote())

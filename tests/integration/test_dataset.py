@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from poserft.data.dataset import DatasetError, build_dataset, load_split
 from poserft.common.schemas import TASK_RECORD_SCHEMA, TASKS
+from poserft.data.dataset import DatasetError, build_dataset, load_split
 
 
 def test_build_is_byte_identical_and_complete(tmp_path):

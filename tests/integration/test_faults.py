@@ -25,17 +25,27 @@ from poserft.cluster.controller import controller_actor_class, prompt_order
 from poserft.common.config import load_config
 from poserft.data.dataset import load_split
 
-
 STEPS, PROMPTS = 6, 4
 
 
 def _config(tiny_data, **extra):
     sets = [
-        f"data.dir={tiny_data}", f"rl.steps={STEPS}", f"rl.prompts_per_step={PROMPTS}", "rl.group_size=2", "rl.tasks=[image2pose]",
-        "rl.max_staleness=0", "rl.checkpoint_every=2", "rl.sampling.max_tokens=24", "rl.rollout.engine=hf", "rl.rollout.num_workers=2",
-        "rl.rollout.num_cpus=0.5", "rl.learner.num_cpus=0.5", "rl.reward.num_cpus=0.25", "rewards.num_workers=1",
+        f"data.dir={tiny_data}",
+        f"rl.steps={STEPS}",
+        f"rl.prompts_per_step={PROMPTS}",
+        "rl.group_size=2",
+        "rl.tasks=[image2pose]",
+        "rl.max_staleness=0",
+        "rl.checkpoint_every=2",
+        "rl.sampling.max_tokens=24",
+        "rl.rollout.engine=hf",
+        "rl.rollout.num_workers=2",
+        "rl.rollout.num_cpus=0.5",
+        "rl.learner.num_cpus=0.5",
+        "rl.reward.num_cpus=0.25",
+        "rewards.num_workers=1",
         *[f"{k}={v}" for k, v in extra.items()],
-    ]  # fmt: skip
+    ]
     return load_config(None, sets)
 
 
@@ -62,7 +72,9 @@ def _check_ledger(run_dir, cfg, partial=False):
         state = json.loads((run_dir / "checkpoints" / "latest" / "poserft.json").read_text())["controller"]
         assert all(0 < len(e["task_ids"]) <= PROMPTS for e in ledger)
         assert not set(ids) & set(state["requeue"]), "a re-queued task id was trained already"
-        assert set(ids) | set(state["requeue"]) == set(_data_order(cfg)[: state["cursor"]]), "a prompt of the data order was lost"
+        assert set(ids) | set(state["requeue"]) == set(_data_order(cfg)[: state["cursor"]]), (
+            "a prompt of the data order was lost"
+        )
     else:
         assert len(ids) == STEPS * PROMPTS
         assert set(ids) == set(_data_order(cfg)[: STEPS * PROMPTS]), "a prompt of the data order was lost"
@@ -144,7 +156,9 @@ def test_learner_killed_mid_step_then_resumed(ray_local, tiny_data, tiny_sft, tm
     run_dir = tmp_path / "killed"
     ctl, done = _start(cfg, tiny_sft, run_dir)
     deadline = time.time() + 600
-    while not (run_dir / "checkpoints" / "latest" / "poserft.json").is_file() or len(_read(run_dir / "ledger.jsonl")) < 3:
+    while (
+        not (run_dir / "checkpoints" / "latest" / "poserft.json").is_file() or len(_read(run_dir / "ledger.jsonl")) < 3
+    ):
         assert time.time() < deadline, "the run did not reach step 3"
         time.sleep(0.2)
     _kill_running("LearnerCore.train_step")  # step 4 (or later) is in the learner's hands
@@ -160,5 +174,7 @@ def test_learner_killed_mid_step_then_resumed(ray_local, tiny_data, tiny_sft, tm
     assert result["steps"] == STEPS
     ledger = _check_ledger(run_dir, cfg)
     ref = _read(reference / "ledger.jsonl")
-    assert [e["task_ids"] for e in ledger] == [e["task_ids"] for e in ref], "resumed data order differs from the uninterrupted run"
+    assert [e["task_ids"] for e in ledger] == [e["task_ids"] for e in ref], (
+        "resumed data order differs from the uninterrupted run"
+    )
     assert [e["version"] for e in ledger] == [e["version"] for e in ref]

@@ -48,8 +48,10 @@ def test_plan_refuses_a_full_7b_fp32_fine_tune(tmp_path):
 
 def test_plan_refuses_a_rollout_share_that_leaves_no_room_for_the_prefill_copy(tmp_path):
     cfg = tmp_path / "share.yaml"
-    cfg.write_text("model: {preset: llava-7b, lora: {enabled: true}}\nrl:\n  micro_batch_size: 1\n  learner: {num_gpus: 1}\n"
-                   "  rollout: {tensor_parallel_size: 2, num_gpus: 2, gpu_memory_utilization: 0.95}\n")  # fmt: skip
+    cfg.write_text(
+        "model: {preset: llava-7b, lora: {enabled: true}}\nrl:\n  micro_batch_size: 1\n  learner: {num_gpus: 1}\n"
+        "  rollout: {tensor_parallel_size: 2, num_gpus: 2, gpu_memory_utilization: 0.95}\n"
+    )
     res = _poserft("plan", "--config", str(cfg))
     assert res.returncode == 2 and "rollout worker" in res.stderr and "gpu_memory_utilization" in res.stderr
 

@@ -30,7 +30,6 @@ from poserft.reward_service.proto import reward_pb2
 from poserft.reward_service.retriever import Retriever, RetrieverConfig
 from poserft.reward_service.rewards import RewardScorer, RewardSettings, TextEmbedder
 
-
 TOKEN = "s3cret-token"
 CAPTION = "the left knee is bent."
 
@@ -72,8 +71,16 @@ def _rows():
     target = [_f32(j) for j in body.forward_kinematics(aa).reshape(2, 72)]
 
     def row(i, task, text=POSE_RESPONSE, pose=None, target_joints=None, ref=POSE_RESPONSE):
-        return {"id": f"s{i}", "task": task, "text": text, "has_pose": pose is not None, "pose": pose,
-                "caption": CAPTION, "reference_text": ref, "target_joints": target_joints}
+        return {
+            "id": f"s{i}",
+            "task": task,
+            "text": text,
+            "has_pose": pose is not None,
+            "pose": pose,
+            "caption": CAPTION,
+            "reference_text": ref,
+            "target_joints": target_joints,
+        }
 
     return [
         row(0, "image2pose", pose=six[0], target_joints=target[0]),
@@ -98,8 +105,9 @@ def _code(call, check=None) -> grpc.StatusCode:
 def _health(address) -> int:
     with grpc.insecure_channel(address) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
-        statuses = {stub.Check(health_pb2.HealthCheckRequest(service=s), timeout=5).status
-                    for s in ("", gs.SERVICE_NAME)}
+        statuses = {
+            stub.Check(health_pb2.HealthCheckRequest(service=s), timeout=5).status for s in ("", gs.SERVICE_NAME)
+        }
     assert len(statuses) == 1
     return statuses.pop()
 
@@ -131,9 +139,9 @@ def test_concurrent_calls_get_the_sequential_answers(client):
     rows = _rows()
     expected = client.score(rows)
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda k: client.score(rows[k % 6:] + rows[:k % 6]), range(24)))
+        results = list(pool.map(lambda k: client.score(rows[k % 6 :] + rows[: k % 6]), range(24)))
     for k, got in enumerate(results):
-        assert got == expected[k % 6:] + expected[:k % 6]
+        assert got == expected[k % 6 :] + expected[: k % 6]
 
 
 # --- auth ----------------------------------------------------------------------------------------
@@ -200,19 +208,22 @@ def test_nan_pose_is_invalid_argument_naming_the_sample(client):
     _invalid(client, rows, "sample 2: pose[5] = nan")
 
 
-@pytest.mark.parametrize("corrupt, match", [
-    (lambda rows: rows.clear(), "empty batch"),
-    (lambda rows: rows[1].update(task="dance"), "sample 1: unknown task 'dance'"),
-    (lambda rows: rows[0].update(pose=rows[0]["pose"][:143]), "sample 0: pose has 143 values, expected 144"),
-    (lambda rows: rows[0].update(pose=None), "sample 0: pose is empty"),
-    (lambda rows: rows[4].update(pose=[0.5] * 200), "sample 4: pose has 200 values"),
-    (lambda rows: rows[1].update(pose=[math.inf] + rows[1]["pose"][1:]), "sample 1: pose[0] = inf"),
-    (lambda rows: rows[1].update(pose=[3e30] + rows[1]["pose"][1:]), "sample 1: pose[0]"),
-    (lambda rows: rows[0].update(target_joints=[0.0] * 71), "sample 0: target_joints has 71 values, expected 72"),
-    (lambda rows: rows[5].update(target_joints=None), "sample 5: target_joints is empty"),
-    (lambda rows: rows[0].update(target_joints=[-math.inf] * 72), "sample 0: target_joints[0] = -inf"),
-    (lambda rows: rows.extend(rows[4:5] * 60), "batch of 66 samples exceeds the server's limit of 64"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "corrupt, match",
+    [
+        (lambda rows: rows.clear(), "empty batch"),
+        (lambda rows: rows[1].update(task="dance"), "sample 1: unknown task 'dance'"),
+        (lambda rows: rows[0].update(pose=rows[0]["pose"][:143]), "sample 0: pose has 143 values, expected 144"),
+        (lambda rows: rows[0].update(pose=None), "sample 0: pose is empty"),
+        (lambda rows: rows[4].update(pose=[0.5] * 200), "sample 4: pose has 200 values"),
+        (lambda rows: rows[1].update(pose=[math.inf] + rows[1]["pose"][1:]), "sample 1: pose[0] = inf"),
+        (lambda rows: rows[1].update(pose=[3e30] + rows[1]["pose"][1:]), "sample 1: pose[0]"),
+        (lambda rows: rows[0].update(target_joints=[0.0] * 71), "sample 0: target_joints has 71 values, expected 72"),
+        (lambda rows: rows[5].update(target_joints=None), "sample 5: target_joints is empty"),
+        (lambda rows: rows[0].update(target_joints=[-math.inf] * 72), "sample 0: target_joints[0] = -inf"),
+        (lambda rows: rows.extend(rows[4:5] * 60), "batch of 66 samples exceeds the server's limit of 64"),
+    ],
+)
 def test_malformed_batches_are_invalid_argument(client, corrupt, match):
     rows = _rows()
     corrupt(rows)
@@ -259,22 +270,37 @@ def test_scorer_crash_is_internal_and_server_survives(scorer):
 def _vector(dim):
     small = st.floats(-2, 2, width=32)
     exact = st.lists(small, min_size=dim, max_size=dim)
-    return st.one_of(st.just([]), exact, exact, exact, exact,  # mostly valid, so both outcomes are exercised
-                     exact.flatmap(
-                         lambda v: st.tuples(st.integers(0, dim - 1), st.floats(width=32)).map(
-                             lambda jx: v[:jx[0]] + [jx[1]] + v[jx[0] + 1:])),
-                     st.lists(st.floats(width=32), max_size=2 * dim))  # fmt: skip
+    return st.one_of(
+        st.just([]),
+        exact,
+        exact,
+        exact,
+        exact,  # mostly valid, so both outcomes are exercised
+        exact.flatmap(
+            lambda v: st.tuples(st.integers(0, dim - 1), st.floats(width=32)).map(
+                lambda jx: v[: jx[0]] + [jx[1]] + v[jx[0] + 1 :]
+            )
+        ),
+        st.lists(st.floats(width=32), max_size=2 * dim),
+    )
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.fixed_dictionaries({
-    "task": st.sampled_from(TASKS * 3 + ("", "dance")),
-    "text": st.sampled_from([POSE_RESPONSE, "The left knee is bent.", ""]),
-    "caption": st.just(CAPTION),
-    "has_pose": st.booleans(),
-    "pose": _vector(144),
-    "target_joints": _vector(72),
-}), max_size=3))  # fmt: skip
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "task": st.sampled_from(TASKS * 3 + ("", "dance")),
+                "text": st.sampled_from([POSE_RESPONSE, "The left knee is bent.", ""]),
+                "caption": st.just(CAPTION),
+                "has_pose": st.booleans(),
+                "pose": _vector(144),
+                "target_joints": _vector(72),
+            }
+        ),
+        max_size=3,
+    )
+)
 def test_validation_accepts_exactly_what_the_scorer_can_score(scorer, samples):
     """Whatever passes validation scores without a per-sample error; whatever fails names its sample."""
     request = gs.rows_to_request(samples)
@@ -305,8 +331,10 @@ def test_health_says_serving_without_a_token(server):
 def test_reflection_lists_the_service(server):
     with grpc.insecure_channel(server[1]) as ch:
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)
-        requests = [reflection_pb2.ServerReflectionRequest(list_services=""),
-                    reflection_pb2.ServerReflectionRequest(file_containing_symbol=gs.SERVICE_NAME)]
+        requests = [
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol=gs.SERVICE_NAME),
+        ]
         replies = list(stub.ServerReflectionInfo(iter(requests), timeout=10))
     assert gs.SERVICE_NAME in {s.name for s in replies[0].list_services_response.service}
     assert "grpc.health.v1.Health" in {s.name for s in replies[0].list_services_response.service}
@@ -321,20 +349,27 @@ def _self_signed(tmp_path):
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    )
     cert_path, key_path = tmp_path / "server.pem", tmp_path / "server.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -446,15 +481,25 @@ def _cli_env(token):
 
 
 def test_cli_without_token_fails_fast():
-    proc = subprocess.run([sys.executable, "-c", _CLI, "serve-reward", "--port", "0"], env=_cli_env(None),
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", _CLI, "serve-reward", "--port", "0"],
+        env=_cli_env(None),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "POSERFT_REWARD_TOKEN" in proc.stderr
 
 
 def test_cli_serves_until_sigterm(retriever_dir):
     args = ["serve-reward", "--port", "0", "--retriever", str(retriever_dir)]
-    proc = subprocess.Popen([sys.executable, "-c", _CLI, *args],
-                            env=_cli_env(TOKEN), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CLI, *args],
+        env=_cli_env(TOKEN),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith(f"serving {gs.SERVICE_NAME} on 127.0.0.1:"), line + proc.stderr.read()

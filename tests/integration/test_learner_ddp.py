@@ -13,7 +13,6 @@ from poserft.common.config import ModelConfig, RLConfig
 from poserft.common.schemas import POSE_RESPONSE
 from poserft.learner.learner import LearnerCore
 
-
 SETTINGS = dict(lr=0.002, updates_per_batch=2, micro_batch_size=4, beta=0.01, beta_c=0.01)
 
 
@@ -22,18 +21,39 @@ def _batch(policy, version: int, seed: int) -> pa.Table:
     row mean and any split of the rows gives the same full-batch gradient."""
     rng = np.random.default_rng(seed)
     rows = []
-    for g, prompt in enumerate(["Create the SMPL pose that matches this text. The left knee is bent.",
-                                "Create the SMPL pose that matches this text. Both arms are raised."]):  # fmt: skip
+    for g, prompt in enumerate(
+        [
+            "Create the SMPL pose that matches this text. The left knee is bent.",
+            "Create the SMPL pose that matches this text. Both arms are raised.",
+        ]
+    ):
         ids = policy.encode_prompt(prompt)
         resp = policy.encode_response(POSE_RESPONSE)
         for i in range(4):
-            rows.append({
-                "task_id": f"t{g}", "group_id": f"t{g}@v{version}", "sample_index": i, "policy_version": version, "worker_id": "w",
-                "prompt_tokens": ids, "response_tokens": resp, "token_logprobs": [-1.0] * len(resp), "text": "", "has_pose": True,
-                "pose": (np.tile([1.0, 0, 0, 0, 1, 0], 24) + 0.1 * rng.normal(size=144)).tolist(), "pose_logprob": -150.0, "error": None,
-                "reward_format": 1.0, "reward_semantic": float(rng.random()), "reward_joint": None, "reward_total": float(rng.random()),
-                "task": "text2pose", "image": None, "target_pose": [0.0] * 72,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "task_id": f"t{g}",
+                    "group_id": f"t{g}@v{version}",
+                    "sample_index": i,
+                    "policy_version": version,
+                    "worker_id": "w",
+                    "prompt_tokens": ids,
+                    "response_tokens": resp,
+                    "token_logprobs": [-1.0] * len(resp),
+                    "text": "",
+                    "has_pose": True,
+                    "pose": (np.tile([1.0, 0, 0, 0, 1, 0], 24) + 0.1 * rng.normal(size=144)).tolist(),
+                    "pose_logprob": -150.0,
+                    "error": None,
+                    "reward_format": 1.0,
+                    "reward_semantic": float(rng.random()),
+                    "reward_joint": None,
+                    "reward_total": float(rng.random()),
+                    "task": "text2pose",
+                    "image": None,
+                    "target_pose": [0.0] * 72,
+                }
+            )
     return pa.Table.from_pylist(rows)
 
 
@@ -50,7 +70,10 @@ def test_two_ranks_train_like_one_process_on_the_whole_batch(ray_local, tiny_sft
     expected = single.weight_state()
 
     cls = ray.remote(max_restarts=0)(LearnerCore)
-    ranks = [cls.options(num_cpus=0.5).remote(str(tiny_sft), RLConfig(**SETTINGS), 1, None, rank=r, world_size=2) for r in range(2)]
+    ranks = [
+        cls.options(num_cpus=0.5).remote(str(tiny_sft), RLConfig(**SETTINGS), 1, None, rank=r, world_size=2)
+        for r in range(2)
+    ]
     try:
         assert ray.get(ranks[0].attach_peers.remote(ranks[1:])) == 2
         ddp_metrics = [ray.get(ranks[0].train_step.remote(b)) for b in batches]
@@ -79,7 +102,10 @@ def test_two_ranks_train_like_one_process_on_the_whole_batch(ray_local, tiny_sft
 def test_a_rank_without_rows_still_joins_the_collectives(ray_local, tiny_sft):
     """More ranks than rows: rank 2 of 3 gets 1 row less; with 2 rows rank 2 gets none."""
     cls = ray.remote(max_restarts=0)(LearnerCore)
-    ranks = [cls.options(num_cpus=0.5).remote(str(tiny_sft), RLConfig(**SETTINGS), 1, None, rank=r, world_size=3) for r in range(3)]
+    ranks = [
+        cls.options(num_cpus=0.5).remote(str(tiny_sft), RLConfig(**SETTINGS), 1, None, rank=r, world_size=3)
+        for r in range(3)
+    ]
     try:
         ray.get(ranks[0].attach_peers.remote(ranks[1:]))
         policy_like = LearnerCore(str(tiny_sft), RLConfig(**SETTINGS), threads=1).policy

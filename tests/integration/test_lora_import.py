@@ -20,9 +20,9 @@ from safetensors.torch import load_file, save_file
 
 from poserft.common.config import ConfigError, LoRAConfig, ModelConfig, RLConfig
 from poserft.common.schemas import IMAGE_TOKEN, POSE_INPUT_TOKEN, POSE_RESPONSE, POSE_TOKEN
+from poserft.learner.learner import LearnerCore
 from poserft.model import lora
 from poserft.model.checkpoint import load_policy
-from poserft.learner.learner import LearnerCore
 from poserft.model.llava import import_llava
 from poserft.model.policy import POLICY_PARTS, apply_training_switches
 from poserft.rollout_workers.worker import RolloutWorkerCore
@@ -35,24 +35,61 @@ def _tiny_llava(out):
     """Save a tiny random LlavaForConditionalGeneration and its tokenizer (which has <image> and
     <pad> like llava-hf's, but not the poserft tokens) in `out`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, PreTrainedTokenizerFast
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        PreTrainedTokenizerFast,
+    )
 
-    corpus = ["USER: <image>\nWhat is the SMPL pose of this person?\nASSISTANT: The person kneels with both arms raised."] * 20
+    corpus = [
+        "USER: <image>\nWhat is the SMPL pose of this person?\nASSISTANT: The person kneels with both arms raised."
+    ] * 20
     corpus += ["Create the SMPL pose that matches this text. The left knee is bent, the right arm is straight."] * 20
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>", IMAGE_TOKEN, "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<unk>", "<s>", "</s>", IMAGE_TOKEN, "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(corpus, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-                                        additional_special_tokens=[IMAGE_TOKEN])  # fmt: skip
-    vision = CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-    text = LlamaConfig(vocab_size=len(tokenizer) + VOCAB_PAD, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=2, num_key_value_heads=2, head_dim=32, max_position_embeddings=512, tie_word_embeddings=False,
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-                      vision_feature_layer=-2, vision_feature_select_strategy="default", image_seq_length=16)  # fmt: skip
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        additional_special_tokens=[IMAGE_TOKEN],
+    )
+    vision = CLIPVisionConfig(
+        image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer) + VOCAB_PAD,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    cfg = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=16,
+    )
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration(cfg).eval()
     model.save_pretrained(out)
@@ -88,7 +125,11 @@ def test_import_writes_a_plain_llama_folder_and_extends_the_tokenizer(llava, imp
     meta = json.loads((imported / "poserft.json").read_text())
     config = json.loads((imported / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"] and config["model_type"] == "llama"
-    assert meta["vision"]["type"] == "clip" and meta["vision"]["feature_layer"] == -2 and meta["vision"]["out_tokens"] == 16
+    assert (
+        meta["vision"]["type"] == "clip"
+        and meta["vision"]["feature_layer"] == -2
+        and meta["vision"]["out_tokens"] == 16
+    )
     n = llava["n_tokens"]
     policy = load_policy(imported)
     ids = meta["token_ids"]
@@ -97,7 +138,10 @@ def test_import_writes_a_plain_llama_folder_and_extends_the_tokenizer(llava, imp
     assert policy.tokenizer.convert_ids_to_tokens([n, n + 1]) == [POSE_TOKEN, POSE_INPUT_TOKEN]
     assert config["vocab_size"] == n + VOCAB_PAD  # the new tokens fit in the padding rows
     src = llava["model"]
-    pairs = [(policy.lm.get_input_embeddings().weight, src.get_input_embeddings().weight), (policy.lm.lm_head.weight, src.lm_head.weight)]
+    pairs = [
+        (policy.lm.get_input_embeddings().weight, src.get_input_embeddings().weight),
+        (policy.lm.lm_head.weight, src.lm_head.weight),
+    ]
     for ours, theirs in pairs:
         mean = theirs[:n].mean(0)
         for t in (n, n + 1):
@@ -112,8 +156,12 @@ def test_import_reads_the_other_key_layout(llava, imported, tmp_path):
     other = tmp_path / "renamed"
     shutil.copytree(llava["dir"], other)
     state = load_file(str(other / "model.safetensors"))
-    rename = {"language_model.model.": "model.language_model.", "language_model.lm_head.": "lm_head.",
-              "vision_tower.": "model.vision_tower.vision_model.", "multi_modal_projector.": "model.multi_modal_projector."}  # fmt: skip
+    rename = {
+        "language_model.model.": "model.language_model.",
+        "language_model.lm_head.": "lm_head.",
+        "vision_tower.": "model.vision_tower.vision_model.",
+        "multi_modal_projector.": "model.multi_modal_projector.",
+    }
     renamed = {}
     for k, v in state.items():
         src = next(s for s in rename if k.startswith(s))
@@ -143,7 +191,9 @@ def test_vision_features_and_image_prompt_equal_llavas(llava, imported):
     assert image.shape == (3, 32, 32)
     pixels = (image[None] - policy.vision.mean) / policy.vision.std
     with torch.no_grad():
-        theirs = llava["model"].get_image_features(pixel_values=pixels, vision_feature_layer=-2, vision_feature_select_strategy="default")
+        theirs = llava["model"].get_image_features(
+            pixel_values=pixels, vision_feature_layer=-2, vision_feature_select_strategy="default"
+        )
         theirs = theirs.pooler_output[0] if hasattr(theirs, "pooler_output") else theirs[0]
         ours = policy.projector(policy.vision(image[None]))[0]
     assert ours.shape == theirs.shape == (16, 64)
@@ -181,7 +231,9 @@ def test_cli_import_and_its_errors(llava, tmp_path, capsys):
     assert "16 image tokens" in capsys.readouterr().out
     assert main(["model", "import", "--llava", str(tmp_path / "nowhere"), "--out", str(tmp_path / "q")]) == 2
     assert "has no config.json" in capsys.readouterr().err
-    assert main(["model", "import", "--llava", str(tmp_path / "p"), "--out", str(tmp_path / "q")]) == 2  # a poserft folder is not LLaVA
+    assert (
+        main(["model", "import", "--llava", str(tmp_path / "p"), "--out", str(tmp_path / "q")]) == 2
+    )  # a poserft folder is not LLaVA
     assert "model_type llava" in capsys.readouterr().err
 
 
@@ -219,19 +271,39 @@ def _scored_batch(policy, png: bytes, version: int = 0, seed: int = 0) -> pa.Tab
     """Two groups of four scored rollouts (text2pose and image2pose) as the learner receives them."""
     rng = np.random.default_rng(seed)
     rows = []
-    for g, (task, prompt) in enumerate([("text2pose", "Create the SMPL pose that matches this text. The left knee is bent."),
-                                        ("image2pose", "<image>\nWhat is the SMPL pose of this person?")]):  # fmt: skip
+    for g, (task, prompt) in enumerate(
+        [
+            ("text2pose", "Create the SMPL pose that matches this text. The left knee is bent."),
+            ("image2pose", "<image>\nWhat is the SMPL pose of this person?"),
+        ]
+    ):
         ids = policy.encode_prompt(prompt)
         for i in range(4):
             resp = policy.encode_response(POSE_RESPONSE if i < 3 else "The person kneels.")
-            rows.append({
-                "task_id": f"t{g}", "group_id": f"t{g}@v{version}", "sample_index": i, "policy_version": version, "worker_id": "w",
-                "prompt_tokens": ids, "response_tokens": resp, "token_logprobs": [-1.0] * len(resp), "text": "", "has_pose": i < 3,
-                "pose": rng.normal(size=144).tolist() if i < 3 else None, "pose_logprob": -150.0 if i < 3 else None, "error": None,
-                "reward_format": float(i < 3), "reward_semantic": float(rng.random()) if task == "text2pose" else None,
-                "reward_joint": float(rng.random()) if task == "image2pose" else None, "reward_total": float(rng.random() + (i < 3)),
-                "task": task, "image": png if task == "image2pose" else None, "target_pose": [0.0] * 72,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "task_id": f"t{g}",
+                    "group_id": f"t{g}@v{version}",
+                    "sample_index": i,
+                    "policy_version": version,
+                    "worker_id": "w",
+                    "prompt_tokens": ids,
+                    "response_tokens": resp,
+                    "token_logprobs": [-1.0] * len(resp),
+                    "text": "",
+                    "has_pose": i < 3,
+                    "pose": rng.normal(size=144).tolist() if i < 3 else None,
+                    "pose_logprob": -150.0 if i < 3 else None,
+                    "error": None,
+                    "reward_format": float(i < 3),
+                    "reward_semantic": float(rng.random()) if task == "text2pose" else None,
+                    "reward_joint": float(rng.random()) if task == "image2pose" else None,
+                    "reward_total": float(rng.random() + (i < 3)),
+                    "task": task,
+                    "image": png if task == "image2pose" else None,
+                    "target_pose": [0.0] * 72,
+                }
+            )
     return pa.Table.from_pylist(rows)
 
 
@@ -242,7 +314,9 @@ def fixed(*parts: str) -> dict:
 
 def _learner(ckpt, resume=None, freeze=("vision", "projector"), lr=0.05):
     settings = RLConfig(lr=lr, updates_per_batch=2, micro_batch_size=8, beta=0.01, beta_c=0.01)
-    return LearnerCore(str(ckpt), settings, threads=1, resume_dir=resume, model=ModelConfig(train=fixed(*freeze), lora=LORA))
+    return LearnerCore(
+        str(ckpt), settings, threads=1, resume_dir=resume, model=ModelConfig(train=fixed(*freeze), lora=LORA)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +334,9 @@ def test_lora_trains_only_adapters_and_unfrozen_parts(trained):
     assert lora.is_wrapped(learner.policy.lm) and not lora.is_wrapped(learner.ref.lm)
     assert not any(p.requires_grad for p in learner.ref.parameters())
     trainable = {k for k, p in learner.policy.named_parameters() if p.requires_grad}
-    assert trainable and all(".lora_A." in k or ".lora_B." in k or k.startswith(("head.", "pose_in.")) for k in trainable)
+    assert trainable and all(
+        ".lora_A." in k or ".lora_B." in k or k.startswith(("head.", "pose_in.")) for k in trainable
+    )
     optimised = sum(p.numel() for g in learner.opt.param_groups for p in g["params"])
     assert optimised == sum(p.numel() for p in learner.policy.parameters() if p.requires_grad)
     assert len([k for k in trainable if ".lora_" in k]) == 2 * 4 * 2  # A and B x 4 projections x 2 layers
@@ -278,7 +354,9 @@ def test_merged_checkpoint_is_a_plain_lm_with_the_wrapped_models_logits(trained)
     assert meta["lora"]["r"] == 4 and meta["lora"]["scale"] == 2.0 and meta["freeze"] == ["vision", "projector"]
     assert (ckpt / lora.ADAPTER_DIR / "adapter_model.safetensors").is_file()
     names = set(json.loads((ckpt / "model.safetensors.index.json").read_text())["weight_map"])
-    assert not any("lora" in n or "base_layer" in n for n in names) and "model.layers.0.self_attn.q_proj.weight" in names
+    assert (
+        not any("lora" in n or "base_layer" in n for n in names) and "model.layers.0.self_attn.q_proj.weight" in names
+    )
     merged = load_policy(ckpt).eval()
     assert not lora.is_wrapped(merged.lm)
     learner.policy.eval()
@@ -365,7 +443,10 @@ def test_published_bytes_full_vs_lora(tiny_data, monkeypatch):
 
     def line(name, full, update):
         total, adapters = lora.state_bytes(update), lora.state_bytes(update["lora"])
-        return f"{name}: full {full:,} B; LoRA-only {total:,} B ({full / total:.1f}x less), of which adapters {adapters:,} B"
+        return (
+            f"{name}: full {full:,} B; LoRA-only {total:,} B ({full / total:.1f}x less), "
+            f"of which adapters {adapters:,} B"
+        )
 
     lines = []
     for preset in ("tiny", "base"):
@@ -377,16 +458,46 @@ def test_published_bytes_full_vs_lora(tiny_data, monkeypatch):
             assert lora.state_bytes(update) < full
             lines.append(line(f"{preset}, freeze {freeze}", full, update))
     with torch.device("meta"):  # LLaVA-1.5-7B shapes, no weights
-        lm = LlamaForCausalLM(LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                                          num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096))  # fmt: skip
-        clip = CLIPVisionConfig(image_size=336, patch_size=14, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16)
-        meta = {"vision": {"type": "clip", "image_size": 336, "patch": 14, "out_tokens": 576, "clip_config": clip.to_dict()},
-                "token_ids": {POSE_TOKEN: 32002, IMAGE_TOKEN: 32000, POSE_INPUT_TOKEN: 32003}}  # fmt: skip
+        lm = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=32064,
+                hidden_size=4096,
+                intermediate_size=11008,
+                num_hidden_layers=32,
+                num_attention_heads=32,
+                num_key_value_heads=32,
+                max_position_embeddings=4096,
+            )
+        )
+        clip = CLIPVisionConfig(
+            image_size=336,
+            patch_size=14,
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+        )
+        meta = {
+            "vision": {
+                "type": "clip",
+                "image_size": 336,
+                "patch": 14,
+                "out_tokens": 576,
+                "clip_config": clip.to_dict(),
+            },
+            "token_ids": {POSE_TOKEN: 32002, IMAGE_TOKEN: 32000, POSE_INPUT_TOKEN: 32003},
+        }
         policy = PosePolicy(lm.to(torch.bfloat16), type("Tok", (), {"eos_token_id": 2, "pad_token_id": 0})(), meta)
     full = lora.state_bytes(policy.state_dict())
     apply_training_switches(policy, ModelConfig(train=fixed("vision"), lora=default.lora))
     monkeypatch.setattr(lora, "fingerprint", lambda weights: "")  # meta tensors have no values to hash
-    lines.append(line("llava-1.5-7b shapes (LM bf16, adapters and the rest fp32), freeze ['vision']", full, lora.lora_update(policy)))
+    lines.append(
+        line(
+            "llava-1.5-7b shapes (LM bf16, adapters and the rest fp32), freeze ['vision']",
+            full,
+            lora.lora_update(policy),
+        )
+    )
     print("\n" + "\n".join(lines))
 
 
@@ -397,7 +508,11 @@ def test_vllm_serves_the_imported_lm_and_merges_lora_updates(ray_local, imported
     from poserft.rollout_workers.worker import rollout_actor_class
 
     sampling = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 8, "seed": 0}
-    worker = rollout_actor_class().options(num_cpus=1).remote(str(imported), "rollout-llava", "vllm", sampling, {"kv_cache_mb": 64})
+    worker = (
+        rollout_actor_class()
+        .options(num_cpus=1)
+        .remote(str(imported), "rollout-llava", "vllm", sampling, {"kv_cache_mb": 64})
+    )
     prompt = "Create the SMPL pose that matches this text. The left knee is bent."
 
     def compare(policy) -> dict[int, float]:
@@ -409,8 +524,15 @@ def test_vllm_serves_the_imported_lm_and_merges_lora_updates(ray_local, imported
         return got
 
     start = compare(load_policy(imported).eval())
-    tasks = pa.table({"id": ["i0"], "task": ["image2pose"], "prompt": ["<image>\nWhat is the SMPL pose of this person?"],
-                      "image": [_png(48)], "target_pose": [[0.0] * 72]})  # fmt: skip
+    tasks = pa.table(
+        {
+            "id": ["i0"],
+            "task": ["image2pose"],
+            "prompt": ["<image>\nWhat is the SMPL pose of this person?"],
+            "image": [_png(48)],
+            "target_pose": [[0.0] * 72],
+        }
+    )
     out = ray_local.get(worker.generate.remote(tasks, 2))
     assert out.num_rows == 2 and out["error"].to_pylist() == [None, None] and len(out["prompt_tokens"][0]) > 16
 

@@ -9,9 +9,9 @@ import torch
 
 from poserft.common.body import BodyModel
 from poserft.common.config import ConfigError, ModelConfig, RLConfig, load_config
-from poserft.data.dataset import load_split
 from poserft.common.rotations import axis_angle_to_matrix, axis_angle_to_rot6d, matrix_to_rot6d
 from poserft.common.schemas import POSE_RESPONSE, ROLLOUT_RECORD_SCHEMA, response_rows
+from poserft.data.dataset import load_split
 from poserft.learner.hygrpo import HyGRPOBatch, hygrpo_loss
 from poserft.learner.learner import LearnerCore, add_advantages
 from poserft.model.policy import gaussian_log_prob
@@ -51,14 +51,33 @@ def test_worker_draws_k_poses_for_each_valid_response(tiny_data, tiny_sft):
 
 
 def _scored(rows: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist([{"group_id": g, "sample_index": s, "pose_sample_index": k, "task": "image2pose", "has_pose": h,
-                                  "reward_total": t, "reward_joint": j} for g, s, k, h, t, j in rows])  # fmt: skip
+    return pa.Table.from_pylist(
+        [
+            {
+                "group_id": g,
+                "sample_index": s,
+                "pose_sample_index": k,
+                "task": "image2pose",
+                "has_pose": h,
+                "reward_total": t,
+                "reward_joint": j,
+            }
+            for g, s, k, h, t, j in rows
+        ]
+    )
 
 
 def test_advantages_use_response_means_for_tokens_and_every_pose_for_the_gaussian():
     # group a: 3 responses; responses 0 and 1 have two pose samples each, response 2 has no pose
-    rows = [("a", 0, 0, True, 1.5, 0.5), ("a", 0, 1, True, 1.9, 0.9), ("a", 1, 0, True, 1.2, 0.2), ("a", 1, 1, True, 1.4, 0.4),
-            ("a", 2, 0, False, 0.0, 0.0), ("b", 0, 0, True, 1.0, 0.3), ("b", 1, 0, True, 1.0, 0.3)]  # fmt: skip
+    rows = [
+        ("a", 0, 0, True, 1.5, 0.5),
+        ("a", 0, 1, True, 1.9, 0.9),
+        ("a", 1, 0, True, 1.2, 0.2),
+        ("a", 1, 1, True, 1.4, 0.4),
+        ("a", 2, 0, False, 0.0, 0.0),
+        ("b", 0, 0, True, 1.0, 0.3),
+        ("b", 1, 0, True, 1.0, 0.3),
+    ]
     out = add_advantages(_scored(rows))
     resp_mean = np.array([1.7, 1.3, 0.0])
     f_ref = (resp_mean - resp_mean.mean()) / (resp_mean.std() + 1e-6)
@@ -77,11 +96,20 @@ def test_pose_part_may_have_more_rows_than_sequences():
     b, t, d = 3, 5, 144
     logp, mu, log_std = torch.randn(b, t), torch.randn(b, d, requires_grad=True), torch.full((b, d), -1.0)
     pose = mu.detach() + 0.3 * torch.randn(b, d)
-    common = dict(logp=logp, old_logp=logp, mask=torch.ones(b, t, dtype=torch.bool), adv_discrete=torch.tensor([1.0, -1.0, 0.0]))
+    common = dict(
+        logp=logp, old_logp=logp, mask=torch.ones(b, t, dtype=torch.bool), adv_discrete=torch.tensor([1.0, -1.0, 0.0])
+    )
 
     def loss(idx):
-        batch = HyGRPOBatch(**common, pose=pose[idx], mu=mu[idx], log_std=log_std[idx], old_pose_logp=gaussian_log_prob(pose, mu, log_std).detach()[idx] - 0.05,
-                            valid=torch.ones(len(idx), dtype=torch.bool), adv_continuous=torch.tensor([0.5, -1.0, 0.7])[idx])  # fmt: skip
+        batch = HyGRPOBatch(
+            **common,
+            pose=pose[idx],
+            mu=mu[idx],
+            log_std=log_std[idx],
+            old_pose_logp=gaussian_log_prob(pose, mu, log_std).detach()[idx] - 0.05,
+            valid=torch.ones(len(idx), dtype=torch.bool),
+            adv_continuous=torch.tensor([0.5, -1.0, 0.7])[idx],
+        )
         value, _ = hygrpo_loss(batch)
         (grad,) = torch.autograd.grad(value, mu)
         return float(value.detach()), grad
@@ -90,24 +118,54 @@ def test_pose_part_may_have_more_rows_than_sequences():
     assert twice[0] == pytest.approx(once[0], rel=1e-6)
     torch.testing.assert_close(twice[1], once[1])
     with pytest.raises(ValueError, match="adv_continuous must have shape"):
-        hygrpo_loss(HyGRPOBatch(**common, pose=pose, mu=mu, log_std=log_std, old_pose_logp=torch.zeros(b), valid=torch.ones(b, dtype=torch.bool),
-                                adv_continuous=torch.zeros(b + 1)))  # fmt: skip
+        hygrpo_loss(
+            HyGRPOBatch(
+                **common,
+                pose=pose,
+                mu=mu,
+                log_std=log_std,
+                old_pose_logp=torch.zeros(b),
+                valid=torch.ones(b, dtype=torch.bool),
+                adv_continuous=torch.zeros(b + 1),
+            )
+        )
 
 
 def _pose_only_batch(policy, version: int) -> pa.Table:
     """Every response has the same total reward (no token gradient) but its poses differ in reward."""
     rng = np.random.default_rng(0)
-    ids, resp = policy.encode_prompt("Create the SMPL pose that matches this text. The left knee is bent."), policy.encode_response(POSE_RESPONSE)
+    ids, resp = (
+        policy.encode_prompt("Create the SMPL pose that matches this text. The left knee is bent."),
+        policy.encode_response(POSE_RESPONSE),
+    )
     rows = []
     for i in range(4):
         for k in range(3):
-            rows.append({
-                "task_id": "t0", "group_id": f"t0@v{version}", "sample_index": i, "pose_sample_index": k, "policy_version": version,
-                "worker_id": "w", "prompt_tokens": ids, "response_tokens": resp, "token_logprobs": [-1.0] * len(resp), "text": POSE_RESPONSE,
-                "has_pose": True, "pose": (np.tile([1.0, 0, 0, 0, 1, 0], 24) + 0.1 * rng.normal(size=144)).tolist(), "pose_logprob": -150.0,
-                "error": None, "reward_format": 1.0, "reward_semantic": float(rng.random()), "reward_joint": None, "reward_total": 2.0,
-                "task": "text2pose", "image": None, "target_pose": [0.0] * 72,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "task_id": "t0",
+                    "group_id": f"t0@v{version}",
+                    "sample_index": i,
+                    "pose_sample_index": k,
+                    "policy_version": version,
+                    "worker_id": "w",
+                    "prompt_tokens": ids,
+                    "response_tokens": resp,
+                    "token_logprobs": [-1.0] * len(resp),
+                    "text": POSE_RESPONSE,
+                    "has_pose": True,
+                    "pose": (np.tile([1.0, 0, 0, 0, 1, 0], 24) + 0.1 * rng.normal(size=144)).tolist(),
+                    "pose_logprob": -150.0,
+                    "error": None,
+                    "reward_format": 1.0,
+                    "reward_semantic": float(rng.random()),
+                    "reward_joint": None,
+                    "reward_total": 2.0,
+                    "task": "text2pose",
+                    "image": None,
+                    "target_pose": [0.0] * 72,
+                }
+            )
     return pa.Table.from_pylist(rows)
 
 
@@ -130,7 +188,9 @@ def test_procrustes_joint_reward_ignores_the_global_orientation():
     aa[:, 18] = torch.tensor([0.0, 0.0, 1.2])  # a bent elbow
     target = body.forward_kinematics(axis_angle_to_rot6d(aa).reshape(2, 144))
     turned = axis_angle_to_rot6d(aa).reshape(2, 24, 6).clone()
-    turned[:, 0] = matrix_to_rot6d(axis_angle_to_matrix(torch.tensor([[0.0, 2.0, 0.0], [0.9, 0.0, 0.0]], dtype=torch.float64)))
+    turned[:, 0] = matrix_to_rot6d(
+        axis_angle_to_matrix(torch.tensor([[0.0, 2.0, 0.0], [0.9, 0.0, 0.0]], dtype=torch.float64))
+    )
     turned = turned.reshape(2, 144)
     assert np.allclose(joint_reward(body, turned, target, align="procrustes"), 1.0, atol=1e-5)
     assert (joint_reward(body, turned, target, align="root") < 0.9).all()
@@ -171,7 +231,9 @@ def test_joint_root_share_mixes_the_two_errors(share):
 def test_reward_settings_from_config_carry_every_joint_option():
     from poserft.reward_service.rewards import RewardSettings
 
-    cfg = load_config(None, ["rewards.joint_align=procrustes", "rewards.joint_root_share=0.25", "rewards.joint_tau_m=0.2"])
+    cfg = load_config(
+        None, ["rewards.joint_align=procrustes", "rewards.joint_root_share=0.25", "rewards.joint_tau_m=0.2"]
+    )
     s = RewardSettings.from_config(cfg, retriever_dir="elsewhere")
     assert (s.joint_align, s.joint_root_share, s.joint_tau_m, s.retriever_dir) == ("procrustes", 0.25, 0.2, "elsewhere")
     for bad in ("-0.1", "1.5", "half"):
@@ -180,7 +242,10 @@ def test_reward_settings_from_config_carry_every_joint_option():
 
 
 def test_pose_samples_and_alignment_are_validated():
-    assert load_config(None, ["rl.sampling.pose_samples=16", "rewards.joint_align=procrustes"]).rl.sampling.pose_samples == 16
+    assert (
+        load_config(None, ["rl.sampling.pose_samples=16", "rewards.joint_align=procrustes"]).rl.sampling.pose_samples
+        == 16
+    )
     for bad in ("0", "-1", "2000", "many"):
         with pytest.raises(ConfigError, match="rl.sampling.pose_samples"):
             load_config(None, [f"rl.sampling.pose_samples={bad}"])

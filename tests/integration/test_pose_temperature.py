@@ -15,7 +15,9 @@ from poserft.rollout_workers.worker import RolloutWorkerCore
 
 
 def _rollout(ckpt, data, temperature):
-    w = RolloutWorkerCore(str(ckpt), engine="hf", sampling={"max_tokens": 12, "seed": 0, "pose_temperature": temperature}, threads=1)
+    w = RolloutWorkerCore(
+        str(ckpt), engine="hf", sampling={"max_tokens": 12, "seed": 0, "pose_temperature": temperature}, threads=1
+    )
     return w.generate(load_split(data, "train", task="text2pose").slice(0, 2), 3).to_pylist()
 
 

@@ -25,14 +25,15 @@ from poserft.cluster.metrics import HOST_ENV
 from poserft.common.config import load_config
 from poserft.report import write_report
 
-
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "poserft.json"
 SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 JOB = "poserft-controller"  # the job the dashboard's `job` variable selects by default
 STEPS, PROMPTS, GROUP = 4, 2, 3
-INSTALL_HINT = ("install the Debian package `prometheus` (`make test` does it: apt-get install -y "
-                "--no-install-recommends prometheus, with sudo when not root)")
+INSTALL_HINT = (
+    "install the Debian package `prometheus` (`make test` does it: apt-get install -y "
+    "--no-install-recommends prometheus, with sudo when not root)"
+)
 
 
 def _binary(name: str) -> str:
@@ -79,8 +80,13 @@ class Prometheus:
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
             f"scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['{target}']\n"
         )
-        cmd = [_binary("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-               f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
+        cmd = [
+            _binary("prometheus"),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
         self.proc = subprocess.Popen(cmd, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
         self.started = time.time()
         _wait("prometheus to be ready", self._ready, 60, self.log)
@@ -137,18 +143,34 @@ def test_dashboard_and_scrape_config_are_well_formed():
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}", panel["title"]
             assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
-    checked = subprocess.run([_binary("promtool"), "check", "config", str(SCRAPE_CONFIG)], capture_output=True, text=True)
+    checked = subprocess.run(
+        [_binary("promtool"), "check", "config", str(SCRAPE_CONFIG)], capture_output=True, text=True
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 @pytest.fixture
 def controller(ray_local, tiny_data, tiny_sft, tmp_path):
-    cfg = load_config(None, [
-        f"data.dir={tiny_data}", f"rl.steps={STEPS}", f"rl.prompts_per_step={PROMPTS}", f"rl.group_size={GROUP}",
-        "rl.tasks=[image2pose]", "rl.max_staleness=1", "rl.checkpoint_every=100", "rl.sampling.max_tokens=16",
-        "rl.rollout.engine=hf", "rl.rollout.num_workers=1", "rl.rollout.num_cpus=1", "rl.learner.num_cpus=1",
-        "rl.reward.num_cpus=0.5", "rewards.num_workers=1", "rl.metrics_port=0",
-    ])  # fmt: skip
+    cfg = load_config(
+        None,
+        [
+            f"data.dir={tiny_data}",
+            f"rl.steps={STEPS}",
+            f"rl.prompts_per_step={PROMPTS}",
+            f"rl.group_size={GROUP}",
+            "rl.tasks=[image2pose]",
+            "rl.max_staleness=1",
+            "rl.checkpoint_every=100",
+            "rl.sampling.max_tokens=16",
+            "rl.rollout.engine=hf",
+            "rl.rollout.num_workers=1",
+            "rl.rollout.num_cpus=1",
+            "rl.learner.num_cpus=1",
+            "rl.reward.num_cpus=0.5",
+            "rewards.num_workers=1",
+            "rl.metrics_port=0",
+        ],
+    )
     opts = {"name": CONTROLLER_NAME, "namespace": NAMESPACE, "runtime_env": {"env_vars": {HOST_ENV: "127.0.0.1"}}}
     ctl = controller_actor_class().options(**opts).remote(cfg, tiny_sft, str(tmp_path / "run"))
     yield ctl, tmp_path / "run"
@@ -182,8 +204,12 @@ def test_every_dashboard_query_has_data_from_a_real_prometheus(controller, prome
     assert result["steps"] == STEPS
     finished = time.time()
     # Every update of the run is visible once a scrape newer than the run's end is stored.
-    _wait("a scrape after the run ended",
-          lambda: prom.query(f'timestamp(poserft_learner_steps_total{{job="{JOB}"}}) > {finished}'), 60, prom.log)
+    _wait(
+        "a scrape after the run ended",
+        lambda: prom.query(f'timestamp(poserft_learner_steps_total{{job="{JOB}"}}) > {finished}'),
+        60,
+        prom.log,
+    )
 
     # 1. Each panel query of the dashboard returns data (a window covering the whole run).
     window = f"{math.ceil(time.time() - prom.started) + 30}s"
@@ -209,7 +235,9 @@ def test_every_dashboard_query_has_data_from_a_real_prometheus(controller, prome
     ledger = [json.loads(ln) for ln in (run_dir / "ledger.jsonl").read_text().splitlines()]
     assert prom.value(f"poserft_rollout_samples_total{sel}") == result["samples"] == STEPS * PROMPTS * GROUP
     assert prom.value(f"poserft_rollout_tokens_total{sel}") == result["tokens"] > 0
-    assert prom.value(f"poserft_rollout_groups_total{sel}") == sum(len(e["task_ids"]) for e in ledger) == STEPS * PROMPTS
+    assert (
+        prom.value(f"poserft_rollout_groups_total{sel}") == sum(len(e["task_ids"]) for e in ledger) == STEPS * PROMPTS
+    )
     assert prom.value(f"poserft_learner_steps_total{sel}") == STEPS
     assert prom.value(f"poserft_weight_sync_seconds_count{sel}") == STEPS
     assert prom.value(f"poserft_weight_sync_seconds_sum{sel}") == pytest.approx(sum(ln["sync_s"] for ln in lines))
@@ -218,9 +246,14 @@ def test_every_dashboard_query_has_data_from_a_real_prometheus(controller, prome
     assert versions == {"learner": STEPS, "rollout-0": STEPS}
     assert prom.value(f"poserft_rollout_workers{sel}") == 1
     assert prom.value(f'poserft_reward_mean{{job="{JOB}",component="total",task="image2pose"}}') == pytest.approx(
-        lines[-1]["reward_total"], abs=1e-5)
+        lines[-1]["reward_total"], abs=1e-5
+    )
     components = {s["metric"]["component"] for s in prom.query(f"poserft_reward_component_seconds_count{sel} > 0")}
-    assert components == {"format", "text_similarity", "joint"}  # the components image2pose uses (every one is exported from the start at 0)
+    assert components == {
+        "format",
+        "text_similarity",
+        "joint",
+    }  # the components image2pose uses (every one is exported from the start at 0)
 
     # 3. `poserft report` on this real run: no warnings, every image it links exists.
     warnings = []

@@ -5,9 +5,9 @@ import torch
 from safetensors.torch import load_file
 
 from poserft.common.config import RetrieverTrainConfig
+from poserft.common.rotations import axis_angle_to_matrix
 from poserft.reward_service.retriever import Retriever, RetrieverConfig, clause_ngrams, pose_features
 from poserft.reward_service.retriever_train import evaluate_retriever, train_retriever
-from poserft.common.rotations import axis_angle_to_matrix
 
 SETTINGS = RetrieverTrainConfig(seed=1, half=0, epochs=2, batch_size=128, caption_variants=2, threads=1)
 
@@ -51,5 +51,3 @@ def test_missing_checkpoint_file(tmp_path):
     (tmp_path / "retriever.json").unlink()
     with pytest.raises(FileNotFoundError, match="missing retriever.json"):
         Retriever.load(tmp_path)
-
-

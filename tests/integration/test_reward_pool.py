@@ -16,8 +16,12 @@ from poserft.common.schemas import POSE_RESPONSE
 from poserft.reward_service.pool import RewardPool
 from poserft.reward_service.rewards import RewardScorer, RewardSettings
 
-
-SETTINGS = RewardSettings(weights={"image2pose": {"format": 1.0, "text_similarity": 0.5, "joint": 1.0}, "pose2text": {"format": 1.0, "text_similarity": 1.0}})
+SETTINGS = RewardSettings(
+    weights={
+        "image2pose": {"format": 1.0, "text_similarity": 0.5, "joint": 1.0},
+        "pose2text": {"format": 1.0, "text_similarity": 1.0},
+    }
+)
 
 
 def _rows(n):
@@ -29,10 +33,18 @@ def _rows(n):
     rows = []
     for i in range(n):
         task = "image2pose" if i % 3 else "pose2text"
-        rows.append({"id": f"r{i}", "task": task, "text": POSE_RESPONSE if task == "image2pose" else f"The person bends joint {i}.",
-                     "has_pose": task == "image2pose", "pose": six[i].tolist() if task == "image2pose" else None,
-                     "caption": "c", "reference_text": POSE_RESPONSE if task == "image2pose" else "The person bends a knee.",
-                     "target_joints": target[i].reshape(72).tolist()})
+        rows.append(
+            {
+                "id": f"r{i}",
+                "task": task,
+                "text": POSE_RESPONSE if task == "image2pose" else f"The person bends joint {i}.",
+                "has_pose": task == "image2pose",
+                "pose": six[i].tolist() if task == "image2pose" else None,
+                "caption": "c",
+                "reference_text": POSE_RESPONSE if task == "image2pose" else "The person bends a knee.",
+                "target_joints": target[i].reshape(72).tolist(),
+            }
+        )
     return pa.Table.from_pylist(rows)
 
 

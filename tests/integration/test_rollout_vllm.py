@@ -5,10 +5,9 @@ import pyarrow as pa
 import pytest
 import torch
 
-from poserft.data.dataset import load_split
 from poserft.common.schemas import ROLLOUT_RECORD_SCHEMA
+from poserft.data.dataset import load_split
 from poserft.model.checkpoint import load_policy
-
 
 SAMPLING = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 48, "seed": 0}
 
@@ -18,7 +17,10 @@ def workers(ray_local, tiny_sft):
     from poserft.rollout_workers.worker import rollout_actor_class
 
     cls = rollout_actor_class()
-    ws = [cls.options(num_cpus=1).remote(tiny_sft, f"rollout-{i}", "vllm", SAMPLING, {"kv_cache_mb": 128}) for i in range(2)]
+    ws = [
+        cls.options(num_cpus=1).remote(tiny_sft, f"rollout-{i}", "vllm", SAMPLING, {"kv_cache_mb": 128})
+        for i in range(2)
+    ]
     ray_local.get([w.info.remote() for w in ws])
     yield ws
     for w in ws:
@@ -27,7 +29,10 @@ def workers(ray_local, tiny_sft):
 
 def _tasks(data, per_task=8):
     table = load_split(data, "test")
-    parts = [table.filter(pa.compute.equal(table["task"], t)).slice(0, per_task) for t in ("text2pose", "image2pose", "pose2text")]
+    parts = [
+        table.filter(pa.compute.equal(table["task"], t)).slice(0, per_task)
+        for t in ("text2pose", "image2pose", "pose2text")
+    ]
     return pa.concat_tables(parts)
 
 
@@ -71,7 +76,8 @@ def test_two_workers_grouped_sampling(ray_local, workers, tiny_data, tiny_sft):
     def inputs(rs):
         idx = [by_id[r["task_id"]] for r in rs]
         return policy.build_inputs(
-            [r["prompt_tokens"] for r in rs], [r["response_tokens"] for r in rs],
+            [r["prompt_tokens"] for r in rs],
+            [r["response_tokens"] for r in rs],
             [images[i] if names[i] == "image2pose" else None for i in idx],
             [np.asarray(aa[i], np.float32) if names[i] == "pose2text" else None for i in idx],
         )
@@ -109,7 +115,9 @@ def test_bad_input(ray_local, workers, tiny_data):
         ray_local.get(workers[0].generate.remote(tasks.slice(0, 0), 2))
     with pytest.raises(Exception, match="group_size must be at least 1"):
         ray_local.get(workers[0].generate.remote(tasks, 0))
-    long_prompt = tasks.set_column(tasks.schema.get_field_index("prompt"), "prompt", pa.array(["word " * 900] + tasks["prompt"].to_pylist()[1:]))
+    long_prompt = tasks.set_column(
+        tasks.schema.get_field_index("prompt"), "prompt", pa.array(["word " * 900] + tasks["prompt"].to_pylist()[1:])
+    )
     out = ray_local.get(workers[0].generate.remote(long_prompt, 2))
     errors = out["error"].to_pylist()
     assert all(e and "exceeds the context" in e for e in errors[:2])  # both samples of the long prompt
@@ -120,7 +128,11 @@ def test_bad_input(ray_local, workers, tiny_data):
 def test_update_weights_forces_a_token(ray_local, tiny_data, tiny_sft):
     from poserft.rollout_workers.worker import rollout_actor_class
 
-    w = rollout_actor_class().options(num_cpus=1).remote(tiny_sft, "rollout-u", "vllm", {**SAMPLING, "max_tokens": 6}, {"kv_cache_mb": 64})
+    w = (
+        rollout_actor_class()
+        .options(num_cpus=1)
+        .remote(tiny_sft, "rollout-u", "vllm", {**SAMPLING, "max_tokens": 6}, {"kv_cache_mb": 64})
+    )
     policy = load_policy(tiny_sft)
     state = {k: v.clone() for k, v in policy.state_dict().items()}
     # Every embedding becomes the same vector c and every block adds nothing, so the last hidden

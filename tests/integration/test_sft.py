@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from poserft.common.config import SFTConfig
-from poserft.model.checkpoint import CheckpointError, init_policy, load_policy
 from poserft.learner.sft import batch_indices, run_sft
+from poserft.model.checkpoint import CheckpointError, init_policy, load_policy
 
-SETTINGS = SFTConfig(align_steps=2, steps=6, batch_size=4, val_every=100, ckpt_every=100, warmup_steps=2, val_rows=8, threads=1)
+SETTINGS = SFTConfig(
+    align_steps=2, steps=6, batch_size=4, val_every=100, ckpt_every=100, warmup_steps=2, val_rows=8, threads=1
+)
 
 
 def test_resume_gives_the_same_parameters(tiny_data, tiny_ckpt, tmp_path):
@@ -17,7 +19,9 @@ def test_resume_gives_the_same_parameters(tiny_data, tiny_ckpt, tmp_path):
     part = run_sft(tiny_ckpt, tiny_data, tmp_path / "part", SETTINGS, progress=False, stop_after=3)
     assert part["stopped"] and part["step"] == 3
     resumed = run_sft(tiny_ckpt, tiny_data, tmp_path / "part", SETTINGS, progress=False)
-    assert resumed["step"] == full["step"] == SETTINGS.align_steps + SETTINGS.steps  # the stop at 3 fell in the SFT phase
+    assert (
+        resumed["step"] == full["step"] == SETTINGS.align_steps + SETTINGS.steps
+    )  # the stop at 3 fell in the SFT phase
     a = load_policy(full["policy"]).state_dict()
     b = load_policy(resumed["policy"]).state_dict()
     assert a.keys() == b.keys()

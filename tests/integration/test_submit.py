@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-
 RAY_CLI = Path(sys.executable).parent / "ray"  # the venv's script: CI does not put .venv/bin on PATH
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,22 +30,47 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _poserft(*args, timeout=120) -> subprocess.CompletedProcess:
+def _poserft(*args, timeout=120, cwd=REPO) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run([sys.executable, "-m", "poserft", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "poserft", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+    )
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head():
     tmp = tempfile.mkdtemp(prefix="rh_", dir="/tmp")  # short: Ray's unix sockets live under it
     gcs, dash, agent = _free_port(), _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PATH"] = f"{RAY_CLI.parent}{os.pathsep}{env.get('PATH', '')}"  # as on a node with the env activated: jobs run `python`
+    env["PATH"] = (
+        f"{RAY_CLI.parent}{os.pathsep}{env.get('PATH', '')}"  # as on a node with the env activated: jobs run `python`
+    )
     proc = subprocess.Popen(
-        [str(RAY_CLI), "start", "--head", "--block", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={agent}",
-         "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={tmp}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env,
-    )  # fmt: skip
+        [
+            str(RAY_CLI),
+            "start",
+            "--head",
+            "--block",
+            f"--port={gcs}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            f"--dashboard-agent-listen-port={agent}",
+            "--num-cpus=4",
+            "--include-dashboard=true",
+            "--disable-usage-stats",
+            f"--temp-dir={tmp}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
     address = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -66,37 +90,97 @@ def ray_head():
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_submit_status_logs(ray_head, tiny_data, tiny_sft, tmp_path):
+def _job_config(project: Path, steps: int) -> Path:
+    """The demo config with a tiny run, its data at the relative `data/synth` of a project folder."""
     cfg = yaml.safe_load((REPO / "configs" / "tiny-cpu.yaml").read_text())
-    cfg["data"]["dir"] = str(tiny_data)
-    cfg["rl"].update(steps=2, prompts_per_step=4, group_size=2, checkpoint_every=1)
+    cfg["data"]["dir"] = "data/synth"
+    cfg["rl"].update(steps=steps, prompts_per_step=4, group_size=2, checkpoint_every=1)
     cfg["rl"]["sampling"]["max_tokens"] = 16
     cfg["rl"]["rollout"].update(engine="hf", num_workers=1)
     cfg["rewards"]["retriever_dir"] = None
     cfg["rl"]["tasks"] = ["image2pose"]
-    config = tmp_path / "job.yaml"
+    config = project / "configs" / "job.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(yaml.safe_dump(cfg))
-    run_dir = tmp_path / "run"
+    return config
 
-    sub = _poserft("submit", "--address", ray_head, "--config", str(config), "--init", str(tiny_sft), "--run-dir", str(run_dir), timeout=420)
+
+def _wait(address: str, job: str, until, timeout_s: float = 900) -> str:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        st = _poserft("status", job, "--address", address)
+        assert st.returncode == 0, st.stderr
+        if until(st.stdout):
+            return st.stdout
+        time.sleep(2)
+    pytest.fail(f"job {job} did not reach the expected state in {timeout_s:.0f} s: {st.stdout}")
+
+
+def _ended(out: str) -> bool:
+    return out.split()[1] in ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+@pytest.fixture
+def project(tmp_path, tiny_data, tiny_sft):
+    """A checkout-like folder: data/ and runs/ hold the inputs, and Ray does not upload either."""
+    proj = tmp_path / "proj"
+    (proj / "data").mkdir(parents=True)
+    (proj / "data" / "synth").symlink_to(tiny_data)
+    (proj / "runs" / "sft").mkdir(parents=True)
+    (proj / "runs" / "sft" / "policy").symlink_to(tiny_sft)
+    return proj
+
+
+def test_submit_relative_paths_status_follow_scale(ray_head, project):
+    """The demo config's relative data/synth (in data/, excluded from the upload) used to fail the
+    job with `dataset folder data/synth does not exist`; submit now passes the path the job can
+    use and warns that it is not uploaded. `status` shows the step, `logs --follow` streams to the
+    end, and `scale` takes the same dashboard address while the job trains."""
+    _job_config(project, steps=4)
+    sub = _poserft("submit", "--address", ray_head, "--config", "configs/job.yaml", "--init", "runs/sft/policy",
+                   "--run-dir", "runs/job", "--working-dir", ".", cwd=project, timeout=420)  # fmt: skip
     assert sub.returncode == 0, sub.stderr
+    warnings = sub.stderr.strip().splitlines()
+    assert any(w.startswith("poserft: warning: data.dir data/synth is in data/") for w in warnings), sub.stderr
+    assert any(w.startswith("poserft: warning: --init runs/sft/policy is in runs/") for w in warnings), sub.stderr
     job = re.search(r"submitted (\S+);", sub.stdout).group(1)
 
-    deadline, status = time.time() + 900, ""
-    while time.time() < deadline:
-        st = _poserft("status", job, "--address", ray_head)
-        assert st.returncode == 0, st.stderr
-        status = st.stdout.split()[1]
-        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
-            break
-        time.sleep(3)
-    logs = _poserft("logs", job, "--address", ray_head)
-    assert logs.returncode == 0, logs.stderr
-    assert status == "SUCCEEDED", f"job ended {status}:\n{logs.stdout[-3000:]}"
-    assert "step 2/2" in logs.stdout  # the controller's per-step line reached the job log
-    lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [ln["step"] for ln in lines] == [1, 2]
-    assert (run_dir / "checkpoints" / "latest" / "poserft.json").is_file()
+    running = _wait(ray_head, job, lambda out: _ended(out) or "step 1/4" in out or "step 2/4" in out)
+    assert "RUNNING" in running, f"the job ended before it could be scaled:\n{running}"
+    scaled = _poserft("scale", "--rollout-workers", "2", "--address", ray_head, timeout=300)
+    assert scaled.returncode == 0, scaled.stderr
+    assert "target 2" in scaled.stdout
 
-    listed = _poserft("status", "--address", ray_head)
-    assert job in listed.stdout
+    follow = _poserft("logs", job, "--follow", "--address", ray_head, timeout=900)  # returns when the job ends
+    assert follow.returncode == 0, follow.stderr
+    assert "step 4/4" in follow.stdout, follow.stdout[-3000:]
+    final = _wait(ray_head, job, _ended, timeout_s=60)
+    assert final.split()[1] == "SUCCEEDED", final
+    assert "step 4/4" in final.splitlines()[0]
+    run_dir = project / "runs" / "job"
+    lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines] == [1, 2, 3, 4]
+    assert max(ln["workers"] for ln in lines) == 2  # the scale reached the controller
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "command.txt").is_file()
+    assert job in _poserft("status", "--address", ray_head).stdout
+
+
+def test_failed_job_reason_unknown_job_and_scale_without_a_run(ray_head, project):
+    _job_config(project, steps=1)
+    sub = _poserft("submit", "--address", ray_head, "--config", "configs/job.yaml", "--init", "runs/nope",
+                   "--run-dir", "runs/failed", cwd=project, timeout=420)  # fmt: skip
+    assert sub.returncode == 0, sub.stderr
+    assert "--init runs/nope does not exist on this machine" in sub.stderr
+    job = re.search(r"submitted (\S+);", sub.stdout).group(1)
+    out = _wait(ray_head, job, _ended, timeout_s=300)
+    assert out.split()[1] == "FAILED"
+    reason = [ln for ln in out.splitlines() if ln.startswith("reason: ")]
+    assert reason and "--init" in reason[0] and "runs/nope" in reason[0], out  # the preflight's line, not just FAILED
+
+    for args in (["status", "raysubmit_nope"], ["logs", "raysubmit_nope"]):
+        res = _poserft(*args, "--address", ray_head)
+        assert res.returncode == 2 and res.stderr.strip().splitlines() == [res.stderr.strip()], res.stderr
+        assert "no job 'raysubmit_nope'" in res.stderr
+    res = _poserft("scale", "--rollout-workers", "2", "--address", ray_head, timeout=300)
+    assert res.returncode == 2, res.stderr  # the dashboard address is accepted; no training job runs
+    assert len(res.stderr.strip().splitlines()) == 1 and "no running poserft controller" in res.stderr

@@ -61,8 +61,14 @@ def _clauses(caption: str) -> list[str]:
 LEFT_KNEE_90 = _pose(left_knee=(HALF_PI, 0, 0))
 ARMS_UP = _pose(left_shoulder=(0, 0, 1.4), right_shoulder=(0, 0, -1.4))
 T_POSE = _pose()
-KNEELING = _pose(left_knee=(HALF_PI, 0, 0), right_knee=(HALF_PI, 0, 0), left_ankle=(0.8, 0, 0), right_ankle=(0.8, 0, 0),
-                 left_shoulder=(0, 0, -1.3), right_shoulder=(0, 0, 1.3))  # fmt: skip
+KNEELING = _pose(
+    left_knee=(HALF_PI, 0, 0),
+    right_knee=(HALF_PI, 0, 0),
+    left_ankle=(0.8, 0, 0),
+    right_ankle=(0.8, 0, 0),
+    left_shoulder=(0, 0, -1.3),
+    right_shoulder=(0, 0, 1.3),
+)
 LYING = _pose(pelvis=(HALF_PI, 0, 0))
 IDS = list(range(20))
 
@@ -237,5 +243,3 @@ def test_bad_ids_and_settings_are_rejected():
     with pytest.raises(ValueError, match="seed"):
         Captioner(seed=-1)
     assert Captioner().caption(np.zeros((0, 24, 3))) == []
-
-

@@ -45,7 +45,11 @@ def _is_section(path: tuple) -> bool:
     """A pydantic section (fixed keys), not a free-form mapping such as rl.rollout.resources."""
     model = Config
     for k in path:
-        model = model.model_fields[k].annotation if isinstance(model, type) and issubclass(model, BaseModel) and k in model.model_fields else None
+        model = (
+            model.model_fields[k].annotation
+            if isinstance(model, type) and issubclass(model, BaseModel) and k in model.model_fields
+            else None
+        )
     return isinstance(model, type) and issubclass(model, BaseModel)
 
 
@@ -102,10 +106,17 @@ def test_base_config_loads():
 # ---- (a) property tests ----------------------------------------------------------------
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=20),
 )
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)), max_leaves=6)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=6,
+)
 
 
 @settings(max_examples=250, **FUZZ)
@@ -191,8 +202,13 @@ def test_random_bytes_file(workdir, content):
 
 
 edits = st.lists(
-    st.tuples(st.sampled_from(["insert", "delete", "replace"]), st.integers(0, len(TINY_TEXT)), st.text(min_size=1, max_size=3)),
-    min_size=1, max_size=4,
+    st.tuples(
+        st.sampled_from(["insert", "delete", "replace"]),
+        st.integers(0, len(TINY_TEXT)),
+        st.text(min_size=1, max_size=3),
+    ),
+    min_size=1,
+    max_size=4,
 )
 
 
@@ -267,7 +283,11 @@ BAD_VALUES = [
     ("rl:\n  metrics_port: 70000\n", "rl.metrics_port", "less than or equal to 65535"),
     ("rewards:\n  num_workers: 0\n", "rewards.num_workers", "greater than or equal to 1"),
     ("rewards:\n  weights: {text2poes: {format: 1}}\n", "rewards.weights.text2poes", "unknown task"),
-    ("rewards:\n  weights: {text2pose: {semntic: 1}}\n", "rewards.weights.text2pose.semntic", "unknown reward component"),
+    (
+        "rewards:\n  weights: {text2pose: {semntic: 1}}\n",
+        "rewards.weights.text2pose.semntic",
+        "unknown reward component",
+    ),
     ("rewards:\n  weights: {text2pose: {format: 1}}\n", "rewards.weights.image2pose", "rl.tasks trains on image2pose"),
     ("seed: -1\n", "seed", "between 0 and"),
     ("model: {init_seed: 5000000000}\n", "model.init_seed", "between 0 and"),
@@ -317,11 +337,20 @@ def test_line_numbers_and_files(tmp_path):
         "comments.yaml": ("# nothing here\n\n", r"is empty"),
         "nul.yaml": ("seed: 1\nrl: {steps: 3}\x00\n", r"not valid YAML: line 2: character U\+0000"),
         "two_docs.yaml": ("seed: 1\n---\nseed: 2\n", r"not valid YAML: line 2, column 1: expected a single document"),
-        "date.yaml": ("seed: 0\nrl:\n  seed: 2001-13-01\n", r"not valid YAML: line 3, column 9: cannot read the value '2001-13-01'"),
+        "date.yaml": (
+            "seed: 0\nrl:\n  seed: 2001-13-01\n",
+            r"not valid YAML: line 3, column 9: cannot read the value '2001-13-01'",
+        ),
         "bad_tag.yaml": ("seed: !!int abc\n", r"not valid YAML: line 1"),
         "python_tag.yaml": ("seed: !!python/object/apply:os.system [ls]\n", r"not valid YAML: line 1.*constructor"),
-        "duplicate.yaml": ("rl:\n  steps: 3\nseed: 1\nrl:\n  lr: 0.1\n", r"line 4: duplicate key 'rl' \(first set on line 1\)"),
-        "duplicate_nested.yaml": ("rl:\n  rollout:\n    num_cpus: 1\n    num_cpus: 2\n", r"line 4: duplicate key 'rl.rollout.num_cpus'"),
+        "duplicate.yaml": (
+            "rl:\n  steps: 3\nseed: 1\nrl:\n  lr: 0.1\n",
+            r"line 4: duplicate key 'rl' \(first set on line 1\)",
+        ),
+        "duplicate_nested.yaml": (
+            "rl:\n  rollout:\n    num_cpus: 1\n    num_cpus: 2\n",
+            r"line 4: duplicate key 'rl.rollout.num_cpus'",
+        ),
         "deep.yaml": ("rl: " + "[" * 5000 + "]" * 5000 + "\n", r"nested too deeply|not valid YAML"),
     }
     for name, (text, pattern) in cases.items():
@@ -366,12 +395,20 @@ NODES = [
 FEASIBILITY = [
     ("rollout worker", {"CPU": 8.0, "GPU": 2.0, "rollout_node": 1.0}, None),
     ("learner", {"CPU": 16.0, "GPU": 8.0, "learner_node": 1.0}, None),
-    ("rollout worker", {"CPU": 8.0, "GPU": 16.0}, ("rl.rollout.num_gpus", "requests 16 GPU, but no node of the Ray cluster has more than 8")),
+    (
+        "rollout worker",
+        {"CPU": 8.0, "GPU": 16.0},
+        ("rl.rollout.num_gpus", "requests 16 GPU, but no node of the Ray cluster has more than 8"),
+    ),
     ("learner", {"CPU": 64.0}, ("rl.learner.num_cpus", "requests 64 CPU")),
     ("reward worker", {"CPU": 1.0, "reward_node": 1.0}, ("rl.reward.resources.reward_node", "has more than 0")),
     ("rollout worker", {"CPU": 1.0, "rollout_node": 8.0}, ("rl.rollout.resources.rollout_node", "has more than 4")),
     # Each resource exists somewhere, but not together on one node.
-    ("learner", {"CPU": 1.0, "learner_node": 1.0, "rollout_node": 1.0}, ("'rl.learner.resources.learner_node', 'rl.learner.resources.rollout_node'", "all of it together")),
+    (
+        "learner",
+        {"CPU": 1.0, "learner_node": 1.0, "rollout_node": 1.0},
+        ("'rl.learner.resources.learner_node', 'rl.learner.resources.rollout_node'", "all of it together"),
+    ),
 ]
 
 
@@ -390,7 +427,10 @@ def test_check_feasible_names_the_key(monkeypatch, role, request_, expected):
 
 def test_check_feasible_with_no_alive_node(monkeypatch):
     monkeypatch.setattr(placement.ray, "nodes", lambda: [{"Alive": False, "Resources": {"CPU": 4.0}}])
-    with pytest.raises(ConfigError, match=r"config key 'rl.rollout': the rollout worker cannot be placed because the Ray cluster has no alive node"):
+    with pytest.raises(
+        ConfigError,
+        match=r"config key 'rl.rollout': the rollout worker cannot be placed because the Ray cluster has no alive node",
+    ):
         placement.check_feasible("rollout worker", {"CPU": 1.0})
 
 
@@ -401,7 +441,10 @@ def test_shipped_configs_fit_their_described_cluster(monkeypatch):
     r = cfg.rl.rollout
     placement.check_feasible("rollout worker", placement.bundle(r.num_cpus, r.num_gpus, r.resources))
     lr = cfg.rl.learner
-    placement.check_feasible("learner", placement.bundles_total(placement.group_bundles(lr.world_size, lr.num_cpus, lr.num_gpus, lr.resources)))
+    placement.check_feasible(
+        "learner",
+        placement.bundles_total(placement.group_bundles(lr.world_size, lr.num_cpus, lr.num_gpus, lr.resources)),
+    )
     r = cfg.rl.rollout.model_copy(update={"num_gpus": 10.0})
     with pytest.raises(ConfigError, match="rl.rollout.num_gpus"):
         placement.check_feasible("rollout worker", placement.bundle(r.num_cpus, r.num_gpus, r.resources))

@@ -21,7 +21,9 @@ def test_8xh100_places_roles_as_described():
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "8xh100.yaml")
     r, lr, rw = cfg.rl.rollout, cfg.rl.learner, cfg.rl.reward
     ranks = placement.group_bundles(lr.world_size, lr.num_cpus, lr.num_gpus, lr.resources)
-    assert ranks == [{"CPU": 2.0, "GPU": 1.0, "learner_node": 1.0}] + [{"CPU": 2.0, "GPU": 1.0}] * 7  # 8 DDP ranks, one GPU each
+    assert (
+        ranks == [{"CPU": 2.0, "GPU": 1.0, "learner_node": 1.0}] + [{"CPU": 2.0, "GPU": 1.0}] * 7
+    )  # 8 DDP ranks, one GPU each
     assert placement.bundles_total(ranks) == {"CPU": 16.0, "GPU": 8.0, "learner_node": 1.0}  # the whole learner node
     assert bundle(r.num_cpus, r.num_gpus, r.resources) == {"CPU": 8.0, "GPU": 2.0, "rollout_node": 1.0}
     assert r.tensor_parallel_size == r.num_gpus == 2

@@ -26,10 +26,20 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from poserft.data.dataset import PNG_SIGNATURE, PNG_TRAILER, SPLITS, DatasetError, build_dataset, load_split, validate_task_table
 from poserft.common.schemas import AA_DIM, TASK_RECORD_SCHEMA, TASKS
+from poserft.data.dataset import (
+    PNG_SIGNATURE,
+    PNG_TRAILER,
+    SPLITS,
+    DatasetError,
+    build_dataset,
+    load_split,
+    validate_task_table,
+)
 
-FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+FUZZ = dict(
+    deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]
+)
 REQUIRED = [f.name for f in TASK_RECORD_SCHEMA if not f.nullable]
 POSES = ("target_pose", "target_joints")
 
@@ -145,8 +155,19 @@ def _with_value(table: pa.Table, name: str, row: int, value) -> pa.Table:
 
 
 OTHER_TYPES = [
-    pa.int64(), pa.int32(), pa.float32(), pa.float64(), pa.bool_(), pa.string(), pa.large_string(), pa.binary(),
-    pa.null(), pa.list_(pa.float32()), pa.list_(pa.string()), pa.list_(pa.float32(), 71), pa.list_(pa.float64(), 72),
+    pa.int64(),
+    pa.int32(),
+    pa.float32(),
+    pa.float64(),
+    pa.bool_(),
+    pa.string(),
+    pa.large_string(),
+    pa.binary(),
+    pa.null(),
+    pa.list_(pa.float32()),
+    pa.list_(pa.string()),
+    pa.list_(pa.float32(), 71),
+    pa.list_(pa.float64(), 72),
     pa.dictionary(pa.int32(), pa.string()),
 ]
 
@@ -243,7 +264,9 @@ def mut_not_png(draw, t):
 
 def mut_missing_image(draw, t):
     row = draw(st.sampled_from(_image_rows(t)))
-    return _with_value(t, "image", row, None), [rf"column 'image' is null in row {row} \(id '.*image2pose'\), but image2pose rows need a PNG"]
+    return _with_value(t, "image", row, None), [
+        rf"column 'image' is null in row {row} \(id '.*image2pose'\), but image2pose rows need a PNG"
+    ]
 
 
 def mut_empty(draw, t):
@@ -254,8 +277,13 @@ def mut_empty(draw, t):
 
 def mut_wrong_split(draw, t):
     row = draw(st.integers(0, t.num_rows - 1))
-    split = draw(st.one_of(st.sampled_from(["val", "test", "Train", ""]), st.text(max_size=6)).filter(lambda s: s != "train"))
-    return _with_value(t, "split", row, split), [rf"column 'split' is {re.escape(repr(split))} in row {row}", "the train split"]
+    split = draw(
+        st.one_of(st.sampled_from(["val", "test", "Train", ""]), st.text(max_size=6)).filter(lambda s: s != "train")
+    )
+    return _with_value(t, "split", row, split), [
+        rf"column 'split' is {re.escape(repr(split))} in row {row}",
+        "the train split",
+    ]
 
 
 def mut_duplicate_id(draw, t):
@@ -269,10 +297,24 @@ def mut_duplicate_column(draw, t):
     return t.append_column(name, t[name]), [rf"columns \['{name}'\] appear more than once"]
 
 
-MUTATIONS = {f.__name__.removeprefix("mut_"): f for f in [
-    mut_missing_columns, mut_wrong_type, mut_list_length, mut_fixed_size, mut_non_finite, mut_unknown_task, mut_nulls,
-    mut_not_png, mut_missing_image, mut_empty, mut_wrong_split, mut_duplicate_id, mut_duplicate_column,
-]}
+MUTATIONS = {
+    f.__name__.removeprefix("mut_"): f
+    for f in [
+        mut_missing_columns,
+        mut_wrong_type,
+        mut_list_length,
+        mut_fixed_size,
+        mut_non_finite,
+        mut_unknown_task,
+        mut_nulls,
+        mut_not_png,
+        mut_missing_image,
+        mut_empty,
+        mut_wrong_split,
+        mut_duplicate_id,
+        mut_duplicate_column,
+    ]
+}
 
 
 @pytest.mark.parametrize("kind", list(MUTATIONS))
@@ -308,13 +350,18 @@ def _copy_base(base, case_dir, name) -> Path:
 
 
 def test_missing_folder_and_split_files(base, case_dir, tmp_path):
-    assert re.fullmatch(rf"dataset folder {re.escape(str(tmp_path / 'nope'))} does not exist; build it with .*", _error(tmp_path / "nope"))
+    assert re.fullmatch(
+        rf"dataset folder {re.escape(str(tmp_path / 'nope'))} does not exist; build it with .*",
+        _error(tmp_path / "nope"),
+    )
     (tmp_path / "file").write_text("x")
     assert "dataset folder" in _error(tmp_path / "file") and "is not a folder" in _error(tmp_path / "file")
     for split in SPLITS:
         d = _copy_base(base, case_dir, f"missing_{split}")
         (d / f"{split}.parquet").unlink()
-        assert re.search(rf"dataset file .*{split}.parquet is missing; build it with `poserft data build --out ", _error(d, split))
+        assert re.search(
+            rf"dataset file .*{split}.parquet is missing; build it with `poserft data build --out ", _error(d, split)
+        )
         others = [s for s in SPLITS if s != split]
         assert all(load_split(d, s).num_rows for s in others)  # the other splits still load
         (d / f"{split}.parquet").mkdir()
@@ -372,7 +419,9 @@ def test_card_random_json(base, case_dir, value):
     _card_error(d)
 
 
-CARD_KEYS = [("format_version",), ("splits",)] + [(("splits", s)) for s in SPLITS] + [("splits", s, "rows") for s in SPLITS]
+CARD_KEYS = (
+    [("format_version",), ("splits",)] + [(("splits", s)) for s in SPLITS] + [("splits", s, "rows") for s in SPLITS]
+)
 
 
 @settings(max_examples=80, **FUZZ)

@@ -10,7 +10,7 @@ import copy
 import json
 import re
 import shlex
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import jsonschema
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 DOCKER = ROOT / "deploy" / "docker"
 CRDS = ROOT / "tests" / "data" / "kuberay"
-CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
+CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml", "RayService": "ray.io_rayservices.yaml"}
 ROLES = ("learner", "rollout", "reward")
 APP_DIR = "/app/"  # WORKDIR of deploy/docker/Dockerfile.*; the entrypoint's config path is under it
 
@@ -35,7 +35,7 @@ def _manifest_files() -> list[Path]:
     return sorted(K8S.glob("*.yaml"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _documents() -> tuple[tuple[str, dict], ...]:
     out = []
     for path in _manifest_files():
@@ -57,9 +57,15 @@ def _one(kind: str) -> dict:
 
 # ---------------------------------------------------------------- CRD schema -> JSON schema
 
-_DROPPED = {"x-kubernetes-validations", "x-kubernetes-map-type", "x-kubernetes-list-type",
-            "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-embedded-resource",
-            "nullable"}
+_DROPPED = {
+    "x-kubernetes-validations",
+    "x-kubernetes-map-type",
+    "x-kubernetes-list-type",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-embedded-resource",
+    "nullable",
+}
 
 
 def to_json_schema(node: dict) -> dict:
@@ -129,7 +135,7 @@ def _int64(value) -> bool:
 CRDValidator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"x-kubernetes-list-map-keys": _list_map_keys})
 
 
-@lru_cache(maxsize=None)
+@cache
 def _crd_schema(kind: str, closed: bool = True) -> dict:
     crd = yaml.load((CRDS / CRD_FILES[kind]).read_text(), Loader=Loader)
     assert crd["kind"] == "CustomResourceDefinition" and crd["spec"]["names"]["kind"] == kind
@@ -192,8 +198,10 @@ def _node_resources(group: dict) -> dict[str, float]:
     derives num-cpus/num-gpus), unless rayStartParams set them, plus the custom resources."""
     params = group.get("rayStartParams", {})
     limits = _ray_container(group).get("resources", {}).get("limits", {})
-    res = {"CPU": _quantity(params.get("num-cpus", limits.get("cpu", 0))),
-           "GPU": _quantity(params.get("num-gpus", limits.get("nvidia.com/gpu", 0)))}
+    res = {
+        "CPU": _quantity(params.get("num-cpus", limits.get("cpu", 0))),
+        "GPU": _quantity(params.get("num-gpus", limits.get("nvidia.com/gpu", 0))),
+    }
     res.update(_ray_custom_resources(group))
     return res
 
@@ -222,7 +230,7 @@ def _entrypoint_config():
     assert args.command == "train", args
     config = args.config
     if config.startswith(APP_DIR):
-        config = str(ROOT / config[len(APP_DIR):])
+        config = str(ROOT / config[len(APP_DIR) :])
     return load_config(config, args.set or []), args
 
 
@@ -231,9 +239,9 @@ def _entrypoint_config():
 
 def test_manifests_present():
     names = {p.name for p in _manifest_files()}
-    assert {"raycluster.yaml", "rayjob.yaml", "podmonitor.yaml"} <= names
+    assert {"raycluster.yaml", "rayjob.yaml", "podmonitor.yaml", "rayservice.yaml"} <= names
     kinds = sorted(d["kind"] for _, d in _documents())
-    assert kinds == ["PodMonitor", "RayCluster", "RayJob"], kinds
+    assert kinds == ["PodMonitor", "RayCluster", "RayJob", "RayService"], kinds
 
 
 def test_crd_copies_are_licensed():
@@ -282,16 +290,21 @@ def test_manifest_matches_crd_schema(kind):
 
 
 def test_schema_conversion_closes_objects_and_maps_int_or_string():
-    schema = to_json_schema({
-        "type": "object",
-        "properties": {
-            "q": {"x-kubernetes-int-or-string": True},
-            "open": {"type": "object", "properties": {"a": {"type": "string"}},
-                     "x-kubernetes-preserve-unknown-fields": True},
-            "tags": {"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "set"},
-            "maybe": {"type": "string", "nullable": True},
-        },
-    })
+    schema = to_json_schema(
+        {
+            "type": "object",
+            "properties": {
+                "q": {"x-kubernetes-int-or-string": True},
+                "open": {
+                    "type": "object",
+                    "properties": {"a": {"type": "string"}},
+                    "x-kubernetes-preserve-unknown-fields": True,
+                },
+                "tags": {"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "set"},
+                "maybe": {"type": "string", "nullable": True},
+            },
+        }
+    )
     v = CRDValidator(schema)
     assert v.is_valid({"q": 3, "open": {"a": "x", "extra": 1}, "tags": ["a", "b"], "maybe": None})
     assert v.is_valid({"q": "500m"})
@@ -341,8 +354,12 @@ WRONG_TYPES = [
     ("RayCluster", ("spec", "workerGroupSpecs", 1), "minReplicas", "1"),
     ("RayCluster", ("spec",), "enableInTreeAutoscaling", "true"),
     ("RayCluster", ("spec", "headGroupSpec", "rayStartParams"), "num-cpus", 0),
-    ("RayCluster", ("spec", "workerGroupSpecs", 0, "template", "spec", "containers", 0, "resources", "limits"),
-     "cpu", 0.5),
+    (
+        "RayCluster",
+        ("spec", "workerGroupSpecs", 0, "template", "spec", "containers", 0, "resources", "limits"),
+        "cpu",
+        0.5,
+    ),
     ("RayCluster", ("spec", "headGroupSpec", "template", "spec", "containers", 0, "ports", 0), "containerPort", 2**40),
     ("RayJob", ("spec",), "shutdownAfterJobFinishes", "yes"),
     ("RayJob", ("spec",), "entrypoint", ["poserft", "train"]),
@@ -540,8 +557,25 @@ def test_podmonitor_job_matches_the_grafana_dashboard():
 
 # ---------------------------------------------------------------- tests: Dockerfiles
 
-INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
-                "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL"}
+INSTRUCTIONS = {
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+}
 
 
 def _instructions(path: Path) -> list[tuple[str, str]]:
@@ -609,3 +643,53 @@ def test_cpu_dockerfile_removes_cuda_vision_packages():
 
 def test_dockerignore_excludes_local_state():
     assert {".venv", "data", "runs", "benchmarks/results"} <= set(_dockerignore())
+
+
+# ---------------------------------------------------------------- tests: RayService (poserft serve)
+
+
+def _serve_app() -> dict:
+    (app,) = yaml.safe_load(_one("RayService")["spec"]["serveConfigV2"])["applications"]
+    return app
+
+
+def test_rayservice_misspelt_key_fails_validation():
+    doc = _one("RayService")
+    doc["spec"]["serveConfigV3"] = doc["spec"].pop("serveConfigV2")
+    assert any("'serveConfigV3' was unexpected" in e for e in _errors(doc))
+    doc = _one("RayService")
+    group = doc["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    group["maxReplica"] = group.pop("maxReplicas")
+    assert any("'maxReplica' was unexpected" in e for e in _errors(doc))
+
+
+def test_rayservice_builds_the_poserft_app():
+    """The import path is poserft's builder and its args are ones the deployment takes (building
+    the application binds the deployment; nothing starts)."""
+    import inspect
+
+    from poserft.inference import server
+
+    app = _serve_app()
+    assert app["import_path"] == "poserft.inference.server:build_app" and app["route_prefix"] == "/"
+    args = dict(app["args"])
+    built = server.build_app(args)
+    assert type(built).__name__ == "Application"
+    kwargs = {k: v for k, v in args.items() if k not in ("num_cpus", "replicas", "autoscaling")}
+    inspect.signature(server.PoseService.func_or_class.__init__).bind(None, **kwargs)
+    auto = args["autoscaling"]
+    assert 1 <= auto["min_replicas"] <= auto["max_replicas"] and auto["target_ongoing_requests"] <= args["max_batch_size"]
+    assert args["ckpt"].startswith("/shared/") and "token" not in args
+
+
+def test_rayservice_pods_get_the_token_from_a_secret_and_fit_the_replicas():
+    spec = _one("RayService")["spec"]["rayClusterConfig"]
+    args = _serve_app()["args"]
+    (serve_group,) = spec["workerGroupSpecs"]
+    env = {e["name"]: e for e in _ray_container(serve_group)["env"]}
+    assert env["POSERFT_SERVE_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "token"
+    assert "value" not in env["POSERFT_SERVE_TOKEN"]
+    per_pod = _node_resources(serve_group)["CPU"] // args["num_cpus"]
+    assert per_pod >= 1 and per_pod * serve_group["maxReplicas"] >= args["autoscaling"]["max_replicas"]
+    assert _node_resources(spec["headGroupSpec"])["CPU"] == 0  # no model replica on the head
+    assert _ports(spec["headGroupSpec"])["serve"] == 8000

@@ -116,10 +116,14 @@ def make_batch(seed=0, dim=144, t_len=6, off_policy=0.3, with_ref=True):
     old_logp = logp.detach() + off_policy * r(n, t_len)
     old_logp[~mask] = -torch.inf  # padding may hold garbage
     b = HyGRPOBatch(
-        logp=logp, old_logp=old_logp, mask=mask,
+        logp=logp,
+        old_logp=old_logp,
+        mask=mask,
         adv_discrete=torch.tensor(ref_standardize(rewards, groups, [True] * n, 1e-6, 1)),
         ref_logp=(logp.detach() + 0.2 * r(n, t_len)).masked_fill(~mask, torch.nan) if with_ref else None,
-        pose=pose, mu=mu, log_std=log_std,
+        pose=pose,
+        mu=mu,
+        log_std=log_std,
         old_pose_logp=old_pose_logp + off_policy * 3 * r(n),
         valid=valid,
         adv_continuous=torch.tensor(ref_standardize(pose_rewards, groups, valid.tolist(), 1e-6, 2)),
@@ -238,9 +242,14 @@ def test_clipping_cuts_the_gradient_on_the_right_side(adv):
     log_std = torch.zeros(4, 1, dtype=torch.float64)
     pose = torch.zeros(4, 1, dtype=torch.float64)  # log N(0; 0, 1) = -0.5 log 2pi
     b = HyGRPOBatch(
-        logp=logp, old_logp=-ratios.log()[:, None], mask=torch.ones(4, 1, dtype=torch.bool),
+        logp=logp,
+        old_logp=-ratios.log()[:, None],
+        mask=torch.ones(4, 1, dtype=torch.bool),
         adv_discrete=torch.full((4,), adv, dtype=torch.float64),
-        pose=pose, mu=mu, log_std=log_std, valid=torch.ones(4, dtype=torch.bool),
+        pose=pose,
+        mu=mu,
+        log_std=log_std,
+        valid=torch.ones(4, dtype=torch.bool),
         old_pose_logp=-0.5 * math.log(2 * math.pi) - ratios.log(),
         adv_continuous=torch.full((4,), adv, dtype=torch.float64),
     )
@@ -284,11 +293,18 @@ def test_gaussian_kl_term_matches_monte_carlo():
     mu, ls = f64([[0.3, -0.2, 1.0]]), f64([[-0.5, 0.1, -1.0]])
     ref_mu, ref_ls = f64([[0.0, 0.4, 0.8]]), f64([[-0.3, 0.0, -0.7]])
     b = HyGRPOBatch(
-        logp=torch.zeros(1, 1, dtype=torch.float64), old_logp=torch.zeros(1, 1, dtype=torch.float64),
-        mask=torch.ones(1, 1, dtype=torch.bool), adv_discrete=torch.zeros(1, dtype=torch.float64),
-        pose=mu.clone(), mu=mu, log_std=ls, old_pose_logp=torch.zeros(1, dtype=torch.float64),
-        valid=torch.ones(1, dtype=torch.bool), adv_continuous=torch.zeros(1, dtype=torch.float64),
-        ref_mu=ref_mu, ref_log_std=ref_ls,
+        logp=torch.zeros(1, 1, dtype=torch.float64),
+        old_logp=torch.zeros(1, 1, dtype=torch.float64),
+        mask=torch.ones(1, 1, dtype=torch.bool),
+        adv_discrete=torch.zeros(1, dtype=torch.float64),
+        pose=mu.clone(),
+        mu=mu,
+        log_std=ls,
+        old_pose_logp=torch.zeros(1, dtype=torch.float64),
+        valid=torch.ones(1, dtype=torch.bool),
+        adv_continuous=torch.zeros(1, dtype=torch.float64),
+        ref_mu=ref_mu,
+        ref_log_std=ref_ls,
     )
     _, m = hygrpo_loss(b, beta_c=1.0)
     x = mu + ls.exp() * torch.randn(samples, dim, generator=g, dtype=torch.float64)
@@ -352,9 +368,16 @@ def test_continuous_term_moves_a_toy_gaussian_towards_the_reward_peak():
         ids = torch.arange(n) // group_size
         valid = torch.ones(n, dtype=torch.bool)
         b = HyGRPOBatch(
-            logp=torch.zeros(n, 1), old_logp=torch.zeros(n, 1), mask=torch.zeros(n, 1, dtype=torch.bool),
-            adv_discrete=torch.zeros(n), pose=pose, mu=mu, log_std=log_std.expand(n, 1), old_pose_logp=old_lp,
-            valid=valid, adv_continuous=continuous_advantages(reward, ids, valid),
+            logp=torch.zeros(n, 1),
+            old_logp=torch.zeros(n, 1),
+            mask=torch.zeros(n, 1, dtype=torch.bool),
+            adv_discrete=torch.zeros(n),
+            pose=pose,
+            mu=mu,
+            log_std=log_std.expand(n, 1),
+            old_pose_logp=old_lp,
+            valid=valid,
+            adv_continuous=continuous_advantages(reward, ids, valid),
         )
         loss, _ = hygrpo_loss(b)
         opt.zero_grad()

@@ -1,4 +1,3 @@
-
 import numpy as np
 import pytest
 import torch
@@ -9,9 +8,18 @@ from poserft.data.pose_prior import CANONICAL_POSES, JOINT_LIMITS, PosePrior, cl
 
 BODY = BodyModel()
 REQUIRED = (
-    "t_pose", "a_pose", "standing", "sitting", "kneeling", "squatting", "arms_up", "lunge",
-    "bending_forward", "lying_on_back", "lying_on_side",
-)  # fmt: skip
+    "t_pose",
+    "a_pose",
+    "standing",
+    "sitting",
+    "kneeling",
+    "squatting",
+    "arms_up",
+    "lunge",
+    "bending_forward",
+    "lying_on_back",
+    "lying_on_side",
+)
 
 
 def _joints(pose):

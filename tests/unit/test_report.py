@@ -31,17 +31,40 @@ def _vec(n):
     return pa.list_(pa.float32(), n)
 
 
-ROLLOUT_SCHEMA = pa.schema([  # the columns of a real step parquet, same names and types
-    ("task_id", pa.string()), ("group_id", pa.string()), ("sample_index", pa.int32()), ("policy_version", pa.int64()),
-    ("worker_id", pa.string()), ("prompt_tokens", pa.list_(pa.int32())), ("response_tokens", pa.list_(pa.int32())),
-    ("token_logprobs", pa.list_(pa.float32())), ("text", pa.string()), ("has_pose", pa.bool_()),
-    ("mu", _vec(144)), ("log_std", _vec(144)), ("pose", _vec(144)), ("pose_logprob", pa.float32()),
-    ("generation_seconds", pa.float32()), ("error", pa.string()), ("task", pa.string()), ("caption", pa.string()),
-    ("reference_text", pa.string()), ("target_joints", pa.list_(pa.float64())), ("image", pa.binary()),
-    ("target_pose", pa.list_(pa.float64())), ("reward_format", pa.float32()), ("reward_text_similarity", pa.float32()),
-    ("reward_semantic", pa.float32()), ("reward_joint", pa.float32()), ("reward_total", pa.float32()),
-    ("reward_error", pa.string()), ("advantage_discrete", pa.float32()), ("advantage_continuous", pa.float32()),
-])  # fmt: skip
+ROLLOUT_SCHEMA = pa.schema(
+    [  # the columns of a real step parquet, same names and types
+        ("task_id", pa.string()),
+        ("group_id", pa.string()),
+        ("sample_index", pa.int32()),
+        ("policy_version", pa.int64()),
+        ("worker_id", pa.string()),
+        ("prompt_tokens", pa.list_(pa.int32())),
+        ("response_tokens", pa.list_(pa.int32())),
+        ("token_logprobs", pa.list_(pa.float32())),
+        ("text", pa.string()),
+        ("has_pose", pa.bool_()),
+        ("mu", _vec(144)),
+        ("log_std", _vec(144)),
+        ("pose", _vec(144)),
+        ("pose_logprob", pa.float32()),
+        ("generation_seconds", pa.float32()),
+        ("error", pa.string()),
+        ("task", pa.string()),
+        ("caption", pa.string()),
+        ("reference_text", pa.string()),
+        ("target_joints", pa.list_(pa.float64())),
+        ("image", pa.binary()),
+        ("target_pose", pa.list_(pa.float64())),
+        ("reward_format", pa.float32()),
+        ("reward_text_similarity", pa.float32()),
+        ("reward_semantic", pa.float32()),
+        ("reward_joint", pa.float32()),
+        ("reward_total", pa.float32()),
+        ("reward_error", pa.string()),
+        ("advantage_discrete", pa.float32()),
+        ("advantage_continuous", pa.float32()),
+    ]
+)
 
 
 def _rollout_table(step: int, rng) -> pa.Table:
@@ -60,43 +83,95 @@ def _rollout_table(step: int, rng) -> pa.Table:
             fmt = 1.0 if has_pose else 0.0
             sem = float(rng.uniform(-0.2, 0.3)) if task == "text2pose" else None
             joint = float(rng.uniform(0.1, 0.4)) if task == "image2pose" else None
-            rows.append({
-                "task_id": task_id, "group_id": f"{task_id}@v{step - 1}", "sample_index": i, "policy_version": step - 1,
-                "worker_id": "rollout-0", "prompt_tokens": [1, 7, 8, 9], "response_tokens": [10, 11, 4, 2],
-                "token_logprobs": [-0.1, -0.2, -0.1, -0.05], "text": "The SMPL pose of this person is <POSE>.",
-                "has_pose": has_pose, "mu": pose, "log_std": [-1.5] * 144 if has_pose else None, "pose": pose,
-                "pose_logprob": 1.0 if has_pose else None, "generation_seconds": 0.01, "error": None, "task": task,
-                "caption": caption, "reference_text": "The SMPL pose of this person is <POSE>.",
-                "target_joints": target.reshape(-1).tolist(), "image": image, "target_pose": aa.reshape(-1).tolist(),
-                "reward_format": fmt, "reward_text_similarity": 1.0, "reward_semantic": sem, "reward_joint": joint,
-                "reward_total": fmt + 0.25 + (sem if sem is not None else joint), "reward_error": None,
-                "advantage_discrete": 0.0, "advantage_continuous": 0.0,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "task_id": task_id,
+                    "group_id": f"{task_id}@v{step - 1}",
+                    "sample_index": i,
+                    "policy_version": step - 1,
+                    "worker_id": "rollout-0",
+                    "prompt_tokens": [1, 7, 8, 9],
+                    "response_tokens": [10, 11, 4, 2],
+                    "token_logprobs": [-0.1, -0.2, -0.1, -0.05],
+                    "text": "The SMPL pose of this person is <POSE>.",
+                    "has_pose": has_pose,
+                    "mu": pose,
+                    "log_std": [-1.5] * 144 if has_pose else None,
+                    "pose": pose,
+                    "pose_logprob": 1.0 if has_pose else None,
+                    "generation_seconds": 0.01,
+                    "error": None,
+                    "task": task,
+                    "caption": caption,
+                    "reference_text": "The SMPL pose of this person is <POSE>.",
+                    "target_joints": target.reshape(-1).tolist(),
+                    "image": image,
+                    "target_pose": aa.reshape(-1).tolist(),
+                    "reward_format": fmt,
+                    "reward_text_similarity": 1.0,
+                    "reward_semantic": sem,
+                    "reward_joint": joint,
+                    "reward_total": fmt + 0.25 + (sem if sem is not None else joint),
+                    "reward_error": None,
+                    "advantage_discrete": 0.0,
+                    "advantage_continuous": 0.0,
+                }
+            )
     return pa.Table.from_pylist(rows, schema=ROLLOUT_SCHEMA)
 
 
 def _metrics_line(step: int, rng, staleness=0, dropped=0, failures=0) -> dict:
     n = PROMPTS_PER_STEP * GROUP
     return {
-        "step": step, "version": step, "time": 1_000_000.0 + 3.0 * step, "workers": 2, "samples": n * step,
-        "tokens": 4 * n * step, "gen_s": 0.8, "reward_s": 0.05, "staleness": staleness, "queue_depth": staleness,
-        "train_s": 2.0, "sync_s": 0.07 + 0.01 * rng.random(), "loss_token": 0.0, "clip_frac_token": 0.0,
-        "ratio_token_mean": 1.0, "kl_token": 1e-4, "loss_pose": 0.3 - 0.01 * step, "clip_frac_pose": 0.5,
-        "pose_valid_frac": 0.97, "pose_entropy": 6.0, "kl_pose": 40.0, "loss": 0.5, "grad_norm": 100.0,
-        "reward_format": 0.97, "reward_text_similarity": 1.0, "reward_semantic": 0.02 * step, "reward_joint": 0.2 + 0.01 * step,
-        "reward_total": 1.3 + 0.01 * step, "rows": n, "dropped_unscored_rows": 0, "on_policy": staleness == 0,
-        "learner_seconds": 2.0, "dropped_stale_groups": dropped, "requeued_prompts": dropped, "worker_failures": failures,
-    }  # fmt: skip
+        "step": step,
+        "version": step,
+        "time": 1_000_000.0 + 3.0 * step,
+        "workers": 2,
+        "samples": n * step,
+        "tokens": 4 * n * step,
+        "gen_s": 0.8,
+        "reward_s": 0.05,
+        "staleness": staleness,
+        "queue_depth": staleness,
+        "train_s": 2.0,
+        "sync_s": 0.07 + 0.01 * rng.random(),
+        "loss_token": 0.0,
+        "clip_frac_token": 0.0,
+        "ratio_token_mean": 1.0,
+        "kl_token": 1e-4,
+        "loss_pose": 0.3 - 0.01 * step,
+        "clip_frac_pose": 0.5,
+        "pose_valid_frac": 0.97,
+        "pose_entropy": 6.0,
+        "kl_pose": 40.0,
+        "loss": 0.5,
+        "grad_norm": 100.0,
+        "reward_format": 0.97,
+        "reward_text_similarity": 1.0,
+        "reward_semantic": 0.02 * step,
+        "reward_joint": 0.2 + 0.01 * step,
+        "reward_total": 1.3 + 0.01 * step,
+        "rows": n,
+        "dropped_unscored_rows": 0,
+        "on_policy": staleness == 0,
+        "learner_seconds": 2.0,
+        "dropped_stale_groups": dropped,
+        "requeued_prompts": dropped,
+        "worker_failures": failures,
+    }
 
 
 def make_run(root: Path, steps: int = 8, rollout_steps=(7, 8)) -> Path:
     """A run folder as `poserft train` leaves it (no checkpoint: the tokenizer is optional)."""
     rng = np.random.default_rng(0)
     root.mkdir(parents=True)
-    lines = [_metrics_line(s, rng, staleness=s % 2, dropped=2 * (s // 5), failures=int(s >= 6)) for s in range(1, steps + 1)]
+    lines = [
+        _metrics_line(s, rng, staleness=s % 2, dropped=2 * (s // 5), failures=int(s >= 6)) for s in range(1, steps + 1)
+    ]
     (root / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    (root / "ledger.jsonl").write_text("".join(json.dumps({"step": s, "version": s, "task_ids": ["a", "b"]}) + "\n"
-                                               for s in range(1, steps + 1)))
+    (root / "ledger.jsonl").write_text(
+        "".join(json.dumps({"step": s, "version": s, "task_ids": ["a", "b"]}) + "\n" for s in range(1, steps + 1))
+    )
     (root / "rollouts").mkdir()
     for s in rollout_steps:
         pq.write_table(_rollout_table(s, rng), root / "rollouts" / f"step_{s:05d}.parquet", compression="zstd")
@@ -127,8 +202,15 @@ def test_report_and_pngs_are_written(built):
     pngs = sorted(p.name for p in (run / "report").glob("*.png"))
     assert sorted(Path(r).name for r in refs) == pngs  # every PNG is embedded, every embed exists
     assert all(r.startswith("report/") for r in refs)
-    for name in ("rewards.png", "throughput.png", "staleness.png", "sync.png", "stage_times.png",
-                 "examples_text2pose.png", "examples_image2pose.png"):  # fmt: skip
+    for name in (
+        "rewards.png",
+        "throughput.png",
+        "staleness.png",
+        "sync.png",
+        "stage_times.png",
+        "examples_text2pose.png",
+        "examples_image2pose.png",
+    ):
         assert name in pngs
         with Image.open(run / "report" / name) as img:
             assert img.format == "PNG" and img.size[0] > 600 and img.size[1] > 300
@@ -212,8 +294,14 @@ def test_missing_rollouts_gives_plots_without_examples(tmp_path):
 
 def test_resumed_run_keeps_the_later_line_of_a_step(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    lines = [{"step": 1, "reward_total": 1.0}, {"step": 2, "reward_total": 2.0}, {"step": 2, "reward_total": 5.0},
-             "not json", {"no_step": 1}, {"step": 3, "reward_total": 3.0}]
+    lines = [
+        {"step": 1, "reward_total": 1.0},
+        {"step": 2, "reward_total": 2.0},
+        {"step": 2, "reward_total": 5.0},
+        "not json",
+        {"no_step": 1},
+        {"step": 3, "reward_total": 3.0},
+    ]
     path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
     warnings = []
     rows = read_metrics(path, warnings.append)
@@ -243,3 +331,47 @@ def test_a_folder_of_runs_gets_one_report_linking_each(tmp_path, capsys):
         assert (tmp_path / "demo" / rel).is_file(), rel
     assert (tmp_path / "demo" / "report" / "compare_rewards.png").is_file()
     assert (tmp_path / "demo" / "hygrpo" / "report.md").is_file()
+
+
+def test_learner_plot_shows_the_loss_terms_with_their_weights():
+    """learner.png used to plot a rising "policy loss" whose token and pose parts were 0: it was all
+    beta_c x kl_pose. The parts, KL terms included, now add up to the total."""
+    from poserft.report.plots import loss_parts
+
+    rows = [
+        {"step": s, "loss_token": 0.0, "loss_pose": 0.0, "kl_token": 1e-4, "kl_pose": 8.0 + s, "loss": 0.05 * (8.0 + s)}
+        for s in range(1, 6)
+    ]
+    parts = loss_parts(rows, {"rl": {"lambda_c": 1.0, "beta": 0.0, "beta_c": 0.05}})
+    labels = [p[0] for p in parts]
+    assert labels == ["token surrogate", "1 x pose surrogate (lambda_c)", "0.05 x pose KL (beta_c)"]
+    total = np.array([r["loss"] for r in rows])
+    assert np.allclose(sum(v for _, v, _ in parts), total)  # nothing of the loss is left unexplained
+    # A run without config.yaml: the weights are unknown, the KL terms are the rest, and say so.
+    parts = loss_parts(rows, {})
+    assert "no config.yaml" in parts[-1][0] and np.allclose(parts[-1][1], total)
+
+
+def test_mean_pose_reward_from_the_rollouts(tmp_path):
+    """The joint reward of the head's mean pose, next to the sampled poses' reward, computed with the
+    run's reward settings from config.yaml."""
+    import torch
+    import yaml
+
+    from poserft.report.loading import read_task_rewards, rollout_files
+    from poserft.reward_service.rewards import joint_reward
+
+    run = make_run(tmp_path / "run", steps=3, rollout_steps=(2, 3))
+    cfg = {"rewards": {"joint_tau_m": 0.2, "joint_align": "procrustes", "joint_root_share": 0.25}}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rewards, read = read_task_rewards(rollout_files(run / "rollouts"), print, cfg)
+    assert read == [2, 3] and "joint_mean_pose" not in rewards["text2pose"]
+    steps, means = rewards["image2pose"]["joint_mean_pose"]
+    table = pq.read_table(run / "rollouts" / "step_00003.parquet").to_pylist()
+    sel = [r for r in table if r["task"] == "image2pose" and r["has_pose"]]
+    mu = torch.tensor([r["mu"] for r in sel], dtype=torch.float64)
+    target = torch.tensor([r["target_joints"] for r in sel], dtype=torch.float64).reshape(-1, 24, 3)
+    expected = joint_reward(BodyModel(), mu, target, 0.2, "procrustes", 0.25).mean()
+    assert steps.tolist() == [2, 3] and means[-1] == pytest.approx(float(expected), rel=1e-5)
+    md = write_report(run, warn=lambda _: None).read_text()
+    assert "| image2pose | joint of the mean pose |" in md

@@ -64,8 +64,18 @@ def _batch(rows):
     return pa.Table.from_pylist(rows)
 
 
-def _row(task, text=POSE_RESPONSE, pose=None, has_pose=True, target=None, caption="the left knee is bent.", ref=POSE_RESPONSE):
-    return {"task": task, "text": text, "has_pose": has_pose, "pose": pose, "caption": caption, "reference_text": ref, "target_joints": target}
+def _row(
+    task, text=POSE_RESPONSE, pose=None, has_pose=True, target=None, caption="the left knee is bent.", ref=POSE_RESPONSE
+):
+    return {
+        "task": task,
+        "text": text,
+        "has_pose": has_pose,
+        "pose": pose,
+        "caption": caption,
+        "reference_text": ref,
+        "target_joints": target,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +91,23 @@ def test_scorer_components_and_total(scorer):
     aa = _pose(3)
     six = axis_angle_to_rot6d(aa).reshape(144).tolist()
     target = body.forward_kinematics(aa).reshape(72).tolist()
-    out = scorer.score(_batch([
-        _row("image2pose", pose=six, target=target),
-        _row("text2pose", pose=six, target=target),
-        _row("text2pose", text="no pose here", pose=None, has_pose=False, target=target),
-        _row("pose2text", text="The left knee is bent.", pose=None, has_pose=False, target=target, ref="the left knee is bent."),
-    ])).to_pydict()
+    out = scorer.score(
+        _batch(
+            [
+                _row("image2pose", pose=six, target=target),
+                _row("text2pose", pose=six, target=target),
+                _row("text2pose", text="no pose here", pose=None, has_pose=False, target=target),
+                _row(
+                    "pose2text",
+                    text="The left knee is bent.",
+                    pose=None,
+                    has_pose=False,
+                    target=target,
+                    ref="the left knee is bent.",
+                ),
+            ]
+        )
+    ).to_pydict()
     assert out["reward_joint"][0] == pytest.approx(1.0, abs=1e-5)
     assert out["reward_format"][:4] == [1.0, 1.0, 0.0, 1.0]
     assert out["reward_joint"][1] is None and out["reward_semantic"][0] is None  # not this task's reward
@@ -95,7 +116,9 @@ def test_scorer_components_and_total(scorer):
     expected = float((retr.embed_text(["the left knee is bent."]) * retr.embed_pose(torch.tensor([six]))).sum())
     assert out["reward_semantic"][1] == pytest.approx(expected, abs=1e-5)
     w = scorer.settings.weights["image2pose"]
-    assert out["reward_total"][0] == pytest.approx(w["format"] + w["text_similarity"] * out["reward_text_similarity"][0] + w["joint"] * 1.0, abs=1e-5)
+    assert out["reward_total"][0] == pytest.approx(
+        w["format"] + w["text_similarity"] * out["reward_text_similarity"][0] + w["joint"] * 1.0, abs=1e-5
+    )
     assert out["reward_error"] == [None] * 4
 
 
@@ -104,8 +127,16 @@ def test_nan_pose_is_rejected_per_row(scorer):
     six[5] = float("nan")
     ok = axis_angle_to_rot6d(_pose(4)).reshape(144).tolist()
     target = [0.0] * 72
-    out = scorer.score(_batch([_row("image2pose", pose=six, target=target), _row("image2pose", pose=ok, target=target),
-                               _row("image2pose", pose=ok[:10], target=target), _row("dance", pose=ok, target=target)])).to_pydict()
+    out = scorer.score(
+        _batch(
+            [
+                _row("image2pose", pose=six, target=target),
+                _row("image2pose", pose=ok, target=target),
+                _row("image2pose", pose=ok[:10], target=target),
+                _row("dance", pose=ok, target=target),
+            ]
+        )
+    ).to_pydict()
     assert "NaN" in out["reward_error"][0] and out["reward_total"][0] is None and out["reward_joint"][0] is None
     assert out["reward_error"][1] is None and out["reward_total"][1] is not None
     assert "144" in out["reward_error"][2]

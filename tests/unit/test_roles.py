@@ -40,7 +40,9 @@ def test_constructors_take_the_controllers_arguments():
     for cls in (LearnerCore, SimLearner):
         inspect.signature(cls).bind("sft", object(), None, None, model=object(), rank=1, world_size=8)
     for cls in (RewardPool, SimRewardPool):
-        inspect.signature(cls).bind(object(), num_workers=1, batch_size=8, timeout_s=1.0, num_cpus=1, resources={}, num_gpus=1)
+        inspect.signature(cls).bind(
+            object(), num_workers=1, batch_size=8, timeout_s=1.0, num_cpus=1, resources={}, num_gpus=1
+        )
 
 
 def test_a_missing_method_is_caught():

@@ -25,7 +25,25 @@ from poserft.common.config.schema import (
 )
 
 __all__ = [
-    "EVAL_MAX_NEW_TOKENS", "BodyConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "LearnerResources",
-    "LoRAConfig", "LoggingConfig", "ModelConfig", "RLConfig", "RetrieverTrainConfig", "RewardsConfig", "RoleResources",
-    "RolloutConfig", "SFTConfig", "SamplingConfig", "Section", "load_config", "parse_override", "validate_config",
-]  # fmt: skip
+    "EVAL_MAX_NEW_TOKENS",
+    "BodyConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "LearnerResources",
+    "LoRAConfig",
+    "LoggingConfig",
+    "ModelConfig",
+    "RLConfig",
+    "RetrieverTrainConfig",
+    "RewardsConfig",
+    "RoleResources",
+    "RolloutConfig",
+    "SFTConfig",
+    "SamplingConfig",
+    "Section",
+    "load_config",
+    "parse_override",
+    "validate_config",
+]

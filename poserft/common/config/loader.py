@@ -101,11 +101,13 @@ def _describe(err: ValidationError, model: type[BaseModel] = None, path: Path | 
 
 # Keys that existed once: a config that still sets one gets an error naming what replaced it.
 REMOVED_KEYS = {
-    "model.freeze": "was replaced by model.train: set a part's multiplier to 0 to keep it fixed (e.g. model.train.vision: 0)",
+    "model.freeze": "was replaced by model.train: set a part's multiplier to 0 to keep it fixed (e.g. "
+    "model.train.vision: 0)",
     "rl.lr_scale": "was replaced by model.train: one learning-rate multiplier per part (e.g. model.train.lm: 0.1)",
     "rl.pose_loss_trains_trunk": "was replaced by model.train.pose_loss (all, or head for false)",
     "rl.optimizer": "was removed: the learner always uses AdamW (sgd was never used; NOTES.md)",
-    "rl.pose_logprob_reduce": "was removed: the pose log-prob is always summed over its 144 numbers (mean showed no gain; NOTES.md)",
+    "rl.pose_logprob_reduce": "was removed: the pose log-prob is always summed over its 144 numbers (mean showed no "
+    "gain; NOTES.md)",
     "rl.dual_clip": "was removed: plain PPO clipping is used (dual clipping was never measured to help; NOTES.md)",
 }
 
@@ -147,7 +149,9 @@ class _Loader(yaml.SafeLoader):
             return super().construct_object(node, deep)
         except (ValueError, TypeError, OverflowError) as err:
             what = f" {_short_repr(node.value)}" if isinstance(node, yaml.ScalarNode) else ""
-            raise yaml.constructor.ConstructorError(None, None, f"cannot read the value{what} ({_one_line(err)})", node.start_mark) from None
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read the value{what} ({_one_line(err)})", node.start_mark
+            ) from None
 
 
 def _check_duplicate_keys(node, path: Path, prefix: str = "", seen_nodes: set | None = None) -> None:
@@ -163,7 +167,10 @@ def _check_duplicate_keys(node, path: Path, prefix: str = "", seen_nodes: set | 
                 key = f"{prefix}{key_node.value}"
                 line = key_node.start_mark.line + 1
                 if key_node.value in lines:
-                    raise ConfigError(f"config file {path}, line {line}: duplicate key {key!r} (first set on line {lines[key_node.value]}); a second entry would silently replace the first")
+                    raise ConfigError(
+                        f"config file {path}, line {line}: duplicate key {key!r} (first set on line "
+                        f"{lines[key_node.value]}); a second entry would silently replace the first"
+                    )
                 lines[key_node.value] = line
                 _check_duplicate_keys(value_node, path, key + ".", seen_nodes)
     elif isinstance(node, yaml.SequenceNode):
@@ -195,7 +202,9 @@ def _read_config_file(path: Path) -> dict:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise ConfigError(f"config file {path} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); is it a YAML file?") from None
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); is it a YAML file?"
+        ) from None
     loader = None
     try:
         loader = _Loader(text)  # checks for unprintable characters already
@@ -213,7 +222,9 @@ def _read_config_file(path: Path) -> dict:
     if tree is None:
         raise ConfigError(f"config file {path} is empty (no keys); leave out the config file to use the defaults")
     if not isinstance(tree, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys to values at the top level, not a {type(tree).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of keys to values at the top level, not a {type(tree).__name__}"
+        )
     return tree
 
 

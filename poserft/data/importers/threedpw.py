@@ -50,11 +50,16 @@ LICENCE = (
 )
 
 _ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("copyreg", "_reconstructor"), ("builtins", "object"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("copyreg", "_reconstructor"),
+    ("builtins", "object"),
     ("_codecs", "encode"),  # how Python 3 writes bytes (array data) into a protocol-2 pickle
-}  # fmt: skip
+}
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -68,8 +73,21 @@ def load_sequence(path: Path) -> dict:
     try:
         with open(path, "rb") as fh:
             seq = _ArrayUnpickler(fh, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            ImportError, OverflowError, MemoryError, RecursionError, UnicodeDecodeError, OSError) as err:  # fmt: skip
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        ImportError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+        UnicodeDecodeError,
+        OSError,
+    ) as err:
         raise ImportInputError(
             f"3DPW file {path} is not a readable pickle ({type(err).__name__}: {str(err)[:100]})"
         ) from None

@@ -30,8 +30,15 @@ def generate(out_dir: str | Path = PROTO_DIR) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        code = protoc.main(["grpc_tools.protoc", f"--proto_path={PROTO_ROOT}", f"--python_out={tmp}",
-                            f"--grpc_python_out={tmp}", str(PROTO_ROOT / PROTO_NAME)])
+        code = protoc.main(
+            [
+                "grpc_tools.protoc",
+                f"--proto_path={PROTO_ROOT}",
+                f"--python_out={tmp}",
+                f"--grpc_python_out={tmp}",
+                str(PROTO_ROOT / PROTO_NAME),
+            ]
+        )
         if code != 0:
             raise RuntimeError(f"protoc failed with exit code {code} on {PROTO_NAME}; see its message above")
         written = []
