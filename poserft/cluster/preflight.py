@@ -80,6 +80,12 @@ def check_run(cfg: Config, init: str | Path, run_dir: str | Path) -> None:
     if cfg.body.smpl_dir and not (Path(cfg.body.smpl_dir) / SMPL_FILE).is_file():
         raise PreflightError(f"body.smpl_dir {cfg.body.smpl_dir} has no {SMPL_FILE}")
     _check_writable(Path(run_dir))
+    from poserft.tracking import TrackerError, check_trackers
+
+    try:
+        check_trackers(cfg, run_dir)  # logging.trackers: installed and writable, before Ray starts
+    except TrackerError as err:
+        raise PreflightError(str(err)) from None
 
 
 @dataclass
