@@ -33,13 +33,23 @@ $(PROM_STAMP): | $(STAMP)
 	prometheus --version | head -1
 	touch $(PROM_STAMP)
 
+# tests/integration/test_playground.py drives the Debian chromium headless over its DevTools port
+# (no browser download), installed the same way.
+CHROMIUM_STAMP := $(VENV)/.chromium-installed
+APT_CHROMIUM := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+
+$(CHROMIUM_STAMP): | $(STAMP)
+	command -v chromium >/dev/null || $(APT_CHROMIUM) || { $(SUDO) apt-get update -q && $(APT_CHROMIUM); }
+	chromium --version | head -1
+	touch $(CHROMIUM_STAMP)
+
 # ruff (lint + format check) and yamllint; `make test` runs it first, so CI enforces it.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/yamllint -s .
 
-test: lint $(STAMP) $(PROM_STAMP)
+test: lint $(STAMP) $(PROM_STAMP) $(CHROMIUM_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
 test-fast: $(STAMP)
