@@ -148,7 +148,7 @@ class VLLMEngine:
             for i in range(len(prompt_embeds))
         ]
         outs = self.llm.generate(
-            [{"prompt_embeds": e.detach().float().cpu()} for e in prompt_embeds], params, use_tqdm=False
+            [{"prompt_embeds": e.detach().to("cpu", self.dtype)} for e in prompt_embeds], params, use_tqdm=False
         )
         result = []
         for out in outs:
@@ -164,7 +164,7 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         out = self.llm.generate(
-            [{"prompt_embeds": prompt_embeds.detach().float().cpu()}],
+            [{"prompt_embeds": prompt_embeds.detach().to("cpu", self.dtype)}],
             SamplingParams(max_tokens=1, temperature=0.0, logprobs=k),
             use_tqdm=False,
         )
