@@ -119,14 +119,6 @@ def _cmd_sft(args) -> int:
     return 0
 
 
-def checkpoint_label(ckpt: str | Path) -> str:
-    """A table column name for a checkpoint: RUN/checkpoints/latest is the run's name, not `latest`."""
-    ckpt = Path(ckpt).resolve()
-    if ckpt.parent.name == "checkpoints":
-        return ckpt.parent.parent.name
-    return ckpt.parent.name if ckpt.name == "policy" else ckpt.name
-
-
 def _descriptions_file(arg: str | None) -> str | None:
     """--descriptions: a JSONL file (checked now, before any generation), 'none', or the config default."""
     from poserft.common.config import EvalConfig
@@ -139,7 +131,7 @@ def _descriptions_file(arg: str | None) -> str | None:
 
 
 def _cmd_eval(args) -> int:
-    from poserft.evaluate import eval_table, evaluate_policy
+    from poserft.evaluate import checkpoint_name, eval_table, evaluate_policy
 
     out = args.out or str(Path(args.ckpt) / "eval")
     if args.max_new_tokens < 1:
@@ -158,7 +150,7 @@ def _cmd_eval(args) -> int:
         max_new_tokens=args.max_new_tokens,
         descriptions=descriptions,
     )
-    print(eval_table({checkpoint_label(args.ckpt): res}))
+    print(eval_table({checkpoint_name(args.ckpt): res}))
     print(f"wrote {out}/eval.json, eval.md and example PNGs")
     return 0
 

@@ -101,6 +101,7 @@ def evaluate_policy(
                 pred_j[:examples].numpy(),
                 target_j[:examples].numpy(),
                 table["caption"].to_pylist()[:examples],
+                table["image"].to_pylist()[:examples],  # the input the policy saw, shown above its pose
             )
         elif task == "text2pose":
             captions = table["caption"].to_pylist()
@@ -117,6 +118,7 @@ def evaluate_policy(
                     body.forward_kinematics(pose6d[:examples].double()).numpy(),
                     target_j[:examples].numpy(),
                     captions[:examples],
+                    None,
                 )
         else:
             refs = table["reference_text"].to_pylist()
@@ -157,21 +159,71 @@ def eval_table(results: dict[str, dict]) -> str:
         from poserft.describe_eval import table_rows
 
         rows += table_rows()
+    rows.append(("rows evaluated (n): image2pose / text2pose / pose2text", _rows_per_task))
     names = list(results)
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label, get in rows:
-        lines.append(f"| {label} | " + " | ".join(f"{get(results[n]):.2f}" for n in names) + " |")
+        cells = [get(results[n]) for n in names]
+        lines.append(f"| {label} | " + " | ".join(c if isinstance(c, str) else f"{c:.2f}" for c in cells) + " |")
     return "\n".join(lines)
 
 
-def write_eval_outputs(res: dict, figures: dict, out_dir: Path) -> None:
-    from poserft.data.render import render_grid
+def _rows_per_task(r: dict) -> str:
+    return " / ".join(str(r.get(t, {}).get("n", "-")) for t in ("image2pose", "text2pose", "pose2text"))
 
+
+def checkpoint_name(ckpt) -> str:
+    """A table column for a checkpoint: RUN/checkpoints/latest is named after the run, SFT_DIR/policy
+    after SFT_DIR; never `latest` or `policy`."""
+    ckpt = Path(ckpt).resolve()
+    if ckpt.parent.name == "checkpoints":
+        return ckpt.parent.parent.name
+    return ckpt.parent.name if ckpt.name == "policy" else ckpt.name
+
+
+def _short(text: str, chars: int = 160) -> str:
+    """At most `chars` characters, cut at a word boundary (never mid-word)."""
+    import textwrap
+
+    return textwrap.shorten(" ".join(str(text).split()), chars, placeholder=" ...")
+
+
+def example_sheet(task: str, pred, target, captions, images=None, size: int = 256):
+    """Predictions (bright, coloured by side) over their targets (dim grey), a legend on top, the
+    caption under each panel, and for image2pose the input image above its pose."""
+    import io
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    from poserft.data.render import BACKGROUND_RGB, CENTRE_RGB, LEFT_RGB, OVERLAY_RGB, RIGHT_RGB, render_grid
+
+    grid = render_grid(list(pred), captions=[_short(c) for c in captions], size=size, overlay=list(target))
+    cols = min(len(pred), 8)
+    inputs = [Image.open(io.BytesIO(b)).convert("RGB").resize((size, size)) for b in images or [] if b]
+    legend_h = 28
+    sheet = Image.new("RGB", (grid.width, legend_h + (size if inputs else 0) + grid.height), BACKGROUND_RGB)
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=14)
+    x = 8
+    for text, colour in (
+        ("prediction (bright):", (230, 230, 230)),
+        ("left", LEFT_RGB),
+        ("right", RIGHT_RGB),
+        ("centre", CENTRE_RGB),
+        ("   target (dim grey, behind)", OVERLAY_RGB),
+        (f"   {task}" + (": input image above its pose" if inputs else ": caption below"), (230, 230, 230)),
+    ):
+        draw.text((x, 6), text, fill=colour, font=font)
+        x += int(draw.textlength(text + " ", font=font))
+    for k, img in enumerate(inputs[:cols]):
+        sheet.paste(img, (k * size, legend_h))
+    sheet.paste(grid, (0, legend_h + (size if inputs else 0)))
+    return sheet
+
+
+def write_eval_outputs(res: dict, figures: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(res, indent=2) + "\n")
-    (out_dir / "eval.md").write_text(eval_table({"checkpoint": res}) + "\n")
-    for task, (pred, target, captions) in figures.items():
-        # the prediction in colour over its target in grey, with the prompt's caption below
-        render_grid(list(pred), captions=[c[:160] for c in captions], size=256, overlay=list(target)).save(
-            out_dir / f"{task}_examples.png"
-        )
+    (out_dir / "eval.md").write_text(eval_table({checkpoint_name(res["ckpt"]): res}) + "\n")
+    for task, (pred, target, captions, images) in figures.items():
+        example_sheet(task, pred, target, captions, images).save(out_dir / f"{task}_examples.png")
