@@ -155,7 +155,7 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-def _write_run_record(cfg, run_dir: Path, argv: list[str]) -> None:
+def write_run_record(cfg, run_dir: Path, argv: list[str]) -> None:
     """RUN_DIR/config.yaml (the resolved config, every default filled in) and RUN_DIR/command.txt."""
     import shlex
     import time
@@ -192,7 +192,7 @@ def _cmd_train(args) -> int:
             print(f"  {line}")
         ray.shutdown()
         return 0
-    _write_run_record(cfg, run_dir, args.argv)
+    write_run_record(cfg, run_dir, args.argv)
     if not args.verbose:
         from poserft.cluster.driver_logs import route_worker_logs
 

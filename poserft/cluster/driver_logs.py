@@ -41,5 +41,6 @@ def route_worker_logs(path: Path, echo_actor: str = "Controller") -> Path:
                 print(line, file=sys.stdout, flush=True)
 
     global_worker_stdstream_dispatcher.remove_handler(RAY_HANDLER)
+    global_worker_stdstream_dispatcher.remove_handler(OUR_HANDLER)  # a second run in this process: its own file
     global_worker_stdstream_dispatcher.add_handler(OUR_HANDLER, handle)
     return path
