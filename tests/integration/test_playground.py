@@ -63,8 +63,9 @@ class DevTools:
         raise TimeoutError(f"the page never satisfied {expression!r}")
 
     def open(self, url: str) -> None:
+        self.js("window.__stale = true")  # so the wait below cannot see the page being left
         self.call("Page.navigate", url=url)
-        self.wait_for("document.readyState === 'complete' && !!window.poserft")
+        self.wait_for("!window.__stale && document.readyState === 'complete' && !!window.poserft")
 
     def close(self) -> None:
         self.ws.close()
