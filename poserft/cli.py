@@ -130,6 +130,17 @@ def _descriptions_file(arg: str | None) -> str | None:
     return path
 
 
+def _check_eval_inputs(ckpt: str, data: str, evaluator: str) -> None:
+    from poserft.data.dataset import load_card
+    from poserft.model.checkpoint import check_checkpoint
+
+    check_checkpoint(ckpt)
+    load_card(data)
+    for name in ("retriever.json", "retriever.safetensors"):
+        if not (Path(evaluator) / name).is_file():
+            raise FileNotFoundError(f"--evaluator {evaluator}: {name} is missing (`poserft retriever train` makes one)")
+
+
 def _cmd_eval(args) -> int:
     from poserft.evaluate import checkpoint_name, eval_table, evaluate_policy
 
@@ -139,6 +150,7 @@ def _cmd_eval(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
     descriptions = _descriptions_file(args.descriptions)
+    _check_eval_inputs(args.ckpt, args.data, args.evaluator)  # before the model loads: one line, no progress bars
     if not args.out:
         print(f"no --out given: writing into {out}")
     res = evaluate_policy(

@@ -127,3 +127,10 @@ def test_help_texts():
                 block = res.stdout.split(f"  {opt}", 1)[1].split("\n  -", 1)[0]
                 assert len(block.split()) > 2, f"poserft {cmd[0]} {opt} has no help text: {block!r}"
     assert "--set rl.steps=2" in " ".join(poserft("train", "--help").stdout.split())
+
+
+def test_eval_says_where_it_writes_without_out(tiny_data, tiny_ckpt):
+    """Without --out, eval writes into CKPT/eval: it says so before it starts."""
+    res = poserft("eval", "--ckpt", tiny_ckpt, "--data", tiny_data, "--evaluator", "/no/evaluator")
+    assert f"no --out given: writing into {tiny_ckpt}/eval" in res.stdout
+    assert_one_line_error(res, "/no/evaluator")
