@@ -66,7 +66,8 @@ def write_posescript(
     """PoseScript + AMASS fixture under root/posescript and root/amass; returns the originals.
 
     Pose id i is frame i % frames_per_seq of sequence i // frames_per_seq; ids % 10 == 8 are val,
-    == 9 test, the rest train; every `human_every`-th id has a human caption, every id three auto ones."""
+    == 4 test, the rest train; every `human_every`-th id has a human caption (so every split has
+    some with the default of 2), every id three auto ones."""
     rng = np.random.default_rng(seed)
     ps, amass = root / "posescript", root / "amass"
     ps.mkdir(parents=True, exist_ok=True)
@@ -81,7 +82,7 @@ def write_posescript(
             originals[pid] = poses[k]
         if progress:
             progress(len(ids))
-    split_of = {pid: "val" if pid % 10 == 8 else "test" if pid % 10 == 9 else "train" for pid in range(n_poses)}
+    split_of = {pid: "val" if pid % 10 == 8 else "test" if pid % 10 == 4 else "train" for pid in range(n_poses)}
     files = {
         "ids_2_dataset_sequence_and_frame_index_100k.json": mapping,
         "posescript_human_6293.json": {

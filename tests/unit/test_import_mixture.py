@@ -61,7 +61,7 @@ def test_val_is_every_folders_rows_and_tasks_missing_in_a_folder_are_skipped(fol
 def test_pose_only_poses(folders):
     assert load_pose_only([{"dir": str(folders / "ps")}]) is None  # not asked for
     extra = load_pose_only([{"dir": str(folders / "ps"), "pose_only": True}, {"dir": str(folders / "synth")}])
-    assert extra.num_rows == 16 and set(np.asarray(extra["pose_id"]) % 2) == {1}  # odd ids have no human caption
+    assert extra.num_rows == 20 and set(np.asarray(extra["pose_id"]) % 2) == {1}  # odd ids have no human caption
     with pytest.raises(DatasetError, match="marked pose_only but has no pose_only.parquet"):
         load_pose_only([{"dir": str(folders / "synth"), "pose_only": True}])
 
