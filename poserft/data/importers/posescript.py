@@ -20,7 +20,7 @@ sorted order, so memory holds one sequence plus the JSON files.
 from __future__ import annotations
 
 import zipfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +106,7 @@ def _read_split(path: Path, mapping: dict) -> list[int]:
         if pid not in mapping:
             raise ImportInputError(f"PoseScript split file {path}: id {pid} is not in {MAPPING_FILE}")
     if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
+        dup = next(i for i, n in Counter(ids).items() if n > 1)
         raise ImportInputError(f"PoseScript split file {path}: id {dup} appears more than once")
     return ids
 
