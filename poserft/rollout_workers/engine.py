@@ -70,6 +70,7 @@ def vllm_args(
     dtype: str = "auto",
     gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION,
     enable_sleep_mode: bool = False,
+    weight_sync: str = "file",
 ) -> dict:
     """The `vllm.LLM` arguments for one rollout engine on `device`.
 
@@ -92,6 +93,12 @@ def vllm_args(
     }
     if tensor_parallel_size > 1:
         kwargs["distributed_executor_backend"] = "mp"
+    if weight_sync == "nccl":  # vLLM's NCCL weight transfer (GPU only); see receive_weights
+        if on_cpu:
+            raise ValueError("weight_sync nccl needs the engine on GPUs (NCCL); on CPU weights travel by file")
+        kwargs["weight_transfer_config"] = {"backend": "nccl"}
+    elif weight_sync != "file":
+        raise ValueError(f"weight_sync must be 'file' or 'nccl', got {weight_sync!r}")
     if on_cpu:
         kwargs["kv_cache_memory_bytes"] = kv_cache_mb * 2**20
         # Per-request seeds use torch generators; vLLM rewinds a generator's offset when it
@@ -185,6 +192,22 @@ class VLLMEngine:
             Path(path).unlink(missing_ok=True)
         self.llm.reset_prefix_cache()
         return counts[0]
+
+    # ---- vLLM's NCCL weight transfer (engine built with weight_sync="nccl"; the learner's
+    # sending half is not wired in yet: docs/gpu.md, "The NCCL weight-transfer path") ----
+    def join_weight_transfer(self, init_info: dict) -> None:
+        """Join the trainer's NCCL group on every TP rank. `init_info` as vLLM's
+        `NCCLWeightTransferInitInfo`: master_address, master_port, rank_offset (this engine's first
+        rank after the trainer's 0 and the engines before it), world_size."""
+        self.llm.collective_rpc("init_weight_transfer_engine", args=(init_info,))
+
+    def receive_weights(self, update_info: dict) -> None:
+        """One update over NCCL: every TP rank receives while the trainer broadcasts
+        (`NCCLTrainerWeightTransferEngine.send_weights`); `update_info` lists names, dtypes, shapes."""
+        self.llm.collective_rpc("start_weight_update")
+        self.llm.collective_rpc("update_weights", args=(update_info,))
+        self.llm.collective_rpc("finish_weight_update")
+        self.llm.reset_prefix_cache()
 
     def weight_checksum(self, name: str) -> float:
         return self.llm.collective_rpc("poserft_weight_checksum", args=(name,))[0]
