@@ -10,6 +10,7 @@ feeds 340 malformed inputs; each must be a one-line ImportInputError naming the 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -126,6 +127,16 @@ def test_failed_import_leaves_the_output_as_it_was(fixture, tmp_path):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # no staging folder left
     assert load_card(out)["splits"]["train"]["rows"] == fixture["card"]["splits"]["train"]["rows"]
+
+
+def test_staging_folders_of_killed_imports_are_removed(fixture, tmp_path):
+    dead = tmp_path / ".out.importing-4194305"  # above Linux's largest pid: no such process
+    alive = tmp_path / f".out.importing-{os.getppid()}"  # a running process: perhaps another import
+    for d in (dead, alive):
+        d.mkdir()
+        (d / "train.parquet").write_bytes(b"half")
+    import_posescript(fixture["posescript"], fixture["amass"], tmp_path / "out", progress=False)
+    assert not dead.exists() and alive.exists()
 
 
 # ---- fuzz -------------------------------------------------------------------------------------
