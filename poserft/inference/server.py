@@ -305,9 +305,8 @@ class PoseService:
         self._check_token(request.headers.get("authorization", ""))
         if route not in ROUTES:
             raise ApiError(404, f"no route /v1/{route[:40]}; routes: {', '.join(f'/v1/{r}' for r in ROUTES)}")
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.limits.max_body_bytes:
-            raise ApiError(413, f"request body of {declared} bytes exceeds max_body_bytes {self.limits.max_body_bytes}")
+        # The body is read before it is measured: answering early while the client is still
+        # sending makes the proxy reset the connection, and the client never sees the 413.
         reqs, settings, exports = parse_request(route, parse_body(await request.body(), self.limits), self.limits)
         for r in reqs:
             try:
