@@ -275,6 +275,16 @@ def _cmd_logs(args) -> int:
     return 0
 
 
+def _cmd_stop(args) -> int:
+    from poserft.cluster.jobs import stop_job
+
+    if stop_job(args.address, args.job_id):
+        print(f"stopping {args.job_id}: it finishes its current step and checkpoints (`poserft status` shows the end)")
+    else:
+        print(f"{args.job_id} had already ended")
+    return 0
+
+
 def _cmd_scale(args) -> int:
     from poserft.cluster.jobs import scale_rollout_workers
 
@@ -504,6 +514,10 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--address", default=None, help="the head's dashboard, http://HEAD:8265 (default: RAY_ADDRESS)")
     lg.add_argument("--follow", "-f", action="store_true", help="stream the log until the job ends")
     lg.set_defaults(func=_cmd_logs)
+    sp = sub.add_parser("stop", help="stop a submitted job after its current step (it checkpoints first)")
+    sp.add_argument("job_id", help="the id `poserft submit` printed")
+    sp.add_argument("--address", default=None, help="the head's dashboard, http://HEAD:8265 (default: RAY_ADDRESS)")
+    sp.set_defaults(func=_cmd_stop)
     sc = sub.add_parser("scale", help="add or remove rollout workers of a running job")
     sc.add_argument("--rollout-workers", type=int, required=True, help="rollout workers wanted (at least 1)")
     sc.add_argument(
@@ -575,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command line, for RUN_DIR/command.txt
-    if args.func in (_cmd_submit, _cmd_status, _cmd_logs, _cmd_scale) and "ray" not in sys.modules:
+    if args.func in (_cmd_submit, _cmd_status, _cmd_logs, _cmd_stop, _cmd_scale) and "ray" not in sys.modules:
         use_cluster_token()  # only for clients of a running cluster, and only before Ray is imported
     from poserft.common.config import ConfigError
     from poserft.data.dataset import DatasetError

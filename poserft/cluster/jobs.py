@@ -235,6 +235,13 @@ def job_logs(address: str | None, job_id: str) -> str:
     return _job_call(client.get_job_logs, job_id, address)
 
 
+def stop_job(address: str | None, job_id: str) -> bool:
+    """Ask a job to stop: Ray sends its entrypoint SIGTERM, and `poserft train` then finishes the
+    current step, writes a checkpoint and exits (resume with the same --run-dir)."""
+    client = _client(address)
+    return bool(_job_call(client.stop_job, job_id, address))
+
+
 def follow_logs(address: str | None, job_id: str, write) -> None:
     """Stream a job's log to `write` until the job ends."""
     client = _client(address)

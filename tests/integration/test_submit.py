@@ -1,9 +1,12 @@
 """Integration: `poserft submit` against a real local Ray head (`ray start --head`).
 
 The head runs in its own process group with its own temp dir and ports, so it is torn down
-without touching any other Ray cluster on the machine. The job is `poserft train` on the tiny
-SFT checkpoint with the HF engine for two steps; the test waits for it through `poserft
-status`, reads its output through `poserft logs` and checks the run directory it wrote.
+without touching any other Ray cluster on the machine (ports picked free, never 6379/8265). The
+job is `poserft train` on the tiny checkpoint with the HF engine for five steps, submitted from a
+checkout-like folder whose config says `data/synth` (a folder Ray does not upload); the test
+follows it through `poserft status` and `poserft logs --follow`, scales it through the same
+dashboard address, and checks the run directory it wrote. A second job fails on purpose, for
+`status`'s failure reason.
 """
 
 import json
@@ -90,11 +93,14 @@ def ray_head():
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+STEPS = 100_000  # the test stops the job once the scale has taken effect
+
+
 def _job_config(project: Path, steps: int) -> Path:
     """The demo config with a tiny run, its data at the relative `data/synth` of a project folder."""
     cfg = yaml.safe_load((REPO / "configs" / "tiny-cpu.yaml").read_text())
     cfg["data"]["dir"] = "data/synth"
-    cfg["rl"].update(steps=steps, prompts_per_step=4, group_size=2, checkpoint_every=1)
+    cfg["rl"].update(steps=steps, prompts_per_step=4, group_size=2, checkpoint_every=10)
     cfg["rl"]["sampling"]["max_tokens"] = 16
     cfg["rl"]["rollout"].update(engine="hf", num_workers=1)
     cfg["rewards"]["retriever_dir"] = None
@@ -121,22 +127,22 @@ def _ended(out: str) -> bool:
 
 
 @pytest.fixture
-def project(tmp_path, tiny_data, tiny_sft):
+def project(tmp_path, tiny_data, tiny_ckpt):
     """A checkout-like folder: data/ and runs/ hold the inputs, and Ray does not upload either."""
     proj = tmp_path / "proj"
     (proj / "data").mkdir(parents=True)
     (proj / "data" / "synth").symlink_to(tiny_data)
     (proj / "runs" / "sft").mkdir(parents=True)
-    (proj / "runs" / "sft" / "policy").symlink_to(tiny_sft)
+    (proj / "runs" / "sft" / "policy").symlink_to(tiny_ckpt)  # any complete checkpoint: no SFT needed to test the paths
     return proj
 
 
 def test_submit_relative_paths_status_follow_scale(ray_head, project):
     """The demo config's relative data/synth (in data/, excluded from the upload) used to fail the
     job with `dataset folder data/synth does not exist`; submit now passes the path the job can
-    use and warns that it is not uploaded. `status` shows the step, `logs --follow` streams to the
-    end, and `scale` takes the same dashboard address while the job trains."""
-    _job_config(project, steps=4)
+    use and warns that it is not uploaded. `scale` takes the same dashboard address while the job
+    trains, `status` shows the step, `stop` ends it and `logs --follow` streams to the end."""
+    _job_config(project, steps=STEPS)
     sub = _poserft("submit", "--address", ray_head, "--config", "configs/job.yaml", "--init", "runs/sft/policy",
                    "--run-dir", "runs/job", "--working-dir", ".", cwd=project, timeout=420)  # fmt: skip
     assert sub.returncode == 0, sub.stderr
@@ -145,21 +151,30 @@ def test_submit_relative_paths_status_follow_scale(ray_head, project):
     assert any(w.startswith("poserft: warning: --init runs/sft/policy is in runs/") for w in warnings), sub.stderr
     job = re.search(r"submitted (\S+);", sub.stdout).group(1)
 
-    running = _wait(ray_head, job, lambda out: _ended(out) or "step 1/4" in out or "step 2/4" in out)
-    assert "RUNNING" in running, f"the job ended before it could be scaled:\n{running}"
+    metrics, deadline = project / "runs" / "job" / "metrics.jsonl", time.time() + 900
+    while not (metrics.is_file() and metrics.read_text().strip()) and time.time() < deadline:  # steps are short
+        time.sleep(0.5)
+    assert metrics.is_file(), _poserft("logs", job, "--address", ray_head).stdout[-3000:]
     scaled = _poserft("scale", "--rollout-workers", "2", "--address", ray_head, timeout=300)
     assert scaled.returncode == 0, scaled.stderr
     assert "target 2" in scaled.stdout
+    while time.time() < deadline:  # the new worker joins between steps
+        if any(json.loads(ln)["workers"] == 2 for ln in metrics.read_text().splitlines()[:-1]):
+            break
+        time.sleep(1)
+    running = _poserft("status", job, "--address", ray_head).stdout
+    assert running.split()[1] == "RUNNING" and re.search(rf"step \d+/{STEPS}", running), running
 
+    stop = _poserft("stop", job, "--address", ray_head)
+    assert stop.returncode == 0 and "stopping" in stop.stdout, stop.stderr
     follow = _poserft("logs", job, "--follow", "--address", ray_head, timeout=900)  # returns when the job ends
     assert follow.returncode == 0, follow.stderr
-    assert "step 4/4" in follow.stdout, follow.stdout[-3000:]
-    final = _wait(ray_head, job, _ended, timeout_s=60)
-    assert final.split()[1] == "SUCCEEDED", final
-    assert "step 4/4" in final.splitlines()[0]
+    assert re.search(rf"step \d+/{STEPS}", follow.stdout), follow.stdout[-3000:]
+    final = _wait(ray_head, job, _ended, timeout_s=120)
+    assert final.split()[1] in ("STOPPED", "SUCCEEDED"), final
     run_dir = project / "runs" / "job"
-    lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [ln["step"] for ln in lines] == [1, 2, 3, 4]
+    lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    assert [ln["step"] for ln in lines] == list(range(1, len(lines) + 1)) and len(lines) < STEPS
     assert max(ln["workers"] for ln in lines) == 2  # the scale reached the controller
     assert (run_dir / "config.yaml").is_file() and (run_dir / "command.txt").is_file()
     assert job in _poserft("status", "--address", ray_head).stdout
