@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from poserft.common.body import BodyModel
@@ -30,8 +31,12 @@ from poserft.reward_service.rewards import TextEmbedder, format_reward, text_sim
 
 
 def mean_training_pose(data_dir) -> torch.Tensor:
-    """The mean training pose as (1, 144) 6D (mean of rotation-matrix columns, FK re-orthonormalises)."""
-    table = load_split(data_dir, "train", task="image2pose")
+    """The mean training pose as (1, 144) 6D (mean of rotation-matrix columns, FK re-orthonormalises),
+    over the image2pose training rows, or every training row when the data set has none (an
+    imported text-only set such as PoseScript)."""
+    train = load_split(data_dir, "train")
+    image = train.filter(pa.compute.equal(train["task"], "image2pose"))
+    table = image if image.num_rows else train
     aa = torch.from_numpy(
         np.array(table["target_pose"].combine_chunks().flatten(), dtype=np.float64).reshape(-1, 24, 3)
     )
@@ -73,8 +78,13 @@ def evaluate_policy(
     res: dict = {"ckpt": str(ckpt), "split": split}
     texts_all, tasks_all = [], []
     figures = {}
-    for task in ("image2pose", "text2pose", "pose2text"):
-        table = load_split(data_dir, split, task=task)
+    whole = load_split(data_dir, split)
+    present = set(whole["task"].to_pylist())  # an imported set may hold only some tasks
+    if not present:
+        raise ValueError(f"the {split} split of {data_dir} has no rows to evaluate")
+    res["tasks"] = [t for t in ("image2pose", "text2pose", "pose2text") if t in present]
+    for task in res["tasks"]:
+        table = whole.filter(pa.compute.equal(whole["task"], task))
         if limit:
             table = table.slice(0, limit)
         out = _task_outputs(policy, table, max_new_tokens)
@@ -163,9 +173,17 @@ def eval_table(results: dict[str, dict]) -> str:
     names = list(results)
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label, get in rows:
-        cells = [get(results[n]) for n in names]
+        cells = [_cell(get, results[n]) for n in names]
         lines.append(f"| {label} | " + " | ".join(c if isinstance(c, str) else f"{c:.2f}" for c in cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(get, result: dict):
+    """A table cell; `-` for a task the evaluated split does not hold."""
+    try:
+        return get(result)
+    except KeyError:
+        return "-"
 
 
 def _rows_per_task(r: dict) -> str:
