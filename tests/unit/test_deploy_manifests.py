@@ -21,7 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 DOCKER = ROOT / "deploy" / "docker"
 CRDS = ROOT / "tests" / "data" / "kuberay"
-CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml", "RayService": "ray.io_rayservices.yaml"}
+CRD_FILES = {
+    "RayCluster": "ray.io_rayclusters.yaml",
+    "RayJob": "ray.io_rayjobs.yaml",
+    "RayService": "ray.io_rayservices.yaml",
+}
 ROLES = ("learner", "rollout", "reward")
 APP_DIR = "/app/"  # WORKDIR of deploy/docker/Dockerfile.*; the entrypoint's config path is under it
 
@@ -678,7 +682,8 @@ def test_rayservice_builds_the_poserft_app():
     kwargs = {k: v for k, v in args.items() if k not in ("num_cpus", "replicas", "autoscaling")}
     inspect.signature(server.PoseService.func_or_class.__init__).bind(None, **kwargs)
     auto = args["autoscaling"]
-    assert 1 <= auto["min_replicas"] <= auto["max_replicas"] and auto["target_ongoing_requests"] <= args["max_batch_size"]
+    assert 1 <= auto["min_replicas"] <= auto["max_replicas"]
+    assert auto["target_ongoing_requests"] <= args["max_batch_size"]
     assert args["ckpt"].startswith("/shared/") and "token" not in args
 
 
