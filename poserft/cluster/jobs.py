@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import shlex
@@ -57,6 +58,7 @@ def _client(address: str | None):
     from ray.job_submission import JobSubmissionClient
 
     address = dashboard_address(address)
+    logging.getLogger("ray.dashboard.modules.dashboard_sdk").setLevel(logging.WARNING)  # no "Uploading package" lines
     try:
         return JobSubmissionClient(address)
     except ray.exceptions.AuthenticationError:
@@ -115,8 +117,9 @@ def job_path(key: str, given: str, working_dir: Path, output: bool = False) -> J
     if rel is not None and excluded is None and not output:
         return JobPath(key, given, str(rel))
     if excluded is not None:
+        missing = "" if output or full.exists() else " (it does not exist on this machine)"
         warning = (
-            f"{key} {given} is in {excluded}/, which is not uploaded with the job; the job uses {full}, "
+            f"{key} {given} is in {excluded}/, which is not uploaded with the job; the job uses {full}{missing}, "
             "so that path must be on storage every node sees"
         )
     elif not output and not full.exists():

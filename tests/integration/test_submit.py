@@ -185,7 +185,8 @@ def test_failed_job_reason_unknown_job_and_scale_without_a_run(ray_head, project
     sub = _poserft("submit", "--address", ray_head, "--config", "configs/job.yaml", "--init", "runs/nope",
                    "--run-dir", "runs/failed", cwd=project, timeout=420)  # fmt: skip
     assert sub.returncode == 0, sub.stderr
-    assert "--init runs/nope does not exist on this machine" in sub.stderr
+    assert "--init runs/nope is in runs/" in sub.stderr and "does not exist on this machine" in sub.stderr
+    assert "Uploading package" not in sub.stderr  # Ray's INFO lines stay out of the user's terminal
     job = re.search(r"submitted (\S+);", sub.stdout).group(1)
     out = _wait(ray_head, job, _ended, timeout_s=300)
     assert out.split()[1] == "FAILED"
