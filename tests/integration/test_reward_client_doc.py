@@ -16,8 +16,8 @@ DOC = REPO / "docs" / "reward_service.md"
 @pytest.fixture
 def reward_server():
     env = {**os.environ, "POSERFT_REWARD_TOKEN": "doc-test-token"}
-    proc = subprocess.Popen([sys.executable, "-m", "poserft", "serve-reward", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, env=env, cwd=REPO)  # fmt: skip
+    cmd = [sys.executable, "-m", "poserft", "serve-reward", "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=REPO)
     deadline = time.time() + 180
     address = None
     while address is None and time.time() < deadline:
