@@ -18,7 +18,7 @@ from poserft.data.dataset import load_split
 from tests.unit.test_exports import bvh_world_positions
 
 PROMPT = "a person squatting with arms forward"
-FILES = ["pose.bvh", "pose.json", "pose.npz", "pose.png", "response.txt"]
+FILES = ["pose.bvh", "pose.json", "pose.npz", "pose.png"]  # response.txt: beside them, or above the samples
 
 
 def poserft(*args, timeout=600) -> subprocess.CompletedProcess:
@@ -29,7 +29,7 @@ def poserft(*args, timeout=600) -> subprocess.CompletedProcess:
 
 
 def _check_pose_folder(folder):
-    assert sorted(p.name for p in folder.iterdir()) == FILES
+    assert sorted(p.name for p in folder.iterdir() if p.name != "response.txt") == FILES
     with np.load(folder / "pose.npz") as z:
         aa, joints, mu, std = z["axis_angle"], z["joints_m"], z["mu"], z["std"]
     assert aa.shape == (72,) and joints.shape == (24, 3) and mu.shape == (144,) and (std > 0).all()
@@ -59,6 +59,7 @@ def test_generate_samples_and_batch(tiny_sft, tiny_data, tmp_path):
     res = poserft("generate", "--ckpt", tiny_sft, "--text", PROMPT, "--samples", 3, "--seed", 1, "--out", out)
     assert res.returncode == 0, res.stderr[-2000:]
     poses = [_check_pose_folder(out / f"sample_{k:02d}") for k in range(3)]
+    assert (out / "response.txt").is_file()
     assert len({p.tobytes() for p in poses}) == 3
 
     test = load_split(tiny_data, "test")
