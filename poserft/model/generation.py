@@ -31,7 +31,7 @@ def _left_pad(policy: PosePolicy, embeds: list[torch.Tensor]) -> tuple[torch.Ten
     length, h = max(e.shape[0] for e in embeds), embeds[0].shape[1]
     pad = policy.lm.get_input_embeddings().weight[policy.pad_token_id].detach()
     out = pad.expand(len(embeds), length, h).clone()
-    mask = torch.zeros(len(embeds), length, dtype=torch.long)
+    mask = torch.zeros(len(embeds), length, dtype=torch.long, device=out.device)  # beside the embeddings (GPU)
     for i, e in enumerate(embeds):
         out[i, length - e.shape[0] :] = e
         mask[i, length - e.shape[0] :] = 1
