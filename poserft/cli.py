@@ -150,9 +150,9 @@ def _cmd_eval(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
     descriptions = _descriptions_file(args.descriptions)
-    _check_eval_inputs(args.ckpt, args.data, args.evaluator)  # before the model loads: one line, no progress bars
     if not args.out:
         print(f"no --out given: writing into {out}")
+    _check_eval_inputs(args.ckpt, args.data, args.evaluator)  # before the model loads: one line, no progress bars
     res = evaluate_policy(
         args.ckpt,
         args.data,
