@@ -423,6 +423,13 @@ def _cmd_serve_reward(args) -> int:
     from poserft.common.config import ConfigError, load_config
     from poserft.reward_service.rewards import RewardScorer, RewardSettings
 
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port} is not a port (0 to 65535; 0 picks a free one)")
+    for name in ("max_batch_size", "workers"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not args.max_message_mb > 0:
+        raise ValueError(f"--max-message-mb must be above 0, got {args.max_message_mb}")
     try:
         token = resolve_token(None, args.insecure_no_auth)  # before loading models: fail fast
         cfg = load_config(args.config, [])

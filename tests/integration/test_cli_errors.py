@@ -77,6 +77,8 @@ CASES = [
     (["model", "init", "--preset", "nope", "--data", "/no/d", "--out", "{tmp}/m"], "nope"),
     (["model", "import", "--llava", "/no/such", "--out", "{tmp}/m"], "/no/such"),
     (["serve-reward", "--port", "0"], "POSERFT_REWARD_TOKEN"),
+    (["serve-reward", "--port", "70000"], "--port 70000"),
+    (["serve-reward", "--port", "0", "--workers", "0"], "--workers"),
 ]
 
 
