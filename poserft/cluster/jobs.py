@@ -149,8 +149,14 @@ def plan_submit(
         "rewards.retriever_dir": cfg.rewards.retriever_dir,
         "body.smpl_dir": cfg.body.smpl_dir,
     }
-    paths += [job_path(k, v, wd) for k, v in keyed.items() if v]
-    sets = [*overrides, *(f"{p.key}={p.for_job}" for p in paths[3:])]
+    keyed_paths = [job_path(k, v, wd) for k, v in keyed.items() if v]
+    sets = [*overrides, *(f"{p.key}={p.for_job}" for p in keyed_paths)]
+    # data.sources (a mixture): every folder resolved the same way, the list passed whole (JSON is YAML)
+    source_paths = [job_path(f"data.sources[{i}].dir", s.dir, wd) for i, s in enumerate(cfg.data.sources or [])]
+    if source_paths:
+        sources = [{**s.model_dump(), "dir": p.for_job} for s, p in zip(cfg.data.sources, source_paths)]
+        sets.append("data.sources=" + json.dumps(sources))
+    paths += keyed_paths + source_paths
     entry = (
         f"python -m poserft train --config {shlex.quote(paths[0].for_job)} --init {shlex.quote(paths[1].for_job)} "
         f"--run-dir {shlex.quote(paths[2].for_job)}"
