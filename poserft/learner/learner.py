@@ -92,6 +92,17 @@ def _on_cpu(obj):
     return obj
 
 
+def _cloned(obj):
+    """A deep copy of the tensors in nested dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, dict):
+        return {k: _cloned(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cloned(v) for v in obj)
+    return obj
+
+
 def natural_mean_gradient(mu: torch.Tensor, log_std: torch.Tensor) -> None:
     """Precondition every gradient that reaches `mu` by the inverse Fisher information of the
     Gaussian mean (sigma^2 per dimension): d/dmu log N(x) = (x - mu) / sigma^2 becomes (x - mu),
@@ -298,10 +309,15 @@ class LearnerCore:
             return float(sum(p.detach().double().sum() for p in self.policy.parameters()))
 
     def weight_state(self) -> dict:
-        """What `publish` sends: the full policy state, or with LoRA on the LoRA-only update."""
+        """A snapshot of what `publish` sends: the full policy state, or with LoRA on the
+        LoRA-only update (copies: later steps do not change it)."""
+        return _cloned(self._publish_state())
+
+    def _publish_state(self) -> dict:
+        """What `publish` puts in the object store. In the engine's dtype (bf16 on GPU: half the
+        bytes); a CPU tensor is not copied here, since `ray.put` copies it."""
         if self.lora:
             return _on_cpu(lora.lora_update(self.policy, base_unmerged=self.switches["base_unmerged"]))
-        # In the engine's dtype (bf16 on GPU: half the bytes); no copy of a CPU tensor (ray.put copies it).
         dtype = getattr(torch, resolve_dtype(self.s.rollout.dtype, self.device))
         return {
             k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype)
@@ -312,7 +328,7 @@ class LearnerCore:
         """Put the current weights in the object store once; returns (version, ref)."""
         import ray
 
-        state = self.weight_state()
+        state = self._publish_state()
         self.published_bytes = lora.state_bytes(state)
         self.weights_ref = ray.put(state)
         return self.version, self.weights_ref
