@@ -167,19 +167,6 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-def write_run_record(cfg, run_dir: Path, argv: list[str]) -> None:
-    """RUN_DIR/config.yaml (the resolved config, every default filled in) and RUN_DIR/command.txt."""
-    import shlex
-    import time
-
-    import yaml
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    (run_dir / "command.txt").write_text(f"{shlex.join(['poserft', *argv])}\n# cwd {Path.cwd()}\n# started {stamp}\n")
-
-
 def _cmd_train(args) -> int:
     import yaml
 
@@ -204,6 +191,8 @@ def _cmd_train(args) -> int:
             print(f"  {line}")
         ray.shutdown()
         return 0
+    from poserft.cluster.runlog import write_run_record
+
     write_run_record(cfg, run_dir, args.argv)
     if not args.verbose:
         from poserft.cluster.driver_logs import route_worker_logs

@@ -140,8 +140,8 @@ def run_demo(
         if _rl_finished(rl_dir, rl_cfg.rl.steps):
             print(f"using the finished run in {rl_dir} (delete it to train again)")
         else:
-            from poserft.cli import write_run_record
             from poserft.cluster.driver_logs import route_worker_logs
+            from poserft.cluster.runlog import write_run_record
 
             write_run_record(rl_cfg, rl_dir, ["demo"])  # config.yaml: the report reads the loss weights from it
             print(f"  worker output (vLLM, torch): {route_worker_logs(rl_dir / 'logs' / 'workers.log')}")

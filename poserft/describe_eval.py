@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from poserft.common.body import NUM_JOINTS, BodyModel
-from poserft.common.metrics import pa_mpjpe
+from poserft.common.metrics import pa_mpjpe, yaw_mpjpe
 from poserft.common.rotations import axis_angle_to_rot6d
 
 DEV_SET = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "human_dev" / "descriptions.jsonl"
@@ -109,24 +109,6 @@ def _pose_values(value, where: str) -> np.ndarray:
 
 
 # ---- metrics ---------------------------------------------------------------------------------
-
-
-def yaw_mpjpe(pred_m: torch.Tensor, target_m: torch.Tensor) -> torch.Tensor:
-    """MPJPE in mm after root alignment and the best rotation of `pred_m` about the vertical axis.
-
-    Broadcasts over leading dimensions: (..., J, 3) with (..., J, 3) -> (...). The angle maximises
-    sum_j <R_y(theta) p_j, t_j> = A cos(theta) + B sin(theta), so theta = atan2(B, A) with
-    A = sum(px tx + pz tz), B = sum(pz tx - px tz) (root-aligned joints).
-    """
-    p = pred_m.double() - pred_m.double()[..., :1, :]
-    t = target_m.double() - target_m.double()[..., :1, :]
-    p, t = torch.broadcast_tensors(p, t)
-    a = (p[..., 0] * t[..., 0] + p[..., 2] * t[..., 2]).sum(-1)
-    b = (p[..., 2] * t[..., 0] - p[..., 0] * t[..., 2]).sum(-1)
-    theta = torch.atan2(b, a)[..., None]
-    c, s = torch.cos(theta), torch.sin(theta)
-    turned = torch.stack([c * p[..., 0] + s * p[..., 2], p[..., 1], -s * p[..., 0] + c * p[..., 2]], dim=-1)
-    return (turned - t).norm(dim=-1).mean(-1) * 1000.0
 
 
 def target_ranks(dist: torch.Tensor, target_index) -> torch.Tensor:

@@ -68,3 +68,16 @@ class RunLog:
         pq.write_table(rollouts, self.run_dir / "rollouts" / f"step_{step:05d}.parquet", compression="zstd")
         self.ledger.append({"step": step, "version": version, "task_ids": task_ids})
         self.metrics.append(line)
+
+
+def write_run_record(cfg, run_dir: Path, argv: list[str]) -> None:
+    """RUN_DIR/config.yaml (the resolved config, every default filled in) and RUN_DIR/command.txt."""
+    import shlex
+    import time
+
+    import yaml
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    (run_dir / "command.txt").write_text(f"{shlex.join(['poserft', *argv])}\n# cwd {Path.cwd()}\n# started {stamp}\n")

@@ -109,3 +109,21 @@ def r_precision(text_emb, pose_emb, pool: int = 32, seed: int = 0, k: int = 1) -
         rank = (scores[:, 1:] >= scores[:, :1]).sum(1)
         res[f"r_precision_{name}"] = float((rank < k).double().mean() * 100)
     return res
+
+
+def yaw_mpjpe(pred_m: torch.Tensor, target_m: torch.Tensor) -> torch.Tensor:
+    """MPJPE in mm after root alignment and the best rotation of `pred_m` about the vertical axis.
+
+    Broadcasts over leading dimensions: (..., J, 3) with (..., J, 3) -> (...). The angle maximises
+    sum_j <R_y(theta) p_j, t_j> = A cos(theta) + B sin(theta), so theta = atan2(B, A) with
+    A = sum(px tx + pz tz), B = sum(pz tx - px tz) (root-aligned joints).
+    """
+    p = pred_m.double() - pred_m.double()[..., :1, :]
+    t = target_m.double() - target_m.double()[..., :1, :]
+    p, t = torch.broadcast_tensors(p, t)
+    a = (p[..., 0] * t[..., 0] + p[..., 2] * t[..., 2]).sum(-1)
+    b = (p[..., 2] * t[..., 0] - p[..., 0] * t[..., 2]).sum(-1)
+    theta = torch.atan2(b, a)[..., None]
+    c, s = torch.cos(theta), torch.sin(theta)
+    turned = torch.stack([c * p[..., 0] + s * p[..., 2], p[..., 1], -s * p[..., 0] + c * p[..., 2]], dim=-1)
+    return (turned - t).norm(dim=-1).mean(-1) * 1000.0

@@ -62,8 +62,8 @@ NAMES = {
 def nearest_named(joints_m: np.ndarray) -> list[str | None]:
     """(N, 24, 3) joints -> the canonical pose each is clearly near (see NAME_WITHIN_MM), or None."""
     from poserft.common.body import BodyModel
+    from poserft.common.metrics import yaw_mpjpe
     from poserft.data.pose_prior import CANONICAL_POSES
-    from poserft.describe_eval import yaw_mpjpe
 
     names = list(NAMES)
     canon = torch.from_numpy(BodyModel().joints_from_axis_angle(np.stack([CANONICAL_POSES[n] for n in names])))
