@@ -55,6 +55,7 @@ import pyarrow as pa
 import ray
 from ray.exceptions import RayError
 
+from poserft.cluster.autoscale import AutoscalePolicy, PoolMeter
 from poserft.cluster.inflight import (
     GeneratingBatch,
     InFlightStep,
@@ -65,10 +66,19 @@ from poserft.cluster.inflight import (
     stage_timer,
 )
 from poserft.cluster.metrics import StepMetrics
-from poserft.cluster.placement import bundle, check_feasible, placed_group_options, placed_options, release
+from poserft.cluster.placement import (
+    PendingGroup,
+    ask_group,
+    bundle,
+    check_feasible,
+    placed_group_options,
+    release,
+    request_capacity,
+    wait_placed,
+)
 from poserft.cluster.roles import Roles
 from poserft.cluster.runlog import Ledger, RunLog
-from poserft.common.config import Config
+from poserft.common.config import Config, ConfigError
 from poserft.common.schemas import response_rows
 from poserft.data.mixture import load_mixture
 from poserft.learner.learner import add_advantages
@@ -108,6 +118,12 @@ class Controller:
         self.ckpt_dir = self.run_dir / "checkpoints" / "latest"
         self.stop_requested = threading.Event()
         self.target_workers = self.s.rollout.num_workers
+        self.pending: list[PendingGroup] = []  # rollout workers asked for, waiting for room on a node
+        # rl.rollout.autoscale: the policy, the meter that feeds it, `poserft scale` calls not yet seen by it
+        auto = self.s.rollout.autoscale
+        self.autoscaler = AutoscalePolicy(auto, self.target_workers) if auto.enabled else None
+        self.meter, self.manual_scale, self.stale_seen = PoolMeter(time.time()), None, 0
+        self.requested_capacity: int | None = None  # bundles asked of Ray's autoscaler (request_resources)
         self.lock = threading.Lock()
         self.counters = {
             "dropped_stale_groups": 0,
@@ -146,6 +162,7 @@ class Controller:
         if n < 1:
             raise ValueError(f"rollout workers must be at least 1, got {n}")
         self.target_workers = n
+        self.manual_scale = n  # the autoscaler holds off until a full window on this pool
         return n
 
     def request_stop(self) -> bool:
@@ -223,7 +240,7 @@ class Controller:
         self.start_ckpt = self._restore()
         self._start_learner(self.start_ckpt)
         self._start_rewards()
-        self._apply_scaling()
+        self._apply_scaling(wait=True)
 
     # ---- rollout workers ----
     def _engine_kwargs(self) -> dict:
@@ -232,11 +249,23 @@ class Controller:
             return {}
         return engine_kwargs(r)  # dtype, GPU memory share, TP (poserft.rollout_workers.engine)
 
-    def _new_worker(self, idx: int) -> WorkerHandle:
+    def _ask_worker(self) -> PendingGroup:
+        """A new worker's placement group, not waited for: until a node has room it is demand for
+        Ray's autoscaler. Without rl.rollout.autoscale a request no node could hold is an error."""
         r = self.s.rollout
-        opts, pg = placed_options("rollout worker", r.num_cpus, r.num_gpus, r.resources, self.s.placement_timeout_s)
+        b = bundle(r.num_cpus, r.num_gpus, r.resources)
+        try:
+            check_feasible("rollout worker", b)
+        except ConfigError as err:
+            if self.autoscaler is None:
+                raise
+            print(f"{err}; left pending for the autoscaler (up to rl.placement_timeout_s)", flush=True)
+        return ask_group(b)
+
+    def _new_worker(self, idx: int, group: PendingGroup) -> WorkerHandle:
+        r = self.s.rollout
         cls = ray.remote(max_restarts=0)(self.roles.rollout_worker)
-        actor = cls.options(**opts).remote(
+        actor = cls.options(**group.options()).remote(
             self.start_ckpt,
             f"rollout-{idx}",
             r.engine,
@@ -245,7 +274,7 @@ class Controller:
             r.threads,
             **self.roles.rollout_kwargs,
         )
-        return WorkerHandle(actor=actor, pg=pg, id=f"rollout-{idx}")
+        return WorkerHandle(actor=actor, pg=group.pg, id=f"rollout-{idx}")
 
     def _sync_new_worker(self, w: WorkerHandle) -> None:
         """A new worker loads the newest weights before it takes work."""
@@ -262,10 +291,28 @@ class Controller:
         release(w.pg)
         self.workers.remove(w)
 
-    def _apply_scaling(self) -> None:
+    def _apply_scaling(self, wait: bool = False) -> None:
+        """Bring the pool to `target_workers`: ask for the groups of missing workers, start those
+        whose group is placed (`wait`: at start, wait for them), retire the extra ones."""
         live = [w for w in self.workers if not w.retire]
-        while len(live) < self.target_workers:
-            w = self._new_worker(self.next_worker_idx)
+        while len(live) + len(self.pending) < self.target_workers:
+            self.pending.append(self._ask_worker())
+        while self.pending and len(live) + len(self.pending) > self.target_workers:
+            release(self.pending.pop().pg)  # asked for but not placed yet: nothing to lose
+        self._request_capacity()
+        for group in list(self.pending):
+            timeout = self.s.placement_timeout_s
+            if wait and not wait_placed(group.pg, "rollout worker", group.bundle, timeout):
+                raise TimeoutError(
+                    f"rollout worker: the cluster has no free room for {group.bundle} on one node after "
+                    f"{timeout:.0f} s (rl.placement_timeout_s); add nodes or lower the request"
+                )
+            if not group.placed():
+                if time.monotonic() - group.since > timeout:
+                    self._give_up(group, live)
+                continue
+            self.pending.remove(group)
+            w = self._new_worker(self.next_worker_idx, group)
             self.next_worker_idx += 1
             self._sync_new_worker(w)
             self.workers.append(w)
@@ -277,8 +324,67 @@ class Controller:
             self._remove_worker(w)  # a retired worker's pending updates no longer matter
             print(f"removed {w.id} (now {len(self.workers)} rollout workers)", flush=True)
         with self.lock:
-            self.status["workers"] = len(self.workers)
+            self.status.update(workers=len(self.workers), pending_workers=len(self.pending))
         self.prom.set_workers({w.id: w.version for w in self.workers}, self.target_workers)
+
+    def _give_up(self, group: PendingGroup, live: list[WorkerHandle]) -> None:
+        """A worker's group found no room within rl.placement_timeout_s: train on with the rest."""
+        self.pending.remove(group)
+        release(group.pg)
+        self.target_workers = len(live) + len(self.pending)
+        if not self.target_workers:
+            raise TimeoutError(f"no rollout worker could be placed within {self.s.placement_timeout_s:.0f} s")
+        print(
+            f"rollout worker: no room for {group.bundle} after {self.s.placement_timeout_s:.0f} s "
+            f"(rl.placement_timeout_s); going on with {self.target_workers}",
+            flush=True,
+        )
+        if self.autoscaler is not None:
+            self.autoscaler.override(self.target_workers)
+
+    def _request_capacity(self) -> None:
+        """rl.rollout.autoscale: keep the request to Ray's autoscaler equal to the target pool, so
+        growth is asked for at once and a shrink frees nodes (placement.request_capacity)."""
+        if self.autoscaler is None or self.requested_capacity == self.target_workers:
+            return
+        r = self.s.rollout
+        request_capacity([bundle(r.num_cpus, r.num_gpus, r.resources)] * self.target_workers)
+        self.requested_capacity = self.target_workers
+
+    def _measure(self) -> None:
+        """The pool's state from now on, integrated by the autoscaler's meter (each turn of the loop)."""
+        if self.autoscaler is None:
+            return
+        ahead = len(self.batches) + len(self.ready_q) + (self.training is not None)
+        self.meter.mark(
+            time.time(),
+            learner_busy=self.training is not None,
+            busy_workers=sum(not w.idle for w in self.workers),
+            workers=len(self.workers),
+            bound_blocked=ahead > self.s.max_staleness,
+            pending=len(self.pending),
+        )
+
+    def _autoscale_step(self, timing: dict) -> dict:
+        """Between steps: this step's measurements go to the policy; a decision sets the target,
+        which _apply_scaling reaches as it does for `poserft scale`. Returns metrics.jsonl keys."""
+        if self.autoscaler is None:
+            return {}
+        dropped = self.counters["dropped_stale_groups"]
+        signals = self.meter.take(time.time(), timing.get("queue_depth", 0), stale_drops=dropped - self.stale_seen)
+        self.stale_seen = dropped
+        with self.lock:
+            manual, self.manual_scale = self.manual_scale, None
+        if manual is not None:
+            self.autoscaler.override(manual)
+        decision = self.autoscaler.observe(signals)
+        out = signals.as_metrics()
+        if decision is not None:
+            self.target_workers = decision.workers_to
+            self.prom.autoscale_decision(decision.direction, decision.reason)
+            print(decision.describe(), flush=True)
+            out.update(autoscale_direction=decision.direction, autoscale_reason=decision.reason)
+        return {**out, "target_workers": self.target_workers}
 
     def _worker_failed(self, w: WorkerHandle, ids, err) -> None:
         """Replace a worker whose call failed; `ids` and the shard it still generates are re-queued."""
@@ -313,10 +419,12 @@ class Controller:
                 break
             self._apply_scaling()
             self._dispatch(stopping)  # 1. generate: bounded by max_staleness, sharded over the idle workers
+            self._measure()  # (rl.rollout.autoscale) what the pool does while the loop waits
             self._collect()  # 2. whatever finished: shards, deferred weight updates, the learner step
             self._score_complete_batches()  # 3. reward: batches whose shards are all back
             if self.training is None:  # 4. train the oldest ready batch if the learner is free
                 self.training = self._start_training()
+            self._measure()
         if self.training is not None:
             self._finish_step(self.training, start_next=False)
         self.checkpoint()
@@ -363,6 +471,7 @@ class Controller:
 
     def _collect(self) -> None:
         waitable = [*self.shard_of, *self.sync_of, *([self.training.ref] if self.training else [])]
+        waitable += [g.ready for g in self.pending]  # a placed group wakes the loop to start its worker
         if not waitable and not self.ready_q:
             raise RuntimeError("controller has nothing in flight and nothing to train: no rollout worker is available")
         if not waitable:
@@ -477,6 +586,7 @@ class Controller:
             if start_next and not checkpoint_now:
                 following = self._start_training()
             timing["sync_deferred"] = self._sync_weights()
+        timing.update(self._autoscale_step(timing))
         self._record_step(step.batch, metrics)
         if checkpoint_now:
             with stage_timer("checkpoint", timing):
@@ -574,6 +684,10 @@ class Controller:
         for w in list(self.workers):
             ray.kill(w.actor)
             release(w.pg)
+        for group in self.pending:
+            release(group.pg)
+        if self.requested_capacity:
+            request_capacity([])  # the autoscaler may remove the rollout nodes once idle
         if self.rewards is not None:
             self.rewards.shutdown()
         if self.learner is not None:

@@ -3,7 +3,8 @@
 The controller already writes one `line` per learner step to `metrics.jsonl` (stage times,
 rewards, losses, counters). `StepMetrics.observe(line, scored)` turns that same line, plus the
 scored Arrow batch, into Prometheus series, so the file and the dashboard never disagree.
-Worker count and per-worker policy versions are set by `set_workers` wherever the pool changes;
+Worker count and per-worker policy versions are set by `set_workers` wherever the pool changes,
+and `autoscale_decision` counts each decision of `rl.rollout.autoscale`;
 the controller's cumulative counters (dropped stale groups, re-queued prompts, worker failures)
 are read at scrape time, so they are current even between steps.
 
@@ -29,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from poserft.cluster.autoscale import DECISION_KINDS
 from poserft.common.schemas import REWARD_COMPONENTS, response_rows
 from poserft.reward_service.rewards import REWARD_TIMING_KEY  # per-component seconds of one scorer call
 
@@ -145,6 +147,13 @@ class StepMetrics:
         self.workers_target = gauge(
             "poserft_rollout_workers_target", "Rollout workers asked for (config or `poserft scale`)."
         )
+        self.autoscale = counter(
+            "poserft_autoscale_decisions_total",
+            "Rollout-pool changes decided by rl.rollout.autoscale, by direction (up, down) and reason.",
+            ["direction", "reason"],
+        )
+        for direction, reason in DECISION_KINDS:  # series exist (at 0) from the first scrape, so increase() works
+            self.autoscale.labels(direction=direction, reason=reason)
         self.queue_depth = gauge(
             "poserft_controller_queue_depth_batches",
             "Scored batches waiting for the learner when the last batch started training.",
@@ -214,6 +223,9 @@ class StepMetrics:
         self.workers.set(len(versions))
         if target is not None:
             self.workers_target.set(target)
+
+    def autoscale_decision(self, direction: str, reason: str) -> None:
+        self.autoscale.labels(direction=direction, reason=reason).inc()
 
     def observe(self, line: dict, scored: pa.Table) -> None:
         """One finished step: the metrics.jsonl `line` and the scored batch it trained on.

@@ -11,11 +11,20 @@ is never asked to use the group (it accepts one GPU per bundle only).
 
 A group that cannot be placed yet waits up to `rl.placement_timeout_s` (an autoscaler adding a
 GPU node takes minutes) and prints a progress line every PROGRESS_EVERY_S seconds meanwhile.
+
+Rollout workers added while training runs are asked for without waiting (`ask_group`): the loop
+goes on with the pool it has, and the worker starts once its group is placed. A group that no
+node can hold yet is pending demand, which Ray's autoscaler (KubeRay's, or `ray up`'s) answers by
+adding a node; with `rl.rollout.autoscale` the controller also pre-requests the whole pool's
+bundles (`request_capacity`, Ray's `request_resources`) and lowers the request when it shrinks,
+so idle nodes can be removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
+from dataclasses import dataclass, field
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
@@ -119,16 +128,50 @@ def placed_group_options(
             f"{role}: the cluster has no free room for {whole} on one node after {timeout_s:.0f} s "
             "(rl.placement_timeout_s); add nodes or lower the request"
         )
-    opts = [
-        {
-            "num_cpus": b.get("CPU", 0.0),
-            "num_gpus": b.get("GPU", 0.0),
-            "resources": {k: v for k, v in b.items() if k not in ("CPU", "GPU")},
-            "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=i),
-        }
-        for i, b in enumerate(bundles)
-    ]
-    return opts, pg
+    return [bundle_options(b, pg, i) for i, b in enumerate(bundles)], pg
+
+
+def bundle_options(b: dict[str, float], pg, index: int = 0) -> dict:
+    """Actor options that run in bundle `index` (= `b`) of group `pg`."""
+    return {
+        "num_cpus": b.get("CPU", 0.0),
+        "num_gpus": b.get("GPU", 0.0),
+        "resources": {k: v for k, v in b.items() if k not in ("CPU", "GPU")},
+        "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=index),
+    }
+
+
+@dataclass
+class PendingGroup:
+    """A one-bundle group asked for and not waited for (see `ask_group`)."""
+
+    bundle: dict[str, float]
+    pg: object
+    ready: object  # ObjectRef that resolves once the group is placed
+    since: float = field(default_factory=time.monotonic)
+
+    def placed(self) -> bool:
+        done, _ = ray.wait([self.ready], timeout=0)
+        return bool(done)
+
+    def options(self) -> dict:
+        return bundle_options(self.bundle, self.pg)
+
+
+def ask_group(b: dict[str, float]) -> PendingGroup:
+    """Create a one-bundle group without waiting for it: until a node has room it is pending
+    demand for the autoscaler. The caller checks `placed()` and releases it on giving up."""
+    pg = placement_group([b], strategy="STRICT_PACK")
+    return PendingGroup(b, pg, pg.ready())
+
+
+def request_capacity(bundles: list[dict[str, float]]) -> None:
+    """Ask Ray's autoscaler to keep room for all of `bundles` at once (what runs in them counts);
+    `[]` withdraws the request. One request per cluster: the last call wins. Without an autoscaler
+    nothing reads it."""
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[dict(b) for b in bundles])
 
 
 def wait_placed(pg, role: str, whole: dict[str, float], timeout_s: float, every_s: float = PROGRESS_EVERY_S) -> bool:

@@ -5,6 +5,7 @@
 from poserft.common.config.loader import load_config, parse_override, validate_config
 from poserft.common.config.schema import (
     EVAL_MAX_NEW_TOKENS,
+    AutoscaleConfig,
     BodyConfig,
     Config,
     ConfigError,
@@ -26,6 +27,7 @@ from poserft.common.config.schema import (
 
 __all__ = [
     "EVAL_MAX_NEW_TOKENS",
+    "AutoscaleConfig",
     "BodyConfig",
     "Config",
     "ConfigError",

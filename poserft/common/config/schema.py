@@ -371,8 +371,52 @@ class SamplingConfig(Section):
     )
 
 
+class AutoscaleConfig(Section):
+    """`rl.rollout.autoscale`: the controller sizes the rollout pool from its own measurements
+    (poserft.cluster.autoscale; docs/architecture.md §3)."""
+
+    enabled: bool = Field(False, description="Let the controller grow and shrink the rollout pool between steps.")
+    min_workers: int = Field(1, ge=1, description="Fewest rollout workers the autoscaler keeps.")
+    max_workers: int = Field(8, ge=1, description="Most rollout workers the autoscaler asks for.")
+    window_steps: int = Field(
+        3, ge=1, description="Consecutive learner steps a grow or shrink condition must hold before the pool changes."
+    )
+    cooldown_steps: int = Field(
+        2, ge=0, description="Steps not measured after any change of the pool (decision, `poserft scale`, a new node)."
+    )
+    grow_wait_frac: float = Field(
+        0.1, gt=0, lt=1, description="Grow when the learner waits for a ready batch at least this share of each step..."
+    )
+    grow_busy_frac: float = Field(
+        0.8, gt=0, le=1, description="...while the rollout workers generate at least this share of that wait."
+    )
+    shrink_idle_frac: float = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="Shrink when the workers sit idle behind the staleness bound at least this share of their time "
+        "(and the learner waits less than half of grow_wait_frac).",
+    )
+    shrink_busy_frac: float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description="Shrink to the pool that carries the measured generation load at this utilisation.",
+    )
+
+    @model_validator(mode="after")
+    def _check_bounds(self):
+        if self.min_workers > self.max_workers:
+            raise _rule(
+                "min_workers",
+                f"is {self.min_workers}, above max_workers {self.max_workers}; use min_workers <= max_workers",
+            )
+        return self
+
+
 class RolloutConfig(Section):
     num_workers: int = Field(2, ge=1, description="Rollout workers at start; change at run time with `poserft scale`.")
+    autoscale: AutoscaleConfig = AutoscaleConfig()
     engine: Literal["vllm", "hf"] = Field("vllm")
     tensor_parallel_size: int = Field(1, ge=1)
     kv_cache_mb: int = Field(
@@ -407,6 +451,13 @@ class RolloutConfig(Section):
         _check_quantities(num_cpus=self.num_cpus, num_gpus=self.num_gpus)
         _check_custom_resources(self.resources)
         tp, gpus = self.tensor_parallel_size, self.num_gpus
+        auto = self.autoscale
+        if auto.enabled and not auto.min_workers <= self.num_workers <= auto.max_workers:
+            raise _rule(
+                "num_workers",
+                f"is {self.num_workers}, outside autoscale's [{auto.min_workers}, {auto.max_workers}]; start inside "
+                "the bounds the autoscaler keeps",
+            )
         if self.engine == "hf" and tp > 1:
             raise _rule(
                 "tensor_parallel_size",
