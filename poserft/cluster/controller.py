@@ -200,6 +200,8 @@ class Controller:
         )
         resume = str(self.ckpt_dir) if start != self.sft_ckpt else None
         cls = ray.remote(max_restarts=0)(self.roles.learner)
+        if self._broadcast:  # rank 0 sends weights on a second thread while it trains the next step
+            opts = [{**opt, "max_concurrency": 2} for opt in opts]
         ranks = [
             cls.options(**opt).remote(
                 self.sft_ckpt,
@@ -276,8 +278,47 @@ class Controller:
         )
         return WorkerHandle(actor=actor, pg=group.pg, id=f"rollout-{idx}")
 
+    @property
+    def _broadcast(self) -> bool:
+        return self.s.rollout.weight_sync == "broadcast"
+
+    def _open_channel(self, w: WorkerHandle) -> None:
+        """rl.rollout.weight_sync broadcast: the learner's channels to a new worker (its policy
+        copy, and its vLLM engine's workers), opened by both sides at once."""
+        engine_world = ray.get(w.actor.engine_world_size.remote())
+        copy_ep, engine_ep = ray.get([self.learner.new_weight_endpoint.remote() for _ in range(2)])
+        engine_ep = engine_ep if engine_world else None
+        ray.get(
+            [
+                self.learner.open_weight_channel.remote(w.id, copy_ep, engine_ep, engine_world),
+                w.actor.join_weight_channel.remote(copy_ep, engine_ep),
+            ]
+        )
+
+    def _broadcast_to(self, workers: list[WorkerHandle]) -> None:
+        """rl.rollout.weight_sync broadcast: send the newest weights to idle `workers` and wait."""
+        pairs = [
+            (w, self.learner.send_weights.remote(w.id), w.actor.receive_weights.remote(self.version, self.weights_ref))
+            for w in workers
+        ]
+        for w, sent, received in pairs:
+            try:
+                w.version = ray.get(received)
+                ray.get(sent)
+            except RayError as err:
+                self.learner.close_weight_channel.remote(w.id)
+                self._worker_failed(w, [], err)
+
     def _sync_new_worker(self, w: WorkerHandle) -> None:
         """A new worker loads the newest weights before it takes work."""
+        if self._broadcast:
+            self._open_channel(w)
+            self._broadcast_to([w])
+            if w.version != self.version:
+                raise RuntimeError(
+                    f"new rollout worker {w.id} got policy version {w.version}, the learner {self.version}"
+                )
+            return
         version = ray.get(w.actor.get_version.remote())
         if version < self.version and self.weights_ref is not None:
             version = ray.get(w.actor.update_weights.remote(self.version, self.weights_ref))
@@ -287,6 +328,8 @@ class Controller:
 
     def _remove_worker(self, w: WorkerHandle) -> None:
         self._forget_syncs(w)
+        if self._broadcast:
+            self.learner.close_weight_channel.remote(w.id)
         ray.kill(w.actor)
         release(w.pg)
         self.workers.remove(w)
@@ -456,6 +499,9 @@ class Controller:
             if any(b.partly_returned() for b in self.batches):
                 return  # wait for the rest of that batch, then its workers start the next one together
             idle = [w for w in self.workers if w.idle and not w.retire]
+            if self._broadcast and any(w.version < self.version for w in idle):
+                self._broadcast_to([w for w in idle if w.version < self.version])  # those busy at the last sync
+                idle = [w for w in idle if w in self.workers]
             if not idle:
                 return
             batch = GeneratingBatch(self._next_prompts(), time.time())
@@ -597,6 +643,10 @@ class Controller:
     def _sync_weights(self) -> int:
         """Send the new weights to every worker; wait only for the idle ones. Returns how many
         updates were deferred (busy workers: collected when they arrive, see `_sync_returned`)."""
+        if self._broadcast:  # busy workers get theirs in _dispatch, once idle
+            idle = [w for w in self.workers if w.idle]
+            self._broadcast_to(idle)
+            return len(self.workers) - len(idle)
         blocking, deferred = [], 0
         for w in self.workers:
             r = w.actor.update_weights.remote(self.version, self.weights_ref)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,6 +31,7 @@ import torch.distributed as dist
 from poserft.common.config import ModelConfig, RLConfig
 from poserft.common.device import resolve_dtype, role_device
 from poserft.common.schemas import POSE_DIM
+from poserft.common.weight_channel import WeightChannel, endpoint, send_state, tensor_meta
 from poserft.learner.hygrpo import HyGRPOBatch, continuous_advantages, group_advantages, hygrpo_loss
 from poserft.model import lora
 from poserft.model.checkpoint import load_policy, save_policy
@@ -238,6 +240,9 @@ class LearnerCore:
         self.version = int(self.policy.meta.get("policy_version", 0))
         self.weights_ref = None
         self.published_bytes = 0
+        self.channels: dict[str, list[WeightChannel]] = {}  # rl.rollout.weight_sync broadcast: per worker
+        self._snapshot: tuple[int, dict] | None = None  # (version, state) the channels send
+        self._send_locks: dict[str, threading.Lock] = {}
         if resume_dir and (Path(resume_dir) / "learner_state.pt").is_file():
             state = torch.load(Path(resume_dir) / "learner_state.pt", weights_only=False)
             try:
@@ -325,13 +330,75 @@ class LearnerCore:
         }
 
     def publish(self):
-        """Put the current weights in the object store once; returns (version, ref)."""
+        """Put the current weights in the object store once; returns (version, ref). With
+        `rl.rollout.weight_sync: broadcast` keep a snapshot on this rank's device for the weight
+        channels instead, and return (version, its tensor list) for the receivers."""
         import ray
 
+        if self.s.rollout.weight_sync == "broadcast":
+            state = self._broadcast_state()
+            self._snapshot = (self.version, state)
+            self.published_bytes = lora.state_bytes(state)
+            self.weights_ref = tensor_meta(state)
+            return self.version, self.weights_ref
         state = self._publish_state()
         self.published_bytes = lora.state_bytes(state)
         self.weights_ref = ray.put(state)
         return self.version, self.weights_ref
+
+    # ---- rl.rollout.weight_sync: broadcast (poserft.common.weight_channel) ----
+    def _broadcast_state(self) -> dict:
+        """The full policy state a rollout worker loads (LoRA merged in), in the engine's dtype,
+        copied on this rank's device so that training on does not change it."""
+        dtype = getattr(torch, resolve_dtype(self.s.rollout.dtype, self.device))
+        with torch.no_grad():
+            state = self.policy.state_dict()
+            if self.lora:
+                state = {k: v for k, v in state.items() if not k.startswith("lm.")}
+                state |= {f"lm.{k}": v for k, v in lora.plain_state(self.policy.lm).items()}
+            return {
+                k: v.detach().to(dtype if v.is_floating_point() else v.dtype, copy=True).contiguous()
+                for k, v in state.items()
+            }
+
+    def new_weight_endpoint(self) -> dict:
+        """A free address on this rank's node for a weight channel (its TCP store)."""
+        return endpoint()
+
+    def open_weight_channel(self, worker_id: str, copy_ep: dict, engine_ep: dict | None = None, engine_world: int = 0):
+        """Rank 0: open the channels to one rollout worker (its policy copy; its vLLM engine's
+        workers when `engine_ep` is given) while the worker joins them (`join_weight_channel`)."""
+        if self.rank != 0:
+            raise ValueError(f"open_weight_channel: only rank 0 sends weights, this is rank {self.rank}")
+        self.close_weight_channel(worker_id)
+        chans = [WeightChannel.open(copy_ep["master_address"], copy_ep["master_port"], 0, 2, self.device)]
+        if engine_ep is not None:
+            chans.append(
+                WeightChannel.open(engine_ep["master_address"], engine_ep["master_port"], 0, engine_world, self.device)
+            )
+        self.channels[worker_id] = chans
+        self._send_locks.setdefault(worker_id, threading.Lock())
+        return len(chans)
+
+    def send_weights(self, worker_id: str) -> int:
+        """Broadcast the last published weights to one worker while it runs `receive_weights`
+        with the tensor list `publish` returned; returns their version. The policy copy gets
+        every tensor, the engine the LM's under their HF names, in the same order."""
+        if worker_id not in self.channels:
+            raise ValueError(f"send_weights: no weight channel to {worker_id}; open_weight_channel first")
+        if self._snapshot is None:
+            self.publish()
+        version, state = self._snapshot
+        with self._send_locks[worker_id]:
+            chans = self.channels[worker_id]
+            send_state(chans[0], state)
+            if len(chans) > 1:
+                send_state(chans[1], {k: v for k, v in state.items() if k.startswith("lm.")})
+        return version
+
+    def close_weight_channel(self, worker_id: str) -> None:
+        for ch in self.channels.pop(worker_id, []):
+            ch.close()
 
     def latest_weights(self):
         """(version, ref) of the weights last published; publishes first if none yet."""

@@ -57,6 +57,7 @@ def engine_kwargs(rollout) -> dict:
         "enable_sleep_mode": rollout.colocate,
         "dtype": rollout.dtype,
         "gpu_memory_utilization": round(share, 4),
+        "weight_sync": "nccl" if rollout.weight_sync == "broadcast" else "file",
     }
 
 

@@ -25,6 +25,7 @@ import torch
 
 from poserft.common.device import role_device
 from poserft.common.schemas import ROLLOUT_RECORD_SCHEMA, VersionMismatch, check_rollout_request
+from poserft.common.weight_channel import WeightChannel, receive_state
 from poserft.model import lora
 from poserft.model.checkpoint import load_policy
 from poserft.model.generation import decode_response, pose_from_response, prompt_embeddings
@@ -67,6 +68,8 @@ class RolloutWorkerCore:
         else:
             raise ValueError(f"unknown rollout engine {engine!r}; known: vllm, hf")
         self.engine_name = engine
+        self.tensor_parallel_size = int((engine_kwargs or {}).get("tensor_parallel_size", 1))
+        self.channel: WeightChannel | None = None  # rl.rollout.weight_sync broadcast
 
     # ---- info ----
     def info(self) -> dict:
@@ -224,6 +227,49 @@ class RolloutWorkerCore:
         self.version = version
         return version
 
+    # ---- rl.rollout.weight_sync: broadcast (poserft.common.weight_channel) ----
+    def engine_world_size(self) -> int:
+        """Members of the engine's weight channel: the learner and each TP rank; 0 for engine hf
+        (it shares this worker's copy of the policy, which gets the weights anyway)."""
+        return 1 + self.tensor_parallel_size if self.engine_name == "vllm" else 0
+
+    def join_weight_channel(self, copy_ep: dict, engine_ep: dict | None = None) -> int:
+        """Join the learner's channels (`LearnerCore.open_weight_channel`, running meanwhile):
+        this actor's policy copy as rank 1 of 2, then the vLLM workers from rank 1 on."""
+        if self.channel is not None:
+            self.channel.close()
+        self.channel = WeightChannel.open(copy_ep["master_address"], copy_ep["master_port"], 1, 2, self.device)
+        if engine_ep is not None:
+            if self.engine_name != "vllm":
+                raise ValueError(f"{self.worker_id}: engine {self.engine_name} has no weight channel of its own")
+            self.engine.join_weight_transfer(
+                {**engine_ep, "rank_offset": 1, "world_size": self.engine_world_size(), "packed": False}
+            )
+        return self.version
+
+    def receive_weights(self, version: int, meta: list) -> int:
+        """The receiving half of `LearnerCore.send_weights`: the full policy state (`meta`: its
+        tensor list, as `publish` returned it) over the channel, then the LM's tensors into the
+        engine. Accepts the version it already holds (a repeated send is harmless)."""
+        if self.channel is None:
+            raise RuntimeError(f"{self.worker_id}: receive_weights before join_weight_channel")
+        if version < self.version:
+            raise VersionMismatch(f"{self.worker_id}: update to version {version} but already at {self.version}")
+        state = receive_state(self.channel, meta)
+        if self.engine_name == "vllm":
+            lm = [(k[len("lm.") :], d, s) for k, d, s in meta if k.startswith("lm.")]
+            self.engine.receive_weights(
+                {"names": [k for k, _, _ in lm], "dtype_names": [d for _, d, _ in lm], "shapes": [s for _, _, s in lm]}
+            )
+        own = self.policy.state_dict()
+        unknown = [k for k in state if k not in own]
+        if unknown:
+            raise ValueError(f"receive_weights got unknown parameters {unknown[:3]}")
+        with torch.no_grad():
+            self.policy.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+        self.version = version
+        return version
+
     def _update_lora(self, version: int, state: dict) -> int:
         """Merge a LoRA-only update into W0 of the start checkpoint and load the result."""
         lm = self.policy.lm
@@ -285,7 +331,7 @@ class RolloutWorkerCore:
         return (
             self.engine.weight_checksum(name)
             if self.engine_name == "vllm"
-            else float(dict(self.policy.lm.named_parameters())[name].sum())
+            else float(dict(self.policy.lm.named_parameters())[name].detach().sum())
         )
 
 

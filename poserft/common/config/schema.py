@@ -445,6 +445,13 @@ class RolloutConfig(Section):
         description="Share of each GPU's memory vLLM may take (weights + KV cache); null = 0.85 x num_gpus (at most "
         "0.85), 0.5 with colocate.",
     )
+    weight_sync: Literal["file", "broadcast"] = Field(
+        "file",
+        description="How new weights reach the workers. file: the learner puts them in Ray's object store and each "
+        "worker hands them to vLLM through a file in /dev/shm (CPU, and the fallback). broadcast: learner rank 0 "
+        "sends them to each worker over its own process group, in the engine's dtype: NCCL on GPUs (vLLM's "
+        "weight-transfer API for the engine), gloo on CPU (engine hf only).",
+    )
 
     @model_validator(mode="after")
     def _check_request(self):
@@ -457,6 +464,12 @@ class RolloutConfig(Section):
                 "num_workers",
                 f"is {self.num_workers}, outside autoscale's [{auto.min_workers}, {auto.max_workers}]; start inside "
                 "the bounds the autoscaler keeps",
+            )
+        if self.weight_sync == "broadcast" and self.engine == "vllm" and gpus == 0:
+            raise _rule(
+                "weight_sync",
+                "is broadcast, which feeds a vLLM engine over NCCL and so needs GPUs (num_gpus > 0); on CPU use file, "
+                "or engine hf",
             )
         if self.engine == "hf" and tp > 1:
             raise _rule(
