@@ -26,8 +26,21 @@ count it prints, in simulated seconds over the steps after the first:
 The knee ("stops scaling") is the first worker count within 10 % of the best throughput of its
 series; "learner-bound" marks learner_util >= 0.85.
 
+`--autoscale` runs `rl.rollout.autoscale` instead of a sweep (max_staleness 1 unless --staleness
+names one value; a workload whose generation on one worker is ~3x the learner step:
+prefill_mfu 0.15, changeable with --model). First fixed pools (--workers, default 1..6) measure
+the learner-bound throughput (the best of them) and what each pool size reaches. Then one run
+starts from 1 worker with the autoscaler on (max_workers --max-workers); after --steps learner
+steps the modelled generation becomes --slowdown times longer (as longer responses would make
+it) for another --steps. Per phase it reports: the pool the time model needs (the smallest
+whose slowest shard generates within the learner step), the size the autoscaler settled at and
+its throughput over the phase's last quarter, the smallest fixed pool reaching that throughput
+(within 5 %), the steps until the throughput (over 5 steps) first reached 90 % of the learner-bound
+one, and the decisions per 100 steps after that point (0 = no oscillation); plus every decision.
+
     python benchmarks/bench_scale.py [--quick] [--time-scale 0.1] [--workers 1,2,4] [--staleness 0,1,3]
                                      [--model response_max=1000] [--set rl.learner.num_gpus=1] [--out FILE]
+    python benchmarks/bench_scale.py --autoscale [--quick] [--steps 60] [--slowdown 1.75] [--max-workers 8]
 
 Ray warns that many worker processes are starting on a 2-core node; that is expected here.
 """
@@ -50,6 +63,10 @@ from benchmarks.common import print_table, write_json  # noqa: E402
 
 LEARNER_BOUND = 0.85  # learner utilisation from which the learner is called the bottleneck
 KNEE = 0.90  # throughput stops scaling at the first worker count within 10 % of the series' best
+AUTOSCALE_MODEL = {"prefill_mfu": 0.15}  # --autoscale: generation ~3x the learner step on one worker
+REACHED = 0.90  # --autoscale: "reached" = 90 % of the learner-bound throughput
+SAME = 0.95  # a fixed pool "reaches the same throughput" within 5 %
+ROLLING = 5  # steps over which --autoscale measures throughput
 
 
 def settle(timeout_s: float = 60.0) -> None:
@@ -245,6 +262,221 @@ def mark(rows: list[dict], sim, cfg) -> None:
             r["note"] = ", ".join(notes)
 
 
+def needed_pool(sim, cfg, version: int, most: int = 64) -> dict:
+    """What the time model says about one step: generation on one worker, the learner step, and
+    the smallest pool whose slowest shard (prompts split as the controller splits them)
+    generates within the learner step."""
+    import numpy as np
+
+    from poserft.cluster.inflight import split_even
+
+    s = cfg.rl
+    g = s.group_size
+    plen = np.repeat([sim.prompt_len(s.tasks[i % len(s.tasks)]) for i in range(s.prompts_per_step)], g)
+    rlen = np.array(
+        [sim.response_len(f"t{i // g}", i % g, version, 0, s.sampling.max_tokens) for i in range(len(plen))]
+    )
+    learner = sim.learner_seconds(int((plen + rlen).sum()), s.updates_per_batch, s.beta > 0 or s.beta_c > 0, False)
+    learner += sim.publish_seconds()
+
+    def batch_s(n: int) -> float:
+        parts = split_even(list(range(s.prompts_per_step)), n)
+        rows = [np.concatenate([np.arange(p * g, (p + 1) * g) for p in part]) for part in parts]
+        return max(sim.generation_seconds(plen[r], rlen[r], g)["total"] for r in rows) * sim.gen_factor(version)
+
+    need = next((n for n in range(1, most + 1) if batch_s(n) <= learner), most)
+    return {"gen_1_worker_s": batch_s(1), "learner_s": learner, "model_need": need}
+
+
+def _rolling(lines: list[dict], time_scale: float) -> list[float | None]:
+    """Samples/s (simulated) over the ROLLING steps up to each step (None before there are enough)."""
+    out = []
+    for i, ln in enumerate(lines):
+        if i < ROLLING:
+            out.append(None)
+            continue
+        before = lines[i - ROLLING]
+        out.append((ln["samples"] - before["samples"]) / ((ln["time"] - before["time"]) / time_scale))
+    return out
+
+
+def _reached(rolling: list[float | None], first: int, last: int, level: float) -> int | None:
+    """The index in [first, last) where the rolling throughput first reaches `level`; after a dip
+    below it when the phase starts above it (phase 2: the pool must catch up with the change)."""
+    start = first
+    if first > 0:
+        dip = next((i for i in range(first, last) if rolling[i] is not None and rolling[i] < level), None)
+        if dip is None:
+            return min(first + ROLLING - 1, last - 1)
+        start = dip
+    return next((i for i in range(start, last) if rolling[i] is not None and rolling[i] >= level), None)
+
+
+def autoscale_run(args, sim, workdir: Path) -> dict:
+    """Fixed pools, then the autoscaled run with its mid-run change (see the module docstring)."""
+    import json
+
+    import ray
+
+    from benchmarks.sim_roles import run_simulation, sim_config, summarise, write_sim_dataset
+
+    phase = args.steps or (20 if args.quick else 60)
+    fixed_steps = 8 if args.quick else 14
+    pools = (
+        [int(w) for w in args.workers.split(",")] if args.workers else ([1, 2, 4] if args.quick else [1, 2, 3, 4, 5, 6])
+    )
+    ks = [int(k) for k in args.staleness.split(",")]
+    k = ks[0] if len(ks) == 1 else 1
+    base, _ = sim_config(args.config, args.set, sim, workdir / "data", workdir / "probe")
+    rows = max(4096, 2 * (2 * phase + fixed_steps * len(pools)) * base.rl.prompts_per_step)
+    data = write_sim_dataset(workdir / "data", rows, tuple(base.rl.tasks))
+    common = [*args.set, f"rl.max_staleness={k}", "rl.checkpoint_every=1000"]
+    fixed = []
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        for n in pools:
+            run_dir = workdir / f"fixed_n{n}"
+            cfg, run_sim = sim_config(
+                args.config, [*common, f"rl.rollout.num_workers={n}", f"rl.steps={fixed_steps}"], sim, data, run_dir
+            )
+            print(f"fixed pool of {n} rollout workers, {fixed_steps} steps ...", end=" ", flush=True)
+            settle()
+            run_simulation(cfg, run_sim, run_dir)
+            fixed.append({"workers": n, **summarise(run_dir, sim.time_scale, cfg.rl.group_size, n)})
+            print(f"{fixed[-1]['samples_per_s']:.1f} samples/s", flush=True)
+        over = [
+            *common,
+            "rl.rollout.num_workers=1",
+            "rl.rollout.autoscale.enabled=true",
+            "rl.rollout.autoscale.min_workers=1",
+            f"rl.rollout.autoscale.max_workers={args.max_workers}",
+            f"rl.steps={2 * phase}",
+        ]
+        run_dir = workdir / "autoscale"
+        cfg, run_sim = sim_config(args.config, over, sim, data, run_dir)
+        run_sim = replace(run_sim, gen_scale=args.slowdown, gen_scale_from_version=phase)
+        print(
+            f"autoscale from 1 worker: {phase} steps, then generation x{args.slowdown} for {phase} steps ...",
+            end=" ",
+            flush=True,
+        )
+        settle()
+        t0 = time.time()
+        run_simulation(cfg, run_sim, run_dir)
+        print(f"{time.time() - t0:.0f} s real", flush=True)
+    finally:
+        ray.shutdown()
+    lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    plateau = max(r["samples_per_s"] for r in fixed)
+    rolling = _rolling(lines, sim.time_scale)
+    decisions = [
+        {
+            "step": ln["step"],
+            "direction": ln["autoscale_direction"],
+            "reason": ln["autoscale_reason"],
+            "target": ln["target_workers"],
+        }
+        for ln in lines
+        if "autoscale_direction" in ln
+    ]
+    phases = []
+    for name, first, last, version in (
+        ("1", 0, phase, 0),
+        (f"2 (generation x{args.slowdown})", phase, 2 * phase, phase),
+    ):
+        part = lines[first:last]
+        tail = part[-max(ROLLING, len(part) // 4) :]
+        settled_tput = (tail[-1]["samples"] - tail[0]["samples"]) / (
+            (tail[-1]["time"] - tail[0]["time"]) / sim.time_scale
+        )
+        reach = _reached(rolling, first, last, REACHED * plateau)
+        after = [d for d in decisions if reach is not None and lines[reach]["step"] < d["step"] <= last]
+        span = last - (reach if reach is not None else last)
+        model = needed_pool(run_sim, cfg, version)
+        same = (
+            next((r["workers"] for r in fixed if r["samples_per_s"] >= SAME * settled_tput), None)
+            if first == 0
+            else None
+        )
+        phases.append(
+            {
+                "phase": name,
+                "steps": f"{first + 1}-{last}",
+                **model,
+                "settled_workers": part[-1]["target_workers"],
+                "settled_samples_per_s": settled_tput,
+                "smallest_fixed_same": same if same is not None else "-",
+                "steps_to_90pct": (reach - first + 1) if reach is not None else "never",
+                "decisions": sum(1 for d in decisions if first < d["step"] <= last),
+                "decisions_per_100_settled": 100 * len(after) / span if span else "-",
+            }
+        )
+    return {
+        "max_staleness": k,
+        "phase_steps": phase,
+        "fixed_steps": fixed_steps,
+        "slowdown": args.slowdown,
+        "max_workers": args.max_workers,
+        "learner_bound_samples_per_s": plateau,
+        "model_ceiling_samples_per_s": base.rl.prompts_per_step * base.rl.group_size / phases[0]["learner_s"],
+        "fixed": fixed,
+        "phases": phases,
+        "decisions": decisions,
+        "steps": [
+            {
+                k_: ln.get(k_)
+                for k_ in (
+                    "step",
+                    "time",
+                    "samples",
+                    "workers",
+                    "target_workers",
+                    "learner_wait_frac",
+                    "worker_busy_frac",
+                    "starved_busy_frac",
+                    "queue_depth",
+                    "idle_behind_bound_frac",
+                    "autoscale_direction",
+                )
+            }
+            for ln in lines
+        ],
+        "rolling_samples_per_s": rolling,
+        "config": cfg,
+    }
+
+
+def print_autoscale(result: dict, sim) -> None:
+    print(
+        f"\nfixed pools, max_staleness {result['max_staleness']}, steps 2..{result['fixed_steps']} (simulated seconds, "
+        f"time scale {sim.time_scale})"
+    )
+    print_table(result["fixed"], ["workers", "samples_per_s", "learner_util", "rollout_util", "mean_staleness"])
+    print(
+        f"learner-bound throughput (best fixed pool): {result['learner_bound_samples_per_s']:.1f} samples/s; "
+        f"the time model's ceiling {result['model_ceiling_samples_per_s']:.1f}"
+    )
+    print(f"\nautoscale from 1 worker (rl.rollout.autoscale defaults, max_workers {result['max_workers']})")
+    print_table(
+        result["phases"],
+        [
+            "phase",
+            "steps",
+            "gen_1_worker_s",
+            "learner_s",
+            "model_need",
+            "settled_workers",
+            "settled_samples_per_s",
+            "smallest_fixed_same",
+            "steps_to_90pct",
+            "decisions",
+            "decisions_per_100_settled",
+        ],
+    )
+    print("\ndecisions")
+    print_table(result["decisions"], ["step", "direction", "reason", "target"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -258,11 +490,16 @@ def main() -> None:
     ap.add_argument("--model", action="append", default=[], metavar="FIELD=VALUE", help="override a SimModel constant")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--autoscale", action="store_true", help="run rl.rollout.autoscale instead of the sweep")
+    ap.add_argument("--slowdown", type=float, default=1.75, help="--autoscale: generation time factor of phase 2")
+    ap.add_argument("--max-workers", type=int, default=8, help="--autoscale: rl.rollout.autoscale.max_workers")
     args = ap.parse_args()
 
     from benchmarks.sim_roles import SimModel
 
     sim = SimModel(time_scale=args.time_scale)
+    if args.autoscale:
+        sim = replace(sim, **AUTOSCALE_MODEL)
     kinds = {f.name: type(getattr(sim, f.name)) for f in fields(sim)}
     for item in args.model:
         key, _, value = item.partition("=")
@@ -280,6 +517,28 @@ def main() -> None:
             },
         )
 
+    if args.autoscale:
+        with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+            result = autoscale_run(args, sim, Path(tmp))
+        print_autoscale(result, sim)
+        cfg = result.pop("config")
+        write_json(
+            "bench_scale_autoscale_quick" if args.quick else "bench_scale_autoscale",
+            {
+                "config": args.config,
+                "overrides": args.set,
+                "quick": args.quick,
+                "time_scale": sim.time_scale,
+                "model": asdict(sim),
+                "autoscale": cfg.rl.rollout.autoscale.model_dump(),
+                "reached_fraction": REACHED,
+                "same_fraction": SAME,
+                "rolling_steps": ROLLING,
+                **result,
+            },
+            args.out,
+        )
+        return
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
         rows, meta = sweep(args, sim, Path(tmp))
     cfg = meta["config"]

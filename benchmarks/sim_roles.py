@@ -156,6 +156,13 @@ class SimModel:
     sync_latency_s: float = 0.05
     reward_latency_s: float = 0.05
     reward_per_sample_s: float = 0.5e-3
+    # a mid-run change (bench_scale.py --autoscale): generation takes gen_scale times as long for
+    # batches made with policy version >= gen_scale_from_version, as longer responses would
+    gen_scale: float = 1.0
+    gen_scale_from_version: int = 0
+
+    def gen_factor(self, version: int) -> float:
+        return self.gen_scale if version >= self.gen_scale_from_version else 1.0
 
     # ---- workload ----
     def prompt_len(self, task: str) -> int:
@@ -298,6 +305,7 @@ class SimRolloutWorker:
             np.int64,
         )
         timing = self.sim.generation_seconds(prompt_lens, response_lens, group_size)
+        seconds = timing["total"] * self.sim.gen_factor(self.version)
         rng = np.random.default_rng(_hash(seed, ids[0], self.version, self.worker_id))
         prompt_values = np.concatenate(
             [np.tile(rng.integers(4, 32000, p, dtype=np.int32), group_size) for p in prompt_lens[::group_size]]
@@ -323,14 +331,14 @@ class SimRolloutWorker:
             "log_std": _vectors(log_std),
             "pose": _vectors(pose),
             "pose_logprob": pa.array(pose_logprob.astype(np.float32)),
-            "generation_seconds": pa.array(np.full(n, timing["total"] / n, np.float32)),
+            "generation_seconds": pa.array(np.full(n, seconds / n, np.float32)),
             "error": pa.nulls(n, pa.string()),
             "pose_sample_index": pa.array(np.zeros(n, np.int32)),
         }
         table = pa.Table.from_arrays([columns[f.name] for f in ROLLOUT_RECORD_SCHEMA], schema=ROLLOUT_RECORD_SCHEMA)
-        _sleep_until(t0, timing["total"] * self.sim.time_scale)
+        _sleep_until(t0, seconds * self.sim.time_scale)
         self.batches += 1
-        self.generate_s += timing["total"]
+        self.generate_s += seconds
         return table
 
     # ---- weights ----

@@ -388,7 +388,11 @@ class AutoscaleConfig(Section):
         0.1, gt=0, lt=1, description="Grow when the learner waits for a ready batch at least this share of each step..."
     )
     grow_busy_frac: float = Field(
-        0.8, gt=0, le=1, description="...while the rollout workers generate at least this share of that wait."
+        0.6,
+        gt=0,
+        le=1,
+        description="...while the rollout workers generate at least this share of that wait (below it the learner "
+        "waits on something else: the reward pool, a batch's last shard).",
     )
     shrink_idle_frac: float = Field(
         0.25,
