@@ -67,6 +67,7 @@ AUTOSCALE_MODEL = {"prefill_mfu": 0.15}  # --autoscale: generation ~3x the learn
 REACHED = 0.90  # --autoscale: "reached" = 90 % of the learner-bound throughput
 SAME = 0.95  # a fixed pool "reaches the same throughput" within 5 %
 ROLLING = 5  # steps over which --autoscale measures throughput
+FIXED = "rl.rollout.autoscale.enabled=false"  # a fixed pool (configs/8xh100.yaml turns the autoscaler on)
 
 
 def settle(timeout_s: float = 60.0) -> None:
@@ -203,7 +204,7 @@ def sweep(args, sim, workdir: Path) -> tuple[list[dict], dict]:
         for k in staleness:
             for n in workers:
                 run_dir = workdir / f"k{k}_n{n}"
-                over = [*args.set, f"rl.rollout.num_workers={n}", f"rl.max_staleness={k}", f"rl.steps={steps}"]
+                over = [*args.set, FIXED, f"rl.rollout.num_workers={n}", f"rl.max_staleness={k}", f"rl.steps={steps}"]
                 cfg, run_sim = sim_config(args.config, over, sim, data, run_dir)
                 print(f"max_staleness {k}, {n} rollout workers, {steps} steps ...", end=" ", flush=True)
                 settle()
@@ -337,7 +338,11 @@ def autoscale_run(args, sim, workdir: Path) -> dict:
         for n in pools:
             run_dir = workdir / f"fixed_n{n}"
             cfg, run_sim = sim_config(
-                args.config, [*common, f"rl.rollout.num_workers={n}", f"rl.steps={fixed_steps}"], sim, data, run_dir
+                args.config,
+                [*common, FIXED, f"rl.rollout.num_workers={n}", f"rl.steps={fixed_steps}"],
+                sim,
+                data,
+                run_dir,
             )
             print(f"fixed pool of {n} rollout workers, {fixed_steps} steps ...", end=" ", flush=True)
             settle()

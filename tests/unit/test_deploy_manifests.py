@@ -408,6 +408,18 @@ def test_groups_and_autoscaling():
     assert groups["learner"]["minReplicas"] == groups["learner"]["maxReplicas"] == 1
 
 
+def test_rollout_group_bounds_match_the_autoscaler():
+    """The rollout group can hold the pool rl.rollout.autoscale may ask for, and keeps no pod
+    the pool cannot use: minReplicas/maxReplicas equal min_workers/max_workers (one worker per pod)."""
+    cfg, _ = _entrypoint_config()
+    auto = cfg.rl.rollout.autoscale
+    assert auto.enabled
+    for spec in (_cluster_spec(), _one("RayJob")["spec"]["rayClusterSpec"]):
+        rollout = _groups(spec)["rollout"]
+        assert (rollout["minReplicas"], rollout["maxReplicas"]) == (auto.min_workers, auto.max_workers)
+        assert auto.min_workers <= cfg.rl.rollout.num_workers <= auto.max_workers
+
+
 def test_gpus_per_role():
     groups = _groups(_cluster_spec())
     assert _gpus(groups["head"]) == 0
