@@ -15,22 +15,22 @@ What is measured (`PoolMeter`, integrated over the controller loop's own state c
 - the ready-queue depth when the step started training and the groups dropped as stale.
 
 The decision (`AutoscalePolicy.observe`), for a pool of n workers:
-- grow (reason `learner_starved`) when, in each of the last `window_steps` steps, the learner
-  waited at least `grow_wait_frac` of the step, the workers were busy at least `grow_busy_frac`
-  of that wait and no scored batch was queued. The new size is n / (1 - mean wait share): the
-  pool that would generate a batch in the time the learner now spends training one (at least n + 1,
-  at most 2 n);
-- shrink (reason `idle_behind_staleness_bound`) when, in each of those steps, the workers sat idle
+- grow (reason `learner_starved`) when, over the last `window_steps` steps taken as one interval
+  (`window_signals`), the learner waited at least `grow_wait_frac` of the time, the workers were
+  busy at least `grow_busy_frac` of that wait and, on average, no scored batch was queued. The
+  new size is n / (1 - the wait share): the pool that would generate a batch in the time the
+  learner now spends training one (at least n + 1, at most 2 n);
+- shrink (reason `idle_behind_staleness_bound`) when, over that window, the workers sat idle
   behind the staleness bound at least `shrink_idle_frac` of their time, the learner waited less
   than half of `grow_wait_frac` and nothing was dropped as stale. The new size carries the
-  measured load at `shrink_busy_frac` utilisation (at least n / 2; none if that is n), so the smaller
-  pool still keeps the learner fed and the next window does not grow it back;
+  measured load at `shrink_busy_frac` utilisation (at most halving; no change if that is n), so
+  the smaller pool still keeps the learner fed and the next window does not grow it back;
 - `below_min` / `above_max`: a pool outside [min_workers, max_workers] (after `poserft scale`) is
   brought back to the nearest bound once the cooldown after that change has passed.
 After any change (a decision, `poserft scale`, a worker that joined, retired or is still waiting
 for a node) the window starts over, and the first `cooldown_steps` steps after it are not counted:
-they mix the old pool with the new. A `poserft scale` therefore holds until a full window has been
-measured on the pool it asked for.
+they mix the old pool with the new. A `poserft scale` therefore holds until the cooldown and a
+full window have been measured on the pool it asked for.
 """
 
 from __future__ import annotations
@@ -144,6 +144,31 @@ class PoolMeter:
         return signals
 
 
+def window_signals(steps: list[StepSignals]) -> StepSignals:
+    """The window as one interval: shares weighted by each step's seconds (the starved share by
+    its seconds of waiting), queue depth averaged, stale drops summed. Steps alternate (a batch
+    that finished while the learner trained makes the next step short), so the window decides
+    on the whole, not on each step."""
+    total = sum(x.seconds for x in steps) or 1.0
+    waited = sum(x.seconds * x.learner_wait_frac for x in steps)
+
+    def share(name: str) -> float:
+        return sum(x.seconds * getattr(x, name) for x in steps) / total
+
+    starved = sum(x.seconds * x.learner_wait_frac * x.starved_busy_frac for x in steps) / waited if waited else 1.0
+    return StepSignals(
+        seconds=total,
+        learner_wait_frac=waited / total,
+        worker_busy_frac=share("worker_busy_frac"),
+        starved_busy_frac=starved,
+        idle_behind_bound_frac=share("idle_behind_bound_frac"),
+        queue_depth=sum(x.queue_depth for x in steps) / len(steps),
+        stale_drops=sum(x.stale_drops for x in steps),
+        workers=steps[-1].workers,
+        settled=all(x.settled for x in steps),
+    )
+
+
 class AutoscalePolicy:
     """The decision rule of the module docstring. `settings` is an `AutoscaleConfig` (or anything
     with its fields)."""
@@ -166,7 +191,7 @@ class AutoscalePolicy:
     def _wants(self, sig: StepSignals) -> str | None:
         s = self.s
         if sig.learner_wait_frac >= s.grow_wait_frac and sig.starved_busy_frac >= s.grow_busy_frac:
-            return "up" if sig.queue_depth == 0 else None
+            return "up" if sig.queue_depth < 0.5 else None
         if (
             sig.idle_behind_bound_frac >= s.shrink_idle_frac
             and sig.learner_wait_frac < s.grow_wait_frac / 2
@@ -191,15 +216,16 @@ class AutoscalePolicy:
         self.window.append(sig)
         if len(self.window) < s.window_steps:
             return None
-        wants = {self._wants(w) for w in self.window}
-        if len(wants) != 1 or None in wants:
+        w = window_signals(list(self.window))
+        wants = self._wants(w)
+        if wants is None:
             return None
-        k = len(self.window)
-        wait = sum(w.learner_wait_frac for w in self.window) / k
-        busy = sum(w.worker_busy_frac for w in self.window) / k
-        idle = sum(w.idle_behind_bound_frac for w in self.window) / k
-        detail = f"learner waited {wait:.0%} of each step, workers busy {busy:.0%}, idle behind the bound {idle:.0%}"
-        if wants == {"up"}:
+        wait, busy = w.learner_wait_frac, w.worker_busy_frac
+        detail = (
+            f"over {len(self.window)} steps the learner waited {wait:.0%}, the workers were busy {busy:.0%} "
+            f"({w.starved_busy_frac:.0%} of the wait), idle behind the bound {w.idle_behind_bound_frac:.0%}"
+        )
+        if wants == "up":
             to = min(s.max_workers, 2 * n, max(n + 1, math.ceil(n / max(1.0 - wait, 1e-6) - 1e-9)))
             return self._decide("up", GROW, to, detail) if to > n else None
         to = max(s.min_workers, (n + 1) // 2, math.ceil(n * busy / s.shrink_busy_frac - 1e-9))

@@ -195,3 +195,61 @@ def test_the_controller_logs_every_step_to_tensorboard(ray_local, sim_data, tmp_
     assert [e.step for e in acc.Scalars("learner_seconds")] == [ln["step"] for ln in lines] == [1, 2, 3]
     assert [e.value for e in acc.Scalars("gen_s")] == pytest.approx([ln["gen_s"] for ln in lines], rel=1e-6)
     assert "report/rewards" in acc.Tags()["images"]  # the report written at the end of the run
+
+
+def test_the_autoscaler_grows_a_starved_pool(ray_local, sim_data, tmp_path):
+    """rl.rollout.autoscale in the real loop: generation ~10x the learner step (as in the
+    sharding test), 1 worker at start. The learner starves, every worker is busy: the policy grows
+    the pool (reason learner_starved), the new workers take shards, the ledger stays whole."""
+    prompts, group, steps = 8, 4, 14
+    model = replace(SimModel(time_scale=0.02), prefill_mfu=0.005, publish_bytes_per_s=1e12, sync_bytes_per_s=1e12)
+    run_dir = tmp_path / "run"
+    over = [
+        f"rl.steps={steps}",
+        f"rl.prompts_per_step={prompts}",
+        f"rl.group_size={group}",
+        "rl.max_staleness=1",
+        "rl.rollout.num_workers=1",
+        "rl.rollout.autoscale.enabled=true",
+        "rl.rollout.autoscale.max_workers=4",
+        "rl.rollout.autoscale.window_steps=2",
+        "rl.rollout.autoscale.cooldown_steps=1",
+        "rl.checkpoint_every=100",
+        "rewards.num_workers=1",
+    ]
+    cfg, sim = sim_config(None, over, model, sim_data, run_dir)
+    result = run_simulation(cfg, sim, run_dir)
+    assert result["steps"] == steps and result["worker_failures"] == 0
+    dataset_ids = set(pq.read_table(sim_data / "train.parquet", columns=["id"])["id"].to_pylist())
+    metrics, used = _check_run(run_dir, steps, 1, dataset_ids, prompts, group)
+    ups = [m for m in metrics if m.get("autoscale_direction") == "up"]
+    assert ups and {m["autoscale_reason"] for m in ups} == {"learner_starved"}
+    assert not [m for m in metrics if m.get("autoscale_direction") == "down"]
+    assert [m["target_workers"] for m in metrics] == sorted(m["target_workers"] for m in metrics)  # only grows
+    assert max(m["workers"] for m in metrics) > 1 and len(used) > 1  # the added workers generated shards
+    first = metrics[0]
+    assert 0 < first["learner_wait_frac"] <= 1 and 0 < first["worker_busy_frac"] <= 1
+
+
+def test_bench_scale_autoscale_prints_its_table(tmp_path):
+    """`bench_scale.py --autoscale` end to end, as small as it goes (one fixed pool, 6 steps per
+    phase, time scale 0.01): the table, the decisions and the JSON."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "as.json"
+    root = Path(__file__).resolve().parents[2]
+    args = ["--autoscale", "--quick", "--steps", "6", "--workers", "1", "--time-scale", "0.01", "--out", str(out)]
+    run = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "bench_scale.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=root,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "autoscale from 1 worker" in run.stdout and "steps_to_90pct" in run.stdout
+    result = json.loads(out.read_text())
+    assert [p["phase"] for p in result["phases"]] == ["1", "2 (generation x1.75)"]
+    assert len(result["steps"]) == 12 and result["fixed"][0]["workers"] == 1
+    assert result["phases"][1]["model_need"] >= result["phases"][0]["model_need"]  # generation got slower

@@ -17,6 +17,7 @@ from poserft.cluster.autoscale import (
     AutoscalePolicy,
     PoolMeter,
     StepSignals,
+    window_signals,
 )
 from poserft.common.config import AutoscaleConfig, ConfigError, load_config
 
@@ -147,11 +148,21 @@ def test_no_shrink_without_all_of_its_conditions(signals):
         assert p.observe(signals) is None
 
 
-def test_a_mixed_window_holds():
+def test_the_window_decides_as_one_interval():
+    # pipelined steps alternate: a batch that finished during training makes the next step short
+    noisy = [StepSignals(10.0, 0.66, 1.0, 1.0, 0.0, workers=2), StepSignals(4.0, 0.05, 0.6, 1.0, 0.4, workers=2)]
+    w = window_signals([*noisy, noisy[0]])
+    assert w.learner_wait_frac == pytest.approx((6.6 + 0.2 + 6.6) / 24)
+    assert w.worker_busy_frac == pytest.approx((10 + 2.4 + 10) / 24)
+    p = AutoscalePolicy(_settings(), workers=2)
+    assert [p.observe(s) for s in [*noisy, noisy[0]]][-1].direction == "up"  # no single step decides alone
+    # the starved share is weighted by the waiting: an idle step without waiting does not dilute it
+    w = window_signals([StepSignals(10.0, 0.5, 1.0, 0.5, 0.0), StepSignals(10.0, 0.0, 0.2, 1.0, 0.8)])
+    assert w.starved_busy_frac == pytest.approx(0.5)
+    # a window that is neither starved nor idle enough holds
     p = AutoscalePolicy(_settings(), workers=4)
-    for sig in [_starved(4), _starved(4), _idle(4), _starved(4), _starved(4)]:
+    for sig in [_starved(4, wait=0.2), _idle(4), _idle(4), _starved(4, wait=0.2)]:
         assert p.observe(sig) is None
-    assert p.observe(_starved(4)) is not None  # three starved steps in a row
 
 
 def test_cooldown_and_window_restart_after_a_decision():
