@@ -438,7 +438,7 @@ def autoscale_run(args, sim, workdir: Path) -> dict:
                     "target_workers",
                     "learner_wait_frac",
                     "worker_busy_frac",
-                    "starved_busy_frac",
+                    "wait_on_gen_frac",
                     "queue_depth",
                     "idle_behind_bound_frac",
                     "autoscale_direction",

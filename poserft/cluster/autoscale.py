@@ -7,17 +7,18 @@ What is measured (`PoolMeter`, integrated over the controller loop's own state c
 - `learner_wait_frac`: the share of the step's wall time the learner sat with nothing to train
   (no scored batch ready);
 - `worker_busy_frac`: the share of worker-seconds spent generating;
-- `starved_busy_frac`: the same share, counted only while the learner waited: when it is high,
-  the learner waits *because* every worker is busy, and more workers would feed it sooner; when it
-  is low the learner waits on something else (the reward pool, a partly returned batch);
+- `wait_on_gen_frac`: the share of the learner's wait during which a batch was still being
+  generated (at least one shard out). When it is high the learner waits for generation, and since
+  a batch is split over all the idle workers, more workers shorten every shard, the last one too;
+  when it is low the learner waits on something else (the reward pool, the controller);
 - `idle_behind_bound_frac`: the share of worker-seconds idle while dispatch was held back by the
   staleness bound (`rl.max_staleness` batches already ahead of the learner);
 - the ready-queue depth when the step started training and the groups dropped as stale.
 
 The decision (`AutoscalePolicy.observe`), for a pool of n workers:
 - grow (reason `learner_starved`) when, over the last `window_steps` steps taken as one interval
-  (`window_signals`), the learner waited at least `grow_wait_frac` of the time, the workers were
-  busy at least `grow_busy_frac` of that wait and, on average, no scored batch was queued. The
+  (`window_signals`), the learner waited at least `grow_wait_frac` of the time, generation was
+  under way for at least `grow_gen_frac` of that wait and, on average, no scored batch was queued. The
   new size is n / (1 - the wait share): the pool that would generate a batch in the time the
   learner now spends training one (at least n + 1, at most 2 n);
 - shrink (reason `idle_behind_staleness_bound`) when, over that window, the workers sat idle
@@ -59,7 +60,7 @@ class StepSignals:
     seconds: float  # wall time since the previous step finished
     learner_wait_frac: float
     worker_busy_frac: float
-    starved_busy_frac: float  # 1.0 when the learner never waited
+    wait_on_gen_frac: float  # 1.0 when the learner never waited
     idle_behind_bound_frac: float
     queue_depth: int = 0  # scored batches still waiting when this step's batch started training
     stale_drops: int = 0  # groups dropped as too stale during the step
@@ -71,7 +72,7 @@ class StepSignals:
         return {
             "learner_wait_frac": round(self.learner_wait_frac, 4),
             "worker_busy_frac": round(self.worker_busy_frac, 4),
-            "starved_busy_frac": round(self.starved_busy_frac, 4),
+            "wait_on_gen_frac": round(self.wait_on_gen_frac, 4),
             "idle_behind_bound_frac": round(self.idle_behind_bound_frac, 4),
         }
 
@@ -111,8 +112,8 @@ class PoolMeter:
             a["busy_s"] = a.get("busy_s", 0.0) + busy * dt
             if not l_busy:
                 a["wait_s"] = a.get("wait_s", 0.0) + dt
-                a["starved_worker_s"] = a.get("starved_worker_s", 0.0) + n * dt
-                a["starved_busy_s"] = a.get("starved_busy_s", 0.0) + busy * dt
+                if busy:
+                    a["wait_on_gen_s"] = a.get("wait_on_gen_s", 0.0) + dt
             if blocked:
                 a["idle_bound_s"] = a.get("idle_bound_s", 0.0) + (n - busy) * dt
         self.now = now
@@ -125,13 +126,13 @@ class PoolMeter:
         if self._state is not None:
             self.mark(now, *self._state)
         a = self._acc
-        seconds, worker_s, starved_s = a.get("seconds", 0.0), a.get("worker_s", 0.0), a.get("starved_worker_s", 0.0)
+        seconds, worker_s, wait_s = a.get("seconds", 0.0), a.get("worker_s", 0.0), a.get("wait_s", 0.0)
         workers = self._state[2] if self._state is not None else 0
         signals = StepSignals(
             seconds=seconds,
-            learner_wait_frac=a.get("wait_s", 0.0) / seconds if seconds else 0.0,
+            learner_wait_frac=wait_s / seconds if seconds else 0.0,
             worker_busy_frac=a.get("busy_s", 0.0) / worker_s if worker_s else 0.0,
-            starved_busy_frac=a.get("starved_busy_s", 0.0) / starved_s if starved_s else 1.0,
+            wait_on_gen_frac=a.get("wait_on_gen_s", 0.0) / wait_s if wait_s else 1.0,
             idle_behind_bound_frac=a.get("idle_bound_s", 0.0) / worker_s if worker_s else 0.0,
             queue_depth=queue_depth,
             stale_drops=stale_drops,
@@ -145,7 +146,7 @@ class PoolMeter:
 
 
 def window_signals(steps: list[StepSignals]) -> StepSignals:
-    """The window as one interval: shares weighted by each step's seconds (the starved share by
+    """The window as one interval: shares weighted by each step's seconds (the generation share by
     its seconds of waiting), queue depth averaged, stale drops summed. Steps alternate (a batch
     that finished while the learner trained makes the next step short), so the window decides
     on the whole, not on each step."""
@@ -155,12 +156,12 @@ def window_signals(steps: list[StepSignals]) -> StepSignals:
     def share(name: str) -> float:
         return sum(x.seconds * getattr(x, name) for x in steps) / total
 
-    starved = sum(x.seconds * x.learner_wait_frac * x.starved_busy_frac for x in steps) / waited if waited else 1.0
+    on_gen = sum(x.seconds * x.learner_wait_frac * x.wait_on_gen_frac for x in steps) / waited if waited else 1.0
     return StepSignals(
         seconds=total,
         learner_wait_frac=waited / total,
         worker_busy_frac=share("worker_busy_frac"),
-        starved_busy_frac=starved,
+        wait_on_gen_frac=on_gen,
         idle_behind_bound_frac=share("idle_behind_bound_frac"),
         queue_depth=sum(x.queue_depth for x in steps) / len(steps),
         stale_drops=sum(x.stale_drops for x in steps),
@@ -190,7 +191,7 @@ class AutoscalePolicy:
 
     def _wants(self, sig: StepSignals) -> str | None:
         s = self.s
-        if sig.learner_wait_frac >= s.grow_wait_frac and sig.starved_busy_frac >= s.grow_busy_frac:
+        if sig.learner_wait_frac >= s.grow_wait_frac and sig.wait_on_gen_frac >= s.grow_gen_frac:
             return "up" if sig.queue_depth < 0.5 else None
         if (
             sig.idle_behind_bound_frac >= s.shrink_idle_frac
@@ -222,8 +223,8 @@ class AutoscalePolicy:
             return None
         wait, busy = w.learner_wait_frac, w.worker_busy_frac
         detail = (
-            f"over {len(self.window)} steps the learner waited {wait:.0%}, the workers were busy {busy:.0%} "
-            f"({w.starved_busy_frac:.0%} of the wait), idle behind the bound {w.idle_behind_bound_frac:.0%}"
+            f"over {len(self.window)} steps the learner waited {wait:.0%} (for generation {w.wait_on_gen_frac:.0%} "
+            f"of that), the workers were busy {busy:.0%}, idle behind the bound {w.idle_behind_bound_frac:.0%}"
         )
         if wants == "up":
             to = min(s.max_workers, 2 * n, max(n + 1, math.ceil(n / max(1.0 - wait, 1e-6) - 1e-9)))

@@ -199,7 +199,7 @@ def test_the_controller_logs_every_step_to_tensorboard(ray_local, sim_data, tmp_
 
 def test_the_autoscaler_grows_a_starved_pool(ray_local, sim_data, tmp_path):
     """rl.rollout.autoscale in the real loop: generation ~10x the learner step (as in the
-    sharding test), 1 worker at start. The learner starves, every worker is busy: the policy grows
+    sharding test), 1 worker at start. The learner waits for generation: the policy grows
     the pool (reason learner_starved), the new workers take shards, the ledger stays whole."""
     prompts, group, steps = 8, 4, 14
     model = replace(SimModel(time_scale=0.02), prefill_mfu=0.005, publish_bytes_per_s=1e12, sync_bytes_per_s=1e12)

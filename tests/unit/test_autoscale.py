@@ -49,13 +49,13 @@ def test_meter_integrates_the_loop_state_between_marks():
     assert sig.seconds == pytest.approx(10.0)
     assert sig.learner_wait_frac == pytest.approx(0.6)
     assert sig.worker_busy_frac == pytest.approx((2 * 6 + 1 * 2) / 20)
-    assert sig.starved_busy_frac == pytest.approx(1.0)
+    assert sig.wait_on_gen_frac == pytest.approx(1.0)
     assert sig.idle_behind_bound_frac == pytest.approx(2 * 2 / 20)
     assert (sig.queue_depth, sig.stale_drops, sig.workers, sig.settled) == (1, 3, 2, True)
     # the next interval starts at the take, in the state last marked
     sig2 = m.take(12.0)
     assert sig2.seconds == pytest.approx(2.0) and sig2.idle_behind_bound_frac == pytest.approx(1.0)
-    assert sig2.starved_busy_frac == 1.0  # the learner never waited
+    assert sig2.wait_on_gen_frac == 1.0  # the learner never waited
 
 
 def test_meter_marks_a_step_in_which_the_pool_changed_or_waited_for_a_node():
@@ -69,12 +69,14 @@ def test_meter_marks_a_step_in_which_the_pool_changed_or_waited_for_a_node():
     assert not m.take(5.0).settled  # still pending at the start of this step
 
 
-def test_meter_counts_starved_worker_time_only_while_the_learner_waits():
+def test_meter_counts_the_wait_during_which_generation_was_under_way():
     m = PoolMeter(now=0.0)
-    m.mark(0.0, False, 1, 4, False, 0)  # learner waits with 1 of 4 workers generating
+    m.mark(0.0, False, 1, 4, False, 0)  # learner waits for the last shard: 1 of 4 workers generating
+    m.mark(4.0, False, 0, 4, False, 0)  # the batch is back, the learner still waits (scoring)
     m.mark(5.0, True, 4, 4, False, 0)
     sig = m.take(10.0)
-    assert sig.starved_busy_frac == pytest.approx(0.25) and sig.learner_wait_frac == pytest.approx(0.5)
+    assert sig.wait_on_gen_frac == pytest.approx(0.8) and sig.learner_wait_frac == pytest.approx(0.5)
+    assert sig.worker_busy_frac == pytest.approx((4 + 20) / 40)
 
 
 # ---- the policy, rule by rule ---------------------------------------------------------------------
@@ -107,7 +109,7 @@ def test_growth_is_at_least_one_and_at_most_double_and_never_above_max():
 
 def test_no_growth_when_the_learner_waits_on_something_other_than_the_workers():
     p = AutoscalePolicy(_settings(), workers=2)
-    for _ in range(6):  # workers mostly idle while the learner waits (a slow reward pool, say)
+    for _ in range(6):  # no batch generating for most of the wait (a slow reward pool, say)
         assert p.observe(StepSignals(10.0, 0.6, 0.3, 0.3, 0.0, workers=2)) is None
     for _ in range(6):  # a scored batch was queued: the learner is not starved
         assert p.observe(StepSignals(10.0, 0.6, 1.0, 1.0, 0.0, queue_depth=1, workers=2)) is None
@@ -158,7 +160,7 @@ def test_the_window_decides_as_one_interval():
     assert [p.observe(s) for s in [*noisy, noisy[0]]][-1].direction == "up"  # no single step decides alone
     # the starved share is weighted by the waiting: an idle step without waiting does not dilute it
     w = window_signals([StepSignals(10.0, 0.5, 1.0, 0.5, 0.0), StepSignals(10.0, 0.0, 0.2, 1.0, 0.8)])
-    assert w.starved_busy_frac == pytest.approx(0.5)
+    assert w.wait_on_gen_frac == pytest.approx(0.5)
     # a window that is neither starved nor idle enough holds
     p = AutoscalePolicy(_settings(), workers=4)
     for sig in [_starved(4, wait=0.2), _idle(4), _idle(4), _starved(4, wait=0.2)]:

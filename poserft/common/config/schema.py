@@ -387,12 +387,12 @@ class AutoscaleConfig(Section):
     grow_wait_frac: float = Field(
         0.1, gt=0, lt=1, description="Grow when the learner waits for a ready batch at least this share of each step..."
     )
-    grow_busy_frac: float = Field(
-        0.6,
+    grow_gen_frac: float = Field(
+        0.8,
         gt=0,
         le=1,
-        description="...while the rollout workers generate at least this share of that wait (below it the learner "
-        "waits on something else: the reward pool, a batch's last shard).",
+        description="...while a batch was still being generated for at least this share of that wait (below it the "
+        "learner waits on something else: the reward pool, the controller).",
     )
     shrink_idle_frac: float = Field(
         0.25,
