@@ -1,0 +1,43 @@
+"""poserft.data.registers_rich: the experimental richer caption registers (nothing uses them by default)."""
+
+import inspect
+
+import numpy as np
+
+from poserft.common.body import BodyModel
+from poserft.data.captioner import Captioner
+from poserft.data.dataset import build_dataset
+from poserft.data.pose_prior import CANONICAL_POSES, PosePrior
+from poserft.data.registers_rich import body_orientation, nearest_parts, with_rich_registers
+from poserft.describe_eval import DEV_SET, load_descriptions
+
+
+def test_build_dataset_does_not_use_them():
+    assert "rich" not in inspect.getsource(build_dataset)
+
+
+def test_canonical_parts_are_named_after_their_pose():
+    parts = nearest_parts(np.stack([CANONICAL_POSES[n] for n in ("squatting", "arms_up", "waving", "t_pose")]))
+    assert parts["legs"][:2] == ["squatting", "standing"]  # the T-pose's legs are plain standing
+    assert parts["left_arm"][1] == parts["right_arm"][1] == "arms_up"
+    assert parts["right_arm"][2] == "waving"
+
+
+def test_lying_bodies_are_named_from_the_joints():
+    names = ("lying_on_back", "lying_on_side", "plank", "standing", "bending_forward", "squatting")
+    joints = BodyModel().joints_from_axis_angle(np.stack([CANONICAL_POSES[n] for n in names]))
+    assert body_orientation(joints) == ["up", "side", "down", None, None, None]
+
+
+def test_deterministic_varied_and_never_a_dev_description():
+    poses = PosePrior(5).sample(1500)
+    joints = BodyModel().joints_from_axis_angle(poses)
+    ids = list(range(2000, 3500))
+    captions = Captioner(5).caption(joints, ids=ids)
+    a = with_rich_registers(captions, poses, joints, ids, seed=5)
+    assert a == with_rich_registers(captions, poses, joints, ids, seed=5)
+    kept = sum(x == c for x, c in zip(a, captions))
+    short = sum(len(x.split()) <= 12 for x in a)
+    assert 0.2 <= kept / len(a) <= 0.6 and short / len(a) > 0.3
+    dev = {d.lower().rstrip(".!") for d in load_descriptions(DEV_SET).descriptions}
+    assert not [x for x in a if x.lower().rstrip(".") in dev]
