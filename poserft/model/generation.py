@@ -118,7 +118,12 @@ def generate(
 def pose_from_response(
     policy: PosePolicy, prompt_ids, response_ids, images=None, pose_inputs=None, batch_size: int = 64
 ):
-    """Prefill prompt + response; mu, log_std (N, 144) at the first response <POSE>, and has_pose."""
+    """Prefill prompt + response; mu, log_std (N, 144) at the first response <POSE>, and has_pose.
+
+    `PosePolicy.forward`'s pose outputs without its token log-probs: only the last hidden state is
+    read, so the LM head runs on one position per row (`logits_to_keep=1`) instead of all of them,
+    and there is no log-softmax over the vocabulary (benchmarks/profile_roles.py: this prefill is
+    ~40 % of a rollout worker's step on the tiny preset)."""
     policy.eval()
     mus, stds, has = [], [], []
     n = len(prompt_ids)
@@ -126,8 +131,18 @@ def pose_from_response(
     pose_inputs = pose_inputs if pose_inputs is not None else [None] * n
     for s in range(0, n, batch_size):
         sl = slice(s, s + batch_size)
-        out = policy(policy.build_inputs(prompt_ids[sl], response_ids[sl], images[sl], pose_inputs[sl]))
-        mus.append(out["mu"])
-        stds.append(out["log_std"])
-        has.append(out["has_pose"])
+        inp = policy.build_inputs(prompt_ids[sl], response_ids[sl], images[sl], pose_inputs[sl])
+        out = policy.lm(
+            inputs_embeds=policy.embed(inp),
+            attention_mask=inp.attention_mask,
+            output_hidden_states=True,
+            use_cache=False,
+            logits_to_keep=1,
+        )
+        hidden = out.hidden_states[-1]
+        pose_pos, has_pose = policy.pose_positions(inp)
+        mu, log_std = policy.head(hidden[torch.arange(hidden.shape[0], device=hidden.device), pose_pos].float())
+        mus.append(mu)
+        stds.append(log_std)
+        has.append(has_pose)
     return torch.cat(mus), torch.cat(stds), torch.cat(has)

