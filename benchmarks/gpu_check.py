@@ -250,6 +250,48 @@ def _run_checks(device, work: Path) -> int:
         learner.publish()
         return "; ".join(parts) + f"; learner.publish {learner.published_bytes / 1e6:.1f} MB"
 
+    def broadcast():
+        """rl.rollout.weight_sync broadcast: a weight channel of two members (two threads), the
+        learner's state sent in the engine's dtype. NCCL needs a GPU per member."""
+        import threading
+
+        from poserft.common.device import resolve_dtype
+        from poserft.common.weight_channel import WeightChannel, endpoint, receive_state, send_state, tensor_meta
+        from poserft.model.checkpoint import load_policy
+
+        if device.type == "cuda" and torch.cuda.device_count() < 2:
+            return "n/a: an NCCL channel needs two GPUs (sender and receiver)"
+        devices = [device, device] if device.type == "cpu" else [torch.device("cuda", 0), torch.device("cuda", 1)]
+        ep = endpoint()
+        chans: list = [None, None]
+
+        def join(rank):
+            chans[rank] = WeightChannel.open(ep["master_address"], ep["master_port"], rank, 2, devices[rank])
+
+        threads = [threading.Thread(target=join, args=(r,)) for r in (0, 1)]
+        [t.start() for t in threads]
+        [t.join(120) for t in threads]
+        parts = []
+        for preset in ("tiny", "base"):
+            policy = load_policy(work / preset).to(devices[0])
+            dtype = getattr(torch, resolve_dtype("auto", devices[0]))
+            state = {
+                k: v.detach().to(dtype if v.is_floating_point() else v.dtype) for k, v in policy.state_dict().items()
+            }
+            got: dict = {}
+            t0 = time.perf_counter()
+            rx = threading.Thread(target=lambda: got.update(receive_state(chans[1], tensor_meta(state))))
+            rx.start()
+            sent = send_state(chans[0], state)
+            rx.join(120)
+            seconds = time.perf_counter() - t0
+            assert all(torch.equal(got[k].to(devices[0]), v) for k, v in state.items()), "received weights differ"
+            lm = sum(v.numel() * v.element_size() for k, v in state.items() if k.startswith("lm."))
+            parts.append(f"{preset} {str(dtype)[6:]}: {sent / 1e6:.1f} MB (LM {lm / 1e6:.1f}) in {seconds:.2f} s")
+        for ch in chans:
+            ch.close()
+        return "; ".join(parts)
+
     def plan_all():
         from poserft.cluster.plan import check_plan
 
@@ -267,6 +309,7 @@ def _run_checks(device, work: Path) -> int:
     checks.run("process group of one", process_group)
     checks.run("checkpoint round trip", checkpoint)
     checks.run("weight publish", publish)
+    checks.run("weight broadcast", broadcast)
     checks.run("poserft plan, all configs", plan_all)
     print()
     print(checks.table())

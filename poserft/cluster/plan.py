@@ -172,12 +172,13 @@ def learner_plan(cfg: Config, shape: Shape, gpu_gb: float) -> RolePlan:
         trainable += shape.vocab * shape.hidden * len({"embed_tokens", "lm_head"} & set(lcfg.modules_to_save))
     seq = min(shape.max_positions, shape.image_tokens + 64 + s.sampling.max_tokens)  # image, prompt text, response
     mb = s.micro_batch_size
+    ref_dtype = lr_.reference_dtype if lr_.reference_dtype != "auto" else ("bfloat16" if lr_.num_gpus else "float32")
     acts = shape.layers * mb * seq * shape.hidden * 34 * 2 + 3 * mb * seq * shape.vocab * 4
     parts = {
         "weights": shape.params * 4 / GB,
         "gradients": trainable * 4 / GB,
         "optimizer": trainable * 4 * 2 / GB,  # AdamW: two float32 moments
-        "reference": shape.params * 4 / GB if (s.beta > 0 or s.beta_c > 0) else 0.0,
+        "reference": shape.params * DTYPE_BYTES[ref_dtype] / GB if (s.beta > 0 or s.beta_c > 0) else 0.0,
         "activations": acts / GB,
         "kv_cache": 0.0,
     }

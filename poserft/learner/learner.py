@@ -222,7 +222,8 @@ class LearnerCore:
                 "modules_to_save); resume with the settings it was written with, or start a new run from it"
             )
         needs_ref = settings.beta > 0 or settings.beta_c > 0
-        self.ref = load_policy(sft_ckpt).eval().requires_grad_(False).to(self.device) if needs_ref else None
+        ref_dtype = getattr(torch, resolve_dtype(settings.learner.reference_dtype, self.device))
+        self.ref = load_policy(sft_ckpt).eval().requires_grad_(False).to(self.device, ref_dtype) if needs_ref else None
         self.model_cfg = model or ModelConfig()
         scales = self.model_cfg.train.parts()
         groups: dict[str, list] = {}  # policy part -> trainable parameters (model.train scales the lr per part)
@@ -417,6 +418,13 @@ class LearnerCore:
             [np.asarray(r["target_pose"], np.float32) if r["task"] == "pose2text" else None for r in rows],
         )
 
+    def _reference(self, rows: list[dict]) -> dict:
+        """The reference policy's outputs for `rows`, in float32 whatever its weights' dtype."""
+        low = next(self.ref.parameters()).dtype != torch.float32
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=low):
+            out = self.ref(self._inputs(self.ref, rows))
+        return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in out.items()}
+
     def _tempered(self, out: dict) -> dict:
         """The RL pose policy N(mu, (T sigma)^2), T = rl.sampling.pose_temperature (as the workers sample)."""
         t = self.s.sampling.pose_temperature
@@ -519,7 +527,7 @@ class LearnerCore:
                 mb.old_logp = self._behaviour_logp(first, (len(mb.responses), width)).to(self.device)
                 mb.old_pose_logp = torch.tensor([r["pose_logprob"] for _, r in mb.pose_rows], device=self.device)
             if self.ref is not None:
-                mb.ref = self._tempered(self.ref(self._inputs(self.ref, first)))
+                mb.ref = self._tempered(self._reference(first))
 
     def _update(self, step: PreparedStep) -> dict:
         """`rl.updates_per_batch` optimizer steps, each over every micro-batch of this rank."""

@@ -24,7 +24,8 @@ def test_gpu_check_cpu_mode_passes(tmp_path):
         "process group of one",
         "checkpoint round trip",
         "weight publish",
+        "weight broadcast",
         "poserft plan, all configs",
     ):
         assert f"{step}" in table
-    assert "FAIL" not in table and "9/9 passed on cpu" in res.stdout
+    assert "FAIL" not in table and "10/10 passed on cpu" in res.stdout

@@ -146,3 +146,20 @@ def test_model_train_scales_the_lr_per_part_and_zero_keeps_a_part_fixed(ray_loca
     after = learner.weight_state()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("lm."))
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("head."))
+
+
+def test_a_bfloat16_reference_halves_its_memory_and_gives_float32_outputs(tiny_sft):
+    """rl.learner.reference_dtype: the frozen reference in bf16 (the GPU default) runs under
+    autocast; the KL terms it feeds stay float32 and close to the float32 reference's."""
+    metrics = {}
+    for dtype in ("float32", "bfloat16"):
+        learner = LearnerCore(str(tiny_sft), RLConfig(**SETTINGS, learner={"reference_dtype": dtype}), threads=1)
+        assert {p.dtype for p in learner.ref.parameters()} == {getattr(torch, dtype)}
+        assert {p.dtype for p in learner.policy.parameters()} == {torch.float32}  # the trained policy is not touched
+        out = learner._reference(_batch(learner.policy, 0, seed=0).to_pylist()[:4])
+        assert out["token_logp"].dtype == out["mu"].dtype == out["log_std"].dtype == torch.float32
+        torch.manual_seed(0)
+        metrics[dtype] = learner.train_step(_batch(learner.policy, 0, seed=0))
+    for key in ("kl_token", "kl_pose"):  # the first step: both policies start from the same weights
+        assert np.isfinite(metrics["bfloat16"][key])
+        assert metrics["bfloat16"][key] == pytest.approx(metrics["float32"][key], rel=0.05), key
