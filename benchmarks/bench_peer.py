@@ -152,23 +152,11 @@ def trl_batching(cfg) -> dict:
 
 def trl_args(cfg, out_dir: str | Path, use_vllm: bool = False) -> dict:
     """GRPOConfig keyword arguments matching poserft's `rl` section (see the module docstring)."""
+    from benchmarks.trl_async import sampling_and_optimizer_args
+
     s = cfg.rl
     args = dict(
-        output_dir=str(out_dir),
-        max_steps=s.steps,
-        num_generations=s.group_size,
-        max_completion_length=s.sampling.max_tokens,
-        temperature=s.sampling.temperature,
-        top_p=s.sampling.top_p,
-        top_k=0,
-        learning_rate=s.lr,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        weight_decay=s.weight_decay,
-        adam_beta1=0.9,
-        adam_beta2=0.99,
-        max_grad_norm=s.grad_clip,
-        epsilon=s.clip_eps,
+        **sampling_and_optimizer_args(cfg, out_dir),
         beta=0.0,
         num_iterations=1,
         loss_type="grpo",

@@ -263,10 +263,9 @@ def stop_server(proc: subprocess.Popen) -> None:
     proc.log.close()  # type: ignore[attr-defined]
 
 
-def async_args(cfg, out_dir: str | Path, url: str, staleness: int, micro: int, accum: int) -> dict:
-    """AsyncGRPOConfig keyword arguments matching poserft's `rl` section, as `bench_peer.trl_args`
-    does for the synchronous trainer. A fixed P*G samples per optimizer step (`token_budget=0`
-    selects TRL's fixed-count batcher; a token budget would make the count per step vary)."""
+def sampling_and_optimizer_args(cfg, out_dir: str | Path) -> dict:
+    """The TRL config keywords both trainers share with poserft's `rl` section: sampling, AdamW,
+    clipping (used by `bench_peer.trl_args` and `async_args`)."""
     s = cfg.rl
     return dict(
         output_dir=str(out_dir),
@@ -284,6 +283,16 @@ def async_args(cfg, out_dir: str | Path, url: str, staleness: int, micro: int, a
         adam_beta2=0.99,
         max_grad_norm=s.grad_clip,
         epsilon=s.clip_eps,
+    )
+
+
+def async_args(cfg, out_dir: str | Path, url: str, staleness: int, micro: int, accum: int) -> dict:
+    """AsyncGRPOConfig keyword arguments matching poserft's `rl` section, as `bench_peer.trl_args`
+    does for the synchronous trainer. A fixed P*G samples per optimizer step (`token_budget=0`
+    selects TRL's fixed-count batcher; a token budget would make the count per step vary)."""
+    s = cfg.rl
+    return dict(
+        **sampling_and_optimizer_args(cfg, out_dir),
         max_staleness=staleness,
         weight_sync_steps=1,
         token_budget=0,
