@@ -383,15 +383,18 @@ class LearnerCore:
 
     def send_weights(self, worker_id: str) -> int:
         """Broadcast the last published weights to one worker while it runs `receive_weights`
-        with the tensor list `publish` returned; returns their version. The policy copy gets
-        every tensor, the engine the LM's under their HF names, in the same order."""
+        with the tensor list `publish` returned; returns their version. The copy's channel
+        carries the version first (the snapshot may be newer than the controller knows: this
+        rank publishes while the controller waits), then every tensor; the engine's gets the
+        LM's under their HF names, in the same order."""
         if worker_id not in self.channels:
             raise ValueError(f"send_weights: no weight channel to {worker_id}; open_weight_channel first")
         if self._snapshot is None:
-            self.publish()
+            raise RuntimeError("send_weights before any publish: call latest_weights() first")
         version, state = self._snapshot
         with self._send_locks[worker_id]:
             chans = self.channels[worker_id]
+            chans[0].broadcast(torch.tensor([version], dtype=torch.int64, device=chans[0].device))
             send_state(chans[0], state)
             if len(chans) > 1:
                 send_state(chans[1], {k: v for k, v in state.items() if k.startswith("lm.")})
@@ -402,7 +405,12 @@ class LearnerCore:
             ch.close()
 
     def latest_weights(self):
-        """(version, ref) of the weights last published; publishes first if none yet."""
+        """(version, ref) of the weights last published; publishes first if none yet. With
+        weight_sync broadcast the snapshot is taken here, so it changes only when the controller
+        learns the new version: a send it asks for later always carries the version it expects."""
+        if self.s.rollout.weight_sync == "broadcast":
+            stale = self._snapshot is None or self._snapshot[0] != self.version
+            return self.publish() if stale else (self.version, self.weights_ref)
         return (self.version, self.weights_ref) if self.weights_ref is not None else self.publish()
 
     def weight_bytes(self) -> int:
@@ -464,8 +472,8 @@ class LearnerCore:
         self._old_logprobs(step)
         metrics = self._update(step)
         self.version += 1
-        if self.rank == 0:
-            self.publish()
+        if self.rank == 0 and self.s.rollout.weight_sync != "broadcast":
+            self.publish()  # broadcast: the snapshot is taken when the controller asks (latest_weights)
         rewards = {
             c: float(np.nanmean(step.scored[c].to_numpy(zero_copy_only=False).astype(float)))
             for c in step.scored.schema.names

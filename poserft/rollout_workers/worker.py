@@ -248,14 +248,18 @@ class RolloutWorkerCore:
         return self.version
 
     def receive_weights(self, version: int, meta: list) -> int:
-        """The receiving half of `LearnerCore.send_weights`: the full policy state (`meta`: its
-        tensor list, as `publish` returned it) over the channel, then the LM's tensors into the
-        engine. Accepts the version it already holds (a repeated send is harmless)."""
+        """The receiving half of `LearnerCore.send_weights`: the version, the full policy state
+        (`meta`: its tensor list, as `publish` returned it) over the channel, then the LM's
+        tensors into the engine. The version sent must be `version`; the one the worker already
+        holds is accepted (a repeated send is harmless)."""
         if self.channel is None:
             raise RuntimeError(f"{self.worker_id}: receive_weights before join_weight_channel")
-        if version < self.version:
-            raise VersionMismatch(f"{self.worker_id}: update to version {version} but already at {self.version}")
-        state = receive_state(self.channel, meta)
+        sent = int(self.channel.broadcast(torch.zeros(1, dtype=torch.int64, device=self.device)).item())
+        state = receive_state(self.channel, meta)  # the whole message is taken before any check
+        if sent != version or version < self.version:
+            raise VersionMismatch(
+                f"{self.worker_id}: got weights of version {sent}, expected {version} (holding {self.version})"
+            )
         if self.engine_name == "vllm":
             lm = [(k[len("lm.") :], d, s) for k, d, s in meta if k.startswith("lm.")]
             self.engine.receive_weights(

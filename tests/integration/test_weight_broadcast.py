@@ -36,6 +36,13 @@ def _both(*calls):
     return out
 
 
+def _catch(errors: list, fn) -> None:
+    try:
+        fn()
+    except Exception as err:  # the test reads it
+        errors.append(err)
+
+
 def test_channel_sends_every_tensor_in_its_dtype():
     ep = endpoint()
     state = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.ones(4, dtype=torch.bfloat16) * 3, "n": torch.tensor(7)}
@@ -85,6 +92,17 @@ def test_a_worker_ends_with_the_learners_weights(tiny_ckpt, use_lora):
     name = next(n for n, _ in worker.policy.lm.named_parameters())
     assert worker.weight_checksum(name) == pytest.approx(float(expect[f"lm.{name}"].sum()), rel=1e-6)
     assert learner.published_bytes == sum(v.numel() * v.element_size() for v in expect.values())
+
+    # The version travels with the weights: a receiver told another one refuses them (whole message read).
+    learner.version = 4
+    assert learner.latest_weights()[0] == 4
+    errors = []
+    recv = threading.Thread(target=lambda: _catch(errors, lambda: worker.receive_weights(3, meta)))
+    recv.start()
+    assert learner.send_weights("rollout-0") == 4
+    recv.join(timeout=60)
+    assert len(errors) == 1 and "got weights of version 4, expected 3" in str(errors[0])
+    assert worker.version == 3
 
     with pytest.raises(ValueError, match="no weight channel to rollout-9"):
         learner.send_weights("rollout-9")
