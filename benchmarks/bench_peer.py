@@ -154,7 +154,6 @@ def trl_args(cfg, out_dir: str | Path, use_vllm: bool = False) -> dict:
     """GRPOConfig keyword arguments matching poserft's `rl` section (see the module docstring)."""
     from benchmarks.trl_async import sampling_and_optimizer_args
 
-    s = cfg.rl
     args = dict(
         **sampling_and_optimizer_args(cfg, out_dir),
         beta=0.0,
@@ -163,16 +162,6 @@ def trl_args(cfg, out_dir: str | Path, use_vllm: bool = False) -> dict:
         scale_rewards="group",
         shuffle_dataset=False,
         remove_unused_columns=False,
-        seed=s.seed,
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        log_completions=False,
         use_vllm=use_vllm,
         **trl_batching(cfg),
     )

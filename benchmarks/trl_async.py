@@ -264,8 +264,8 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 def sampling_and_optimizer_args(cfg, out_dir: str | Path) -> dict:
-    """The TRL config keywords both trainers share with poserft's `rl` section: sampling, AdamW,
-    clipping (used by `bench_peer.trl_args` and `async_args`)."""
+    """The TRL config keywords both trainers share: sampling, AdamW and clipping from poserft's
+    `rl` section, and the CPU run settings (used by `bench_peer.trl_args` and `async_args`)."""
     s = cfg.rl
     return dict(
         output_dir=str(out_dir),
@@ -283,24 +283,6 @@ def sampling_and_optimizer_args(cfg, out_dir: str | Path) -> dict:
         adam_beta2=0.99,
         max_grad_norm=s.grad_clip,
         epsilon=s.clip_eps,
-    )
-
-
-def async_args(cfg, out_dir: str | Path, url: str, staleness: int, micro: int, accum: int) -> dict:
-    """AsyncGRPOConfig keyword arguments matching poserft's `rl` section, as `bench_peer.trl_args`
-    does for the synchronous trainer. A fixed P*G samples per optimizer step (`token_budget=0`
-    selects TRL's fixed-count batcher; a token budget would make the count per step vary)."""
-    s = cfg.rl
-    return dict(
-        **sampling_and_optimizer_args(cfg, out_dir),
-        max_staleness=staleness,
-        weight_sync_steps=1,
-        token_budget=0,
-        per_device_train_batch_size=micro,
-        gradient_accumulation_steps=accum,
-        gradient_checkpointing=False,
-        dtype="float32",
-        vllm_server_base_url=url,
         seed=s.seed,
         use_cpu=True,
         bf16=False,
@@ -311,4 +293,21 @@ def async_args(cfg, out_dir: str | Path, url: str, staleness: int, micro: int, a
         disable_tqdm=True,
         dataloader_num_workers=0,
         log_completions=False,
+    )
+
+
+def async_args(cfg, out_dir: str | Path, url: str, staleness: int, micro: int, accum: int) -> dict:
+    """AsyncGRPOConfig keyword arguments matching poserft's `rl` section, as `bench_peer.trl_args`
+    does for the synchronous trainer. A fixed P*G samples per optimizer step (`token_budget=0`
+    selects TRL's fixed-count batcher; a token budget would make the count per step vary)."""
+    return dict(
+        **sampling_and_optimizer_args(cfg, out_dir),
+        max_staleness=staleness,
+        weight_sync_steps=1,
+        token_budget=0,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accum,
+        gradient_checkpointing=False,
+        dtype="float32",
+        vllm_server_base_url=url,
     )
