@@ -499,8 +499,9 @@ class Controller:
             if any(b.partly_returned() for b in self.batches):
                 return  # wait for the rest of that batch, then its workers start the next one together
             idle = [w for w in self.workers if w.idle and not w.retire]
-            if self._broadcast and any(w.version < self.version for w in idle):
-                self._broadcast_to([w for w in idle if w.version < self.version])  # those busy at the last sync
+            behind = [w for w in idle if w.version < self.version] if self._broadcast else []
+            if behind:  # busy at the last sync: their weights come before their next shard
+                self._broadcast_to(behind)
                 idle = [w for w in idle if w in self.workers]
             if not idle:
                 return

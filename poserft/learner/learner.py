@@ -324,7 +324,7 @@ class LearnerCore:
         bytes); a CPU tensor is not copied here, since `ray.put` copies it."""
         if self.lora:
             return _on_cpu(lora.lora_update(self.policy, base_unmerged=self.switches["base_unmerged"]))
-        dtype = getattr(torch, resolve_dtype(self.s.rollout.dtype, self.device))
+        dtype = self._engine_dtype()
         return {
             k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype)
             for k, v in self.policy.state_dict().items()
@@ -347,11 +347,15 @@ class LearnerCore:
         self.weights_ref = ray.put(state)
         return self.version, self.weights_ref
 
+    def _engine_dtype(self) -> torch.dtype:
+        """The rollout engine's dtype (`rl.rollout.dtype`), in which updates are published."""
+        return getattr(torch, resolve_dtype(self.s.rollout.dtype, self.device))
+
     # ---- rl.rollout.weight_sync: broadcast (poserft.common.weight_channel) ----
     def _broadcast_state(self) -> dict:
         """The full policy state a rollout worker loads (LoRA merged in), in the engine's dtype,
         copied on this rank's device so that training on does not change it."""
-        dtype = getattr(torch, resolve_dtype(self.s.rollout.dtype, self.device))
+        dtype = self._engine_dtype()
         with torch.no_grad():
             state = self.policy.state_dict()
             if self.lora:
@@ -384,9 +388,8 @@ class LearnerCore:
     def send_weights(self, worker_id: str) -> int:
         """Broadcast the last published weights to one worker while it runs `receive_weights`
         with the tensor list `publish` returned; returns their version. The copy's channel
-        carries the version first (the snapshot may be newer than the controller knows: this
-        rank publishes while the controller waits), then every tensor; the engine's gets the
-        LM's under their HF names, in the same order."""
+        carries the version first (the receiver checks it against the one it was told), then
+        every tensor; the engine's gets the LM's under their HF names, in the same order."""
         if worker_id not in self.channels:
             raise ValueError(f"send_weights: no weight channel to {worker_id}; open_weight_channel first")
         if self._snapshot is None:

@@ -255,15 +255,15 @@ class RolloutWorkerCore:
         if self.channel is None:
             raise RuntimeError(f"{self.worker_id}: receive_weights before join_weight_channel")
         sent = int(self.channel.broadcast(torch.zeros(1, dtype=torch.int64, device=self.device)).item())
-        state = receive_state(self.channel, meta)  # the whole message is taken before any check
-        if sent != version or version < self.version:
-            raise VersionMismatch(
-                f"{self.worker_id}: got weights of version {sent}, expected {version} (holding {self.version})"
-            )
-        if self.engine_name == "vllm":
+        state = receive_state(self.channel, meta)
+        if self.engine_name == "vllm":  # taken before any check, or the learner's send would hang
             lm = [(k[len("lm.") :], d, s) for k, d, s in meta if k.startswith("lm.")]
             self.engine.receive_weights(
                 {"names": [k for k, _, _ in lm], "dtype_names": [d for _, d, _ in lm], "shapes": [s for _, _, s in lm]}
+            )
+        if sent != version or version < self.version:  # the worker fails and is replaced
+            raise VersionMismatch(
+                f"{self.worker_id}: got weights of version {sent}, expected {version} (holding {self.version})"
             )
         own = self.policy.state_dict()
         unknown = [k for k in state if k not in own]
