@@ -25,6 +25,7 @@ def _cmd_data_build(args) -> int:
         image_size=args.image_size,
         smpl_dir=args.smpl_dir,
         progress=not args.quiet,
+        caption_registers=args.caption_registers,
     )
     caps = card["captions"]
     print(
@@ -85,7 +86,9 @@ def _cmd_retriever_eval(args) -> int:
 def _cmd_model_init(args) -> int:
     from poserft.model.checkpoint import count_parameters, init_policy, save_policy
 
-    policy = init_policy(args.preset, args.data, seed=args.seed)
+    policy = init_policy(
+        args.preset, args.data, seed=args.seed, text_tower=args.text_tower, text_tokens=args.text_tokens
+    )
     save_policy(policy, args.out)
     n = count_parameters(policy)
     print(
@@ -361,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--test-poses", type=int, default=1000)
     b.add_argument("--image-size", type=int, default=64)
     b.add_argument("--smpl-dir", default=None, help="folder with SMPL_NEUTRAL.pkl (default: built-in skeleton)")
+    b.add_argument(
+        "--caption-registers",
+        default="none",
+        choices=["none", "basic", "rich"],
+        help="train captions in people's registers as well (data.caption_registers; configs/tiny-cpu.yaml uses rich)",
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_cmd_data_build)
     from poserft.data.importers.cli import add_import_parsers
@@ -390,6 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("--data", required=True, help="dataset folder (the tokenizer is trained on its train split)")
     mi.add_argument("--out", required=True)
     mi.add_argument("--seed", type=int, default=0)
+    mi.add_argument(
+        "--text-tower",
+        default="none",
+        choices=["none", "minilm-wordemb"],
+        help="pretrained word knowledge in prompt slots (the packaged MiniLM's frozen word embeddings; "
+        "configs/tiny-cpu.yaml model.text_tower)",
+    )
+    mi.add_argument("--text-tokens", type=int, default=4, help="prompt slots the text tower fills")
     mi.set_defaults(func=_cmd_model_init)
     mp = m.add_parser(
         "import",

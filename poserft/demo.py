@@ -70,12 +70,19 @@ def run_demo(
             val_poses=d.val_poses,
             test_poses=d.test_poses,
             image_size=d.image_size,
+            caption_registers=d.caption_registers,
         )
     else:
         print(f"using existing {data_dir} (delete it to rebuild)")
     from poserft.data.dataset import load_card
 
     card = load_card(data_dir)  # a corrupt card is a one-line DatasetError, not a JSON traceback
+    built = card.get("generator", {}).get("caption_registers", "none")
+    if built != cfg.data.caption_registers:
+        raise ValueError(
+            f"{data_dir} was built with caption_registers {built}, but the config asks for "
+            f"{cfg.data.caption_registers}; delete {data_dir} (and {run_dir}) to rebuild, or pass another --data"
+        )
     captions = sample_sheet(data_dir, run_dir / "samples.png")
     for c in captions[:3]:
         print(f"  caption: {c}")
@@ -109,9 +116,16 @@ def run_demo(
     if not (init / "poserft.json").is_file():
         from poserft.model.checkpoint import count_parameters, init_policy, save_policy
 
-        policy = init_policy(cfg.model.preset, data_dir, seed=cfg.model.init_seed)
+        m = cfg.model
+        policy = init_policy(m.preset, data_dir, seed=m.init_seed, text_tower=m.text_tower, text_tokens=m.text_tokens)
         save_policy(policy, init)
         print(f"tiny policy: {count_parameters(policy)}")
+    tower = json.loads((init / "poserft.json").read_text()).get("text_tower", {}).get("type", "none")
+    if tower != cfg.model.text_tower:
+        raise ValueError(
+            f"{init} has text tower {tower}, but the config asks for {cfg.model.text_tower}; delete {run_dir} to "
+            "start again"
+        )
     _done("model", t0, timings)
 
     t0 = _stage("sft", 4)

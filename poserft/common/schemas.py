@@ -12,6 +12,7 @@ TASKS = ("text2pose", "image2pose", "pose2text")
 POSE_TOKEN = "<POSE>"
 IMAGE_TOKEN = "<image>"
 POSE_INPUT_TOKEN = "<pose>"
+TEXT_TOKEN = "<text>"  # prompt slots of the text tower (poserft.model.text_tower), when a policy has one
 POSE_RESPONSE = f"The SMPL pose of this person is {POSE_TOKEN}."
 
 AA_DIM = 72

@@ -268,11 +268,12 @@ class Fact:
     mirror: str | None = None  # the same fact on the other side, for merging into "both"
 
 
-_SIDE_WORD = re.compile(r"(?<![a-z])(left|right)(?![a-z])")
+_SIDE_WORD = re.compile(r"(?<![a-z])(left|right)(?![a-z])(?! angle)")  # "a right angle" is not a side
 
 
 def swap_sides(text: str) -> str:
-    """Exchange the words left and right (not inside other words such as "upright")."""
+    """Exchange the words left and right (not inside other words such as "upright", nor the
+    "right" of "a right angle")."""
     return _SIDE_WORD.sub(lambda m: "right" if m.group(1) == "left" else "left", text)
 
 

@@ -27,6 +27,8 @@ from poserft.common.schemas import POSE_RESPONSE, TASK_RECORD_SCHEMA, TASKS
 
 SPLITS = ("train", "val", "test")
 FORMAT_VERSION = 1
+CAPTION_REGISTERS = ("none", "basic", "rich")
+REGISTER_DRAWS = 2  # rich: register captions drawn per train pose (kept when not the paragraph itself)
 
 PROMPTS = {
     "text2pose": (
@@ -89,9 +91,15 @@ def build_dataset(
     image_size: int = 64,
     smpl_dir: str | None = None,
     progress: bool = True,
-    caption_registers: bool = False,
+    caption_registers: str | bool = "none",
 ) -> dict:
-    """Write the benchmark to `out`; returns the dataset card."""
+    """Write the benchmark to `out`; returns the dataset card.
+
+    `caption_registers` (`data.caption_registers`): "none" keeps the posecode paragraphs; "basic"
+    rewrites some of them as canonical-pose names and short excerpts (poserft.data.registers);
+    "rich" keeps every paragraph and adds up to REGISTER_DRAWS text2pose rows per train pose in
+    people's registers (poserft.data.registers_rich: names, part descriptions, excerpts). Val and
+    test keep the paragraphs either way, so the synthetic metrics stay comparable."""
     from poserft.data.captioner import Captioner
     from poserft.data.pose_prior import PosePrior
     from poserft.data.render import render_skeleton
@@ -101,6 +109,9 @@ def build_dataset(
     for split, n in counts.items():
         if int(n) < 1:
             raise DatasetError(f"{split}_poses must be at least 1, got {n}")
+    registers = {False: "none", True: "basic"}.get(caption_registers, caption_registers)
+    if registers not in CAPTION_REGISTERS:
+        raise DatasetError(f"caption_registers is {caption_registers!r}; known: {', '.join(CAPTION_REGISTERS)}")
     check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -118,7 +129,7 @@ def build_dataset(
     for i in range(0, total, 2048):
         captions += captioner.caption(joints[i : i + 2048], ids=list(range(i, min(i + 2048, total))))
         bar.update(min(2048, total - i))
-    if caption_registers:  # opt-in everyday registers (poserft.data.registers); off keeps the default output
+    if registers == "basic":  # opt-in everyday registers (poserft.data.registers); none keeps the default output
         from poserft.data.registers import with_registers
 
         captions = with_registers(captions, joints, list(range(total)), seed)
@@ -136,6 +147,8 @@ def build_dataset(
         idx = np.arange(start, start + counts[split])
         start += counts[split]
         table = _split_table(split, idx, poses, joints, captions, images, template_choice)
+        if split == "train" and registers == "rich":
+            table = pa.concat_tables([table, _register_rows(idx, poses, joints, seed, total)])
         path = out / f"{split}.parquet"
         _write_atomic(path, lambda tmp, t=table: pq.write_table(t, tmp, compression="zstd", row_group_size=4096))
         card_files[split] = {"file": path.name, "rows": table.num_rows, "poses": len(idx), "sha256": _sha256(path)}
@@ -158,8 +171,8 @@ def build_dataset(
             "camera": "orthographic, front view (yaw 0, pitch 0); poses are expressed in the camera frame",
         },
     }
-    if caption_registers:
-        card["generator"]["caption_registers"] = True
+    if registers != "none":
+        card["generator"]["caption_registers"] = registers
     _write_atomic(out / "dataset_card.json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
     return card
 
@@ -179,6 +192,35 @@ def _split_table(split, idx, poses, joints, captions, images, template_choice) -
             rows["target_joints"].append(joints[i].reshape(-1).astype(np.float32))
             rows["reference_text"].append(cap if task == "pose2text" else POSE_RESPONSE)
             rows["caption"].append(cap)
+    return pa.Table.from_pydict(rows, schema=TASK_RECORD_SCHEMA)
+
+
+def _register_rows(idx, poses, joints, seed: int, total: int) -> pa.Table:
+    """text2pose rows in people's registers for the train poses `idx` (ids `...-text2pose-r{c}`)."""
+    from poserft.data.captioner import Captioner
+    from poserft.data.registers_rich import with_rich_registers
+
+    rows = {name: [] for name in TASK_RECORD_SCHEMA.names}
+    templates = PROMPTS["text2pose"]
+    for c in range(1, REGISTER_DRAWS + 1):
+        draw_ids = [int(i) + c * total for i in idx]  # other ids: other draws of the same pose
+        paragraphs = Captioner(seed).caption(joints[idx], ids=draw_ids)
+        drawn = with_rich_registers(paragraphs, poses[idx], joints[idx], draw_ids, seed)
+        rng = np.random.default_rng([seed, 11, c])
+        choice = rng.integers(0, len(templates), size=len(idx))
+        for k, (i, text, paragraph) in enumerate(zip(idx, drawn, paragraphs)):
+            if text == paragraph:
+                continue
+            rows["id"].append(f"train-{i:06d}-text2pose-r{c}")
+            rows["task"].append("text2pose")
+            rows["split"].append("train")
+            rows["pose_id"].append(int(i))
+            rows["prompt"].append(templates[choice[k]].format(caption=text))
+            rows["image"].append(None)
+            rows["target_pose"].append(poses[i].reshape(-1).astype(np.float32))
+            rows["target_joints"].append(joints[i].reshape(-1).astype(np.float32))
+            rows["reference_text"].append(POSE_RESPONSE)
+            rows["caption"].append(text)
     return pa.Table.from_pydict(rows, schema=TASK_RECORD_SCHEMA)
 
 

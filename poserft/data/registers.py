@@ -1,4 +1,4 @@
-"""Everyday registers for the synthetic captions (opt-in: `data.caption_registers`, default off).
+"""Everyday registers for the synthetic captions (opt-in: `data.caption_registers: basic`).
 
 The posecode captioner writes long, regular paragraphs ("The left knee is bent at a right
 angle ..."); people say "a squat" or "lunging forward". With the switch on, a share of the

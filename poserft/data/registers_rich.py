@@ -1,4 +1,5 @@
-"""Richer everyday registers for the synthetic captions (experimental; nothing uses it by default).
+"""Richer everyday registers for the synthetic captions (`data.caption_registers: rich`, which the
+demo config uses; `poserft.data.dataset` adds them as extra train rows beside the paragraphs).
 
 `poserft.data.registers` names a pose only when the whole body is near one canonical pose, with
 two or three names each. This module adds, per pose id (same seed and id, same caption):

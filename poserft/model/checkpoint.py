@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from poserft.common.schemas import IMAGE_TOKEN, POSE_INPUT_TOKEN, POSE_RESPONSE, POSE_TOKEN
+from poserft.common.schemas import IMAGE_TOKEN, POSE_INPUT_TOKEN, POSE_RESPONSE, POSE_TOKEN, TEXT_TOKEN
 from poserft.model.lm_files import LM_INDEX, CheckpointError, read_lm_tensors, write_lm_index
 from poserft.model.policy import PosePolicy
 
@@ -75,8 +75,9 @@ def unknown_preset(name: str) -> ValueError:
     return ValueError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
 
 
-def train_tokenizer(corpus, vocab_size: int):
-    """A byte-level BPE tokenizer trained on `corpus`, wrapped for transformers and vLLM."""
+def train_tokenizer(corpus, vocab_size: int, extra_special: tuple[str, ...] = ()):
+    """A byte-level BPE tokenizer trained on `corpus`, wrapped for transformers and vLLM.
+    `extra_special`: special tokens after SPECIAL_TOKENS (the text tower's `<text>`)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -85,7 +86,7 @@ def train_tokenizer(corpus, vocab_size: int):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + list(extra_special),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -96,7 +97,7 @@ def train_tokenizer(corpus, vocab_size: int):
         eos_token="</s>",
         unk_token="<unk>",
         pad_token="<pad>",
-        additional_special_tokens=[POSE_TOKEN, IMAGE_TOKEN, POSE_INPUT_TOKEN],
+        additional_special_tokens=[POSE_TOKEN, IMAGE_TOKEN, POSE_INPUT_TOKEN, *extra_special],
     )
 
 
@@ -110,13 +111,23 @@ def tokenizer_corpus(data_dir: str | Path) -> list[str]:
     return texts
 
 
-def init_policy(preset: str, data_dir: str | Path, seed: int = 0) -> PosePolicy:
+def init_policy(
+    preset: str, data_dir: str | Path, seed: int = 0, text_tower: str = "none", text_tokens: int = 4
+) -> PosePolicy:
+    """A randomly initialised policy of `preset` with a tokenizer trained on `data_dir`'s texts;
+    `text_tower` (poserft.model.text_tower) adds `text_tokens` prompt slots of pretrained word
+    knowledge, "none" adds nothing."""
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from poserft.model.text_tower import check_tower
 
     if preset not in PRESETS:
         raise unknown_preset(preset)
+    if text_tower != "none":
+        check_tower(text_tower)
     p = PRESETS[preset]
-    tokenizer = train_tokenizer(tokenizer_corpus(data_dir), p["vocab_size"])
+    extra = (TEXT_TOKEN,) if text_tower != "none" else ()
+    tokenizer = train_tokenizer(tokenizer_corpus(data_dir), p["vocab_size"], extra)
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -132,12 +143,14 @@ def init_policy(preset: str, data_dir: str | Path, seed: int = 0) -> PosePolicy:
         "format_version": FORMAT_VERSION,
         "preset": preset,
         "policy_version": 0,
-        "token_ids": {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS},
+        "token_ids": {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS + list(extra)},
         "pose_representation": POSE_REPRESENTATION,
         "vision": dict(p["vision"]),
         "head": {"log_std_min": -5.0, "log_std_max": 0.0, "log_std_init": -1.5},
         "max_positions": MAX_POSITIONS,
     }
+    if text_tower != "none":
+        meta["text_tower"] = {"type": text_tower, "tokens": int(text_tokens)}
     return PosePolicy(lm, tokenizer, meta)
 
 
@@ -150,6 +163,7 @@ def count_parameters(policy: PosePolicy) -> dict:
         "vision": n(policy.vision) + n(policy.projector),
         "pose_in": n(policy.pose_in),
         "head": n(policy.head),
+        **({"text_in": n(policy.text_in)} if policy.text_tokens else {}),
         "total": n(policy),
     }
 

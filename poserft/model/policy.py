@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +28,18 @@ from torch import nn
 
 from poserft.common.body import NUM_JOINTS, POSE_6D_DIM
 from poserft.common.rotations import axis_angle_to_rot6d
-from poserft.common.schemas import IMAGE_TOKEN, POSE_INPUT_TOKEN, POSE_TOKEN
+from poserft.common.schemas import IMAGE_TOKEN, POSE_INPUT_TOKEN, POSE_TOKEN, TEXT_TOKEN
+from poserft.model.text_tower import WIDTH as TOWER_WIDTH
+from poserft.model.text_tower import check_tower, pooled_word_embeddings, user_text
 
 LOG2PI = math.log(2 * math.pi)
 
 
-def chat_prompt(prompt: str, image_tokens: int) -> str:
-    """The text the LM sees before its response; `<image>` is expanded to `image_tokens` slots."""
-    return f"USER: {prompt.replace(IMAGE_TOKEN, IMAGE_TOKEN * image_tokens)}\nASSISTANT:"
+def chat_prompt(prompt: str, image_tokens: int, text_tokens: int = 0) -> str:
+    """The text the LM sees before its response; `<image>` is expanded to `image_tokens` slots, and
+    a policy with a text tower gets `text_tokens` `<text>` slots before the user's words."""
+    slots = f"{TEXT_TOKEN * text_tokens} " if text_tokens else ""
+    return f"USER: {slots}{prompt.replace(IMAGE_TOKEN, IMAGE_TOKEN * image_tokens)}\nASSISTANT:"
 
 
 @dataclass
@@ -206,6 +210,8 @@ class PolicyInputs:
     image_rows: list[int]
     pose_inputs: torch.Tensor | None  # (B_pose, 144)
     pose_input_rows: list[int]
+    text_feats: torch.Tensor | None = None  # (B_text, 384) text-tower features of the rows with <text> slots
+    text_rows: list[int] = field(default_factory=list)
 
     def to(self, device) -> PolicyInputs:
         """The same batch with every tensor on `device` (the policy's, e.g. a GPU learner's)."""
@@ -217,6 +223,7 @@ class PolicyInputs:
             response_mask=move(self.response_mask),
             images=move(self.images),
             pose_inputs=move(self.pose_inputs),
+            text_feats=move(self.text_feats),
         )
 
 
@@ -236,7 +243,19 @@ class PosePolicy(nn.Module):
         self.projector = nn.Sequential(nn.Linear(width, h, bias=bias), nn.GELU(), nn.Linear(h, h, bias=bias))
         self.pose_in = nn.Sequential(nn.Linear(POSE_6D_DIM, h), nn.GELU(), nn.Linear(h, h))
         self.head = GaussianPoseHead(HeadConfig(h, **meta.get("head", {})))
+        tower = meta.get("text_tower")  # poserft.model.text_tower; absent in checkpoints without one
+        self.text_tokens = int(tower["tokens"]) if tower else 0
+        self.text_in = (
+            nn.Sequential(
+                nn.LayerNorm(TOWER_WIDTH), nn.Linear(TOWER_WIDTH, h), nn.GELU(), nn.Linear(h, h * self.text_tokens)
+            )
+            if tower
+            else nn.Sequential()
+        )
+        if tower:
+            check_tower(tower["type"])
         ids = meta["token_ids"]
+        self.text_token_id = ids.get(TEXT_TOKEN)
         self.pose_token_id, self.image_token_id, self.pose_input_token_id = (
             ids[POSE_TOKEN],
             ids[IMAGE_TOKEN],
@@ -252,7 +271,7 @@ class PosePolicy(nn.Module):
     # ---- inputs ------------------------------------------------------------------------
     def encode_prompt(self, prompt: str) -> list[int]:
         return [self.tokenizer.bos_token_id] + self.tokenizer.encode(
-            chat_prompt(prompt, self.image_tokens), add_special_tokens=False
+            chat_prompt(prompt, self.image_tokens, self.text_tokens), add_special_tokens=False
         )
 
     def encode_response(self, response: str, eos: bool = True) -> list[int]:
@@ -283,7 +302,20 @@ class PosePolicy(nn.Module):
             )
             poses = axis_angle_to_rot6d(aa).reshape(len(pose_rows), POSE_6D_DIM)
         inp = PolicyInputs(input_ids, attn, resp, [len(p) for p in prompt_ids], imgs, image_rows, poses, pose_rows)
+        if self.text_tokens:
+            inp.text_rows = [i for i, p in enumerate(prompt_ids) if self.text_token_id in p]
+            inp.text_feats = self.text_features([prompt_ids[i] for i in inp.text_rows]) if inp.text_rows else None
         return inp.to(self.device) if self.device.type != "cpu" else inp
+
+    def text_features(self, prompt_ids) -> torch.Tensor:
+        """(N, 384) text-tower input of each prompt: its user words, decoded from the ids (a group's
+        shared prompt is decoded once)."""
+        unique = {tuple(p): None for p in prompt_ids}
+        keys = list(unique)
+        texts = [user_text(self.tokenizer.decode(list(k), skip_special_tokens=True)) for k in keys]
+        feats = pooled_word_embeddings(texts)
+        row = {k: i for i, k in enumerate(keys)}
+        return feats[[row[tuple(p)] for p in prompt_ids]]
 
     def load_image(self, png: bytes) -> torch.Tensor:
         """PNG bytes -> (3, S, S) in [0, 1] at the vision encoder's size."""
@@ -314,6 +346,14 @@ class PosePolicy(nn.Module):
                 if len(slots) != 1:
                     raise ValueError(f"row {row}: prompt has {len(slots)} <pose> slots, expected 1")
                 emb = emb.index_put((torch.full_like(slots, row), slots), feats[k : k + 1])
+        if inp.text_feats is not None:
+            k_slots = self.text_tokens
+            feats = self.text_in(inp.text_feats.to(emb.dtype)).reshape(len(inp.text_rows), k_slots, -1)
+            for k, row in enumerate(inp.text_rows):
+                slots = ((inp.input_ids[row] == self.text_token_id) & in_prompt[row]).nonzero().squeeze(-1)
+                if len(slots) != k_slots:
+                    raise ValueError(f"row {row}: prompt has {len(slots)} <text> slots, expected {k_slots}")
+                emb = emb.index_put((torch.full_like(slots, row), slots), feats[k])
         return emb
 
     def prompt_embeds(self, prompt_ids: list[int], image: bytes | None = None, pose_input=None) -> torch.Tensor:
@@ -358,7 +398,7 @@ class PosePolicy(nn.Module):
 
     # ---- files -------------------------------------------------------------------------
     def extra_state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights of the non-LM parts (vision, projector, pose_in, head) under their prefixes."""
+        """Weights of the non-LM parts (vision, projector, pose_in, head, text_in) under their prefixes."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("lm.")}
 
 
@@ -371,7 +411,14 @@ def load_meta(folder: Path) -> dict:
 
 
 # ---- what the learner trains -------------------------------------------------------------------
-POLICY_PARTS = ("lm", "vision", "projector", "pose_in", "head")  # attributes of PosePolicy; model.train names them
+POLICY_PARTS = (
+    "lm",
+    "vision",
+    "projector",
+    "pose_in",
+    "head",
+    "text_in",
+)  # attributes of PosePolicy; model.train names them
 
 
 def apply_training_switches(policy: PosePolicy, model_cfg, saved_adapter: Path | None = None) -> dict:

@@ -216,6 +216,7 @@ def test_fact_table_is_consistent():
         if f.mirror:
             assert f.mirror in FACT_KEYS and swap_sides(f.mirror) == f.key
     assert swap_sides("the left leg is upright") == "the right leg is upright"
+    assert swap_sides("the left elbow is bent past a right angle") == "the right elbow is bent past a right angle"
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 import inspect
 
 import numpy as np
+import pytest
 
 from poserft.common.body import BodyModel
 from poserft.data.captioner import Captioner
@@ -13,7 +14,7 @@ from poserft.describe_eval import DEV_SET, load_descriptions
 
 
 def test_off_by_default():
-    assert inspect.signature(build_dataset).parameters["caption_registers"].default is False
+    assert inspect.signature(build_dataset).parameters["caption_registers"].default == "none"
 
 
 def test_canonical_poses_get_their_own_name():
@@ -34,3 +35,24 @@ def test_registers_are_deterministic_and_keep_most_paragraphs():
     assert 0.5 <= kept / len(a) <= 0.9 and named > 0
     dev = {d.lower().rstrip(".!") for d in load_descriptions(DEV_SET).descriptions}
     assert not [x for x in a if x.lower().rstrip(".") in dev]
+
+
+def test_rich_registers_add_train_rows_only(tmp_path):
+    from poserft.data.dataset import DatasetError, load_card, load_split
+
+    kw = dict(seed=4, train_poses=120, val_poses=10, test_poses=10, progress=False)
+    build_dataset(tmp_path / "none", **kw)
+    build_dataset(tmp_path / "rich", caption_registers="rich", **kw)
+    assert load_card(tmp_path / "rich")["generator"]["caption_registers"] == "rich"
+    for split in ("val", "test"):
+        assert load_split(tmp_path / "none", split).equals(load_split(tmp_path / "rich", split))
+    base, rich = load_split(tmp_path / "none", "train"), load_split(tmp_path / "rich", "train")
+    assert rich.slice(0, base.num_rows).equals(base)  # every paragraph row is kept
+    extra = rich.slice(base.num_rows)
+    assert 60 <= extra.num_rows <= 240 and set(extra["task"].to_pylist()) == {"text2pose"}
+    assert all(i.split("-")[-1] in ("r1", "r2") for i in extra["id"].to_pylist())
+    assert len(set(rich["id"].to_pylist())) == rich.num_rows
+    captions = extra["caption"].to_pylist()
+    assert sum(len(c.split()) < 15 for c in captions) > len(captions) / 3  # short registers, not paragraphs
+    with pytest.raises(DatasetError, match="caption_registers is 'fancy'"):
+        build_dataset(tmp_path / "bad", caption_registers="fancy", **kw)

@@ -20,6 +20,7 @@ POLICY_PART_NAMES = (
     "projector",
     "pose_in",
     "head",
+    "text_in",
 )  # the fields of TrainConfig; poserft.model.policy maps them to modules
 
 
@@ -147,6 +148,11 @@ class DataConfig(Section):
     val_poses: int = Field(1000, ge=1, description="Distinct poses in the val split.")
     test_poses: int = Field(1000, ge=1, description="Distinct poses in the test split.")
     image_size: int = Field(64, ge=16, le=1024, description="Side of the rendered image2pose inputs, pixels.")
+    caption_registers: Literal["none", "basic", "rich"] = Field(
+        "none",
+        description="Train captions in people's registers besides the posecode paragraphs: basic rewrites some as "
+        "pose names and excerpts; rich adds name, body-part and excerpt rows per train pose (val/test unchanged).",
+    )
 
     @model_validator(mode="after")
     def _dir_from_sources(self):
@@ -219,6 +225,9 @@ class TrainConfig(Section):
     projector: float = Field(1.0, ge=0, description="... of the vision projector; 0 keeps it fixed.")
     pose_in: float = Field(1.0, ge=0, description="... of the pose input encoder (pose2text); 0 keeps it fixed.")
     head: float = Field(1.0, ge=0, description="... of the Gaussian pose head; 0 keeps it fixed.")
+    text_in: float = Field(
+        1.0, ge=0, description="... of the text tower's projector (policies with model.text_tower); 0 keeps it fixed."
+    )
     pose_loss: Literal["all", "head"] = Field(
         "all",
         description="What the pose surrogate and the Gaussian KL train: every part on the path to the <POSE> hidden "
@@ -240,6 +249,12 @@ class TrainConfig(Section):
 class ModelConfig(Section):
     preset: str = Field("tiny", description="Model size preset for `poserft model init` (tiny, base).")
     init_seed: int = Field(0, description="Seed of the random initialisation.")
+    text_tower: Literal["none", "minilm-wordemb"] = Field(
+        "none",
+        description="Pretrained word knowledge for `poserft model init`: minilm-wordemb fills text_tokens prompt slots "
+        "from the packaged MiniLM's frozen word embeddings (poserft.model.text_tower); none adds nothing.",
+    )
+    text_tokens: int = Field(4, ge=1, le=64, description="Prompt slots the text tower fills.")
     train: TrainConfig = TrainConfig()
     lora: LoRAConfig = LoRAConfig()
 

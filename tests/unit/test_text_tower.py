@@ -1,0 +1,79 @@
+"""poserft.model.text_tower: MiniLM word knowledge in prompt slots (issue 14)."""
+
+import pytest
+import torch
+
+from poserft.common.config import ConfigError, ModelConfig, validate_config
+from poserft.common.schemas import POSE_RESPONSE, TEXT_TOKEN
+from poserft.model.checkpoint import init_policy, load_policy, save_policy
+from poserft.model.policy import apply_training_switches
+from poserft.model.text_tower import pooled_word_embeddings, user_text
+
+PROMPT = "Generate the 3D body pose described here: standing like a flamingo, on one leg."
+
+
+@pytest.fixture(scope="module")
+def tower_policy(tiny_data):
+    return init_policy("tiny", tiny_data, seed=0, text_tower="minilm-wordemb", text_tokens=3)
+
+
+def test_pooled_word_embeddings_know_words():
+    v = pooled_word_embeddings(["Flamingo", "flamingo", "salute", "", "a military salute"])
+    assert v.shape == (5, 384)
+    assert torch.equal(v[0], v[1])  # the WordPiece side lower-cases
+    assert not v[3].any()  # no pieces, no signal
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(v[2], v[4], dim=0) > cos(v[0], v[2], dim=0)
+
+
+def test_user_text_strips_the_chat_frame():
+    assert user_text("USER:   raise both arms\nASSISTANT:") == "raise both arms"
+
+
+def test_prompt_gets_text_slots_and_the_tower_changes_the_embeddings(tower_policy):
+    p = tower_policy
+    ids = p.encode_prompt(PROMPT)
+    assert ids.count(p.text_token_id) == 3
+    other = p.encode_prompt("Generate the 3D body pose described here: lying face down on the floor.")
+    inp = p.build_inputs([ids, other, ids], [[], [], []])
+    assert inp.text_rows == [0, 1, 2] and inp.text_feats.shape == (3, 384)
+    assert torch.equal(inp.text_feats[0], inp.text_feats[2]) and not torch.equal(inp.text_feats[0], inp.text_feats[1])
+    emb = p.embed(inp)
+    slots = ids.index(p.text_token_id)
+    token_row = p.lm.get_input_embeddings().weight[p.text_token_id]
+    assert not torch.allclose(emb[0, slots], token_row)  # filled by text_in, not the token's own row
+    assert not torch.allclose(emb[0, slots], emb[1, slots])
+
+
+def test_slot_count_mismatch_is_a_clear_error(tower_policy):
+    p = tower_policy
+    ids = p.encode_prompt(f"a person saying {TEXT_TOKEN} hello")  # the user typed the slot token
+    with pytest.raises(ValueError, match="<text> slots, expected 3"):
+        p.embed(p.build_inputs([ids], [[]]))
+
+
+def test_round_trip_and_training_switch(tower_policy, tmp_path):
+    p = tower_policy
+    save_policy(p, tmp_path / "ckpt")
+    q = load_policy(tmp_path / "ckpt")
+    assert q.meta["text_tower"] == {"type": "minilm-wordemb", "tokens": 3}
+    resp = p.encode_response(POSE_RESPONSE)
+    a, b = p(p.build_inputs([p.encode_prompt(PROMPT)], [resp])), q(q.build_inputs([q.encode_prompt(PROMPT)], [resp]))
+    assert torch.allclose(a["mu"], b["mu"], atol=1e-5)
+    assert all(30522 not in v.shape for v in q.state_dict().values())  # MiniLM's table is not saved
+    apply_training_switches(q, ModelConfig(train={"text_in": 0.0}))
+    assert "text_in" in q.switches["freeze"] and not any(x.requires_grad for x in q.text_in.parameters())
+
+
+def test_without_a_tower_nothing_changes(tiny_data):
+    p = init_policy("tiny", tiny_data, seed=0)
+    assert TEXT_TOKEN not in p.tokenizer.get_vocab() and p.text_tokens == 0
+    assert p.build_inputs([p.encode_prompt(PROMPT)], [[]]).text_feats is None
+    assert not list(p.text_in.parameters())
+
+
+def test_unknown_tower_is_refused(tiny_data):
+    with pytest.raises(ConfigError, match="text_tower"):
+        validate_config({"text_tower": "bert"}, ModelConfig)
+    with pytest.raises(ValueError, match="unknown text tower 'bert'"):
+        init_policy("tiny", tiny_data, text_tower="bert")
