@@ -6,7 +6,10 @@ Metrics:
   mean training pose (so an invalid answer is never free); valid share reported;
 - text2pose: retrieval with the *evaluator* retriever between each caption and the pose
   generated from it: Recall@1/5/10 both ways and mRecall (over the full test split);
-- pose2text: MiniLM cosine between generated and reference captions.
+- pose2text: MiniLM cosine between generated and reference captions, beside the same cosine against
+  another row's reference (how much of it any caption of the captioner's style gets), and retrieval
+  with the evaluator retriever between each input pose and the text generated for it (P2T R@10,
+  mRecall): a description that names the right pose ranks its pose high.
 Baselines on the same split: the mean training pose (MPJPE / PA-MPJPE) and chance recall.
 """
 
@@ -133,8 +136,19 @@ def evaluate_policy(
         else:
             refs = table["reference_text"].to_pylist()
             sim = text_similarity(embedder, out["texts"], refs)
+            other = text_similarity(embedder, out["texts"], refs[1:] + refs[:1]) if len(refs) > 1 else sim
+            with torch.no_grad():
+                src6d = axis_angle_to_rot6d(
+                    torch.from_numpy(
+                        np.array(table["target_pose"].combine_chunks().flatten(), dtype=np.float32).reshape(-1, 24, 3)
+                    )
+                ).reshape(-1, 144)
+                rec = retrieval_recalls(evaluator.embed_text(out["texts"]), evaluator.embed_pose(src6d), ks=(1, 5, 10))
             res["pose2text"] = {
                 "text_similarity": float(sim.mean()),
+                "text_similarity_other_reference": float(other.mean()),
+                "recall_at_10_p2t": rec["recall_at_10_p2t"],
+                "mrecall": rec["mrecall"],
                 "n": table.num_rows,
                 "examples": [{"generated": g, "reference": r} for g, r in zip(out["texts"][:3], refs[:3])],
             }
@@ -164,6 +178,9 @@ def eval_table(results: dict[str, dict]) -> str:
         ("text2pose mRecall (%)", lambda r: r["text2pose"]["mrecall"]),
         ("  chance R@10", lambda r: r["text2pose"]["chance_recall_at_10"]),
         ("pose2text text similarity", lambda r: r["pose2text"]["text_similarity"]),
+        ("  same, against another row's reference", lambda r: r["pose2text"]["text_similarity_other_reference"]),
+        ("pose2text R@10 p2t (%)", lambda r: r["pose2text"]["recall_at_10_p2t"]),
+        ("pose2text mRecall (%)", lambda r: r["pose2text"]["mrecall"]),
     ]
     if all("descriptions" in r for r in results.values()):
         from poserft.describe_eval import table_rows
