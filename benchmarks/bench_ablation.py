@@ -62,10 +62,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from benchmarks.common import write_json  # noqa: E402
+from poserft.demo import SEED_KEYS  # noqa: E402  (what `poserft demo --seed` sets)
 
 METHODS = ("sft", "hygrpo", "grpo")
 BASELINE = "sft"
-SEED_KEYS = ("model.init_seed", "sft.seed", "rl.seed")
 # Paths naming the run's own folders: a reused run was written to another run_dir.
 IGNORED_CONFIG_PATHS = ("run_dir", "data.dir", "rewards.retriever_dir", "eval.evaluator_dir", "logging.dir")
 RETRIEVERS = ("retriever_reward", "retriever_evaluator")

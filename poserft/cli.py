@@ -576,7 +576,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the end-to-end demo on the tiny default")
     d.add_argument("--data", default="data/synth")
     d.add_argument("--run-dir", default="runs/demo")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the policy init, SFT and RL (model.init_seed, sft.seed, rl.seed); data and retrievers keep theirs",
+    )
     d.set_defaults(func=_cmd_demo)
     return p
 

@@ -50,10 +50,16 @@ def _rl_finished(rl_dir: Path, steps: int) -> bool:
     return meta.is_file() and json.loads(meta.read_text()).get("controller", {}).get("step", 0) >= steps
 
 
+SEED_KEYS = ("model.init_seed", "sft.seed", "rl.seed")  # what `--seed` sets; data and retrievers keep theirs
+
+
 def run_demo(
-    data_dir: Path, run_dir: Path, seed: int = 0, config: str | None = "configs/tiny-cpu.yaml", overrides=None
+    data_dir: Path, run_dir: Path, seed: int | None = None, config: str | None = "configs/tiny-cpu.yaml", overrides=None
 ) -> int:
-    cfg = load_config(config if config and Path(config).is_file() else None, overrides or [])
+    """The pipeline of the module docstring; `seed` (None: the config's) seeds the policy's init,
+    SFT and RL, as `benchmarks/bench_ablation.py` does for each of its seeds."""
+    seeded = [f"{k}={seed}" for k in SEED_KEYS] if seed is not None else []
+    cfg = load_config(config if config and Path(config).is_file() else None, [*seeded, *(overrides or [])])
     run_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     summary: dict = {"config": cfg.model_dump(), "timings_s": timings}
