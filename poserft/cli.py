@@ -580,7 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed",
         type=int,
         default=None,
-        help="seed of the policy init, SFT and RL (model.init_seed, sft.seed, rl.seed); data and retrievers keep theirs",
+        help="seed of the policy init, SFT and RL (model.init_seed, sft.seed, rl.seed); data and retrievers keep "
+        "theirs",
     )
     d.set_defaults(func=_cmd_demo)
     return p
