@@ -63,8 +63,21 @@ def pooled_word_embeddings(texts: list[str]) -> torch.Tensor:
     return out
 
 
+@functools.cache
+def _template_frames() -> tuple[tuple[str, str], ...]:
+    """(before, after) the caption in each text2pose prompt template (poserft.data.dataset.PROMPTS)."""
+    from poserft.data.dataset import PROMPTS
+
+    return tuple(tuple(part.strip() for part in t.split("{caption}", 1)) for t in PROMPTS["text2pose"])
+
+
 def user_text(decoded_prompt: str) -> str:
-    """The user's words of a decoded chat prompt (`USER: ...\\nASSISTANT:`, special tokens removed)."""
-    text = decoded_prompt.strip()
-    text = text.removeprefix("USER:").strip()
-    return text.removesuffix("ASSISTANT:").strip()
+    """The description in a decoded chat prompt (`USER: ...\\nASSISTANT:`, special tokens removed):
+    the caption of a text2pose template when the prompt is one, else all of the user's words. The
+    template's own words would otherwise outweigh a short description in the mean ("Generate
+    the 3D body pose described here:" is eight words, "Squatting." one)."""
+    text = decoded_prompt.strip().removeprefix("USER:").strip().removesuffix("ASSISTANT:").strip()
+    for before, after in _template_frames():
+        if text.startswith(before) and text.endswith(after) and len(text) > len(before) + len(after):
+            return text[len(before) : len(text) - len(after)].strip()
+    return text

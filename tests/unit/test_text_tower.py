@@ -77,3 +77,11 @@ def test_unknown_tower_is_refused(tiny_data):
         validate_config({"text_tower": "bert"}, ModelConfig)
     with pytest.raises(ValueError, match="unknown text tower 'bert'"):
         init_policy("tiny", tiny_data, text_tower="bert")
+
+
+def test_user_text_keeps_only_the_description_of_a_template():
+    from poserft.data.dataset import PROMPTS
+
+    for template in PROMPTS["text2pose"]:
+        assert user_text(f"USER: {template.format(caption='Squatting.')}\nASSISTANT:") == "Squatting."
+    assert user_text("USER: make me a pose of someone bowing\nASSISTANT:") == "make me a pose of someone bowing"
