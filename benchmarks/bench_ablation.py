@@ -107,7 +107,9 @@ METRICS = (
     Metric("text2pose_r10", "text2pose R@10 t2p (%)", ("text2pose", "recall_at_10_t2p"), "higher", 1),
     Metric("text2pose_mrecall", "text2pose mRecall (%)", ("text2pose", "mrecall"), "higher", 1),
     Metric("pose2text_similarity", "pose2text similarity", ("pose2text", "text_similarity"), "higher", 4),
+    Metric("pose2text_r10", "pose2text R@10 p2t (%)", ("pose2text", "recall_at_10_p2t"), "higher", 1),
     Metric("dev_top1", "dev-set top-1 (%)", ("descriptions", "top1"), "higher", 1),
+    Metric("dev_top3", "dev-set top-3 (%)", ("descriptions", "top3"), "higher", 1),
 )
 
 # Student's t, 97.5 % quantile (two-sided 95 %), for df 1..30; above 30 the df-30 value (slightly wide).

@@ -45,7 +45,15 @@ def _eval(pa, mpjpe, r10, mrecall, sim, top1):
             "chance_recall_at_10": 2.0,
             "format_validity": 1.0,
         },
-        "pose2text": {"text_similarity": sim, "n": 500, "examples": [], "format_validity": 1.0},
+        "pose2text": {
+            "text_similarity": sim,
+            "text_similarity_other_reference": 0.82,
+            "recall_at_10_p2t": 80.0 + top1,
+            "mrecall": 55.0,
+            "n": 500,
+            "examples": [],
+            "format_validity": 1.0,
+        },
         "format_validity": 1.0,
         "descriptions": {"top1": top1, "top3": 9.0, "chance_top1": 2.13, "pa_mpjpe_mm": 197.3, "n": 166},
     }
@@ -123,7 +131,9 @@ def test_extract_metrics_reads_the_eval_keys():
         "text2pose_r10": 28.2,
         "text2pose_mrecall": 13.3,
         "pose2text_similarity": 0.8433,
+        "pose2text_r10": 83.61,
         "dev_top1": 3.61,
+        "dev_top3": 9.0,
     }
     assert got["hygrpo"]["dev_top1"] == 4.22 and got["grpo"]["text2pose_mrecall"] == 11.43
     assert {m.key: m.better for m in METRICS} == {
@@ -132,7 +142,9 @@ def test_extract_metrics_reads_the_eval_keys():
         "text2pose_r10": "higher",
         "text2pose_mrecall": "higher",
         "pose2text_similarity": "higher",
+        "pose2text_r10": "higher",
         "dev_top1": "higher",
+        "dev_top3": "higher",
     }
 
 
