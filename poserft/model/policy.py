@@ -3,7 +3,9 @@ pose head on the last-layer hidden state at `<POSE>` (ChatPose-style, docs/archi
 
 Sequences are `USER: {prompt}\\nASSISTANT: {response}</s>`. The prompt's `<image>` placeholder is
 expanded to `image_tokens` positions filled with projected vision features; `<pose>` (the input
-pose of pose2text) to one position filled with the pose input encoder's output. Everything the
+pose of pose2text) to one position filled with the pose input encoder's output; with a text tower
+(`meta["text_tower"]`, poserft.model.text_tower) `text_tokens` `<text>` positions after `USER:`
+are filled by `text_in` from the description's pooled MiniLM word embeddings. Everything the
 LM sees is therefore expressible as prompt embeddings, which is how vLLM gets image prompts.
 
 pi(a, p | q) = pi_LM(a | q) * N(p; mu(q, a), diag(exp(log_std(q, a))^2)), with p the 24x6D pose.
