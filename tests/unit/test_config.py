@@ -93,7 +93,14 @@ def test_removed_keys_name_what_replaced_them(override, new):
 
 def test_model_train_is_one_setting_for_what_learns():
     cfg = load_config(None, ["model.train.lm=0.1", "model.train.vision=0", "model.train.pose_loss=head"])
-    assert cfg.model.train.parts() == {"lm": 0.1, "vision": 0.0, "projector": 1.0, "pose_in": 1.0, "head": 1.0}
+    assert cfg.model.train.parts() == {
+        "lm": 0.1,
+        "vision": 0.0,
+        "projector": 1.0,
+        "pose_in": 1.0,
+        "head": 1.0,
+        "text_in": 1.0,
+    }
     with pytest.raises(ConfigError, match="model.train.*keeps every part fixed"):
         load_config(None, [f"model.train.{p}=0" for p in ("lm", "vision", "projector", "pose_in", "head")])
     with pytest.raises(ConfigError, match="model.train.lm.*lora.enabled"):

@@ -266,7 +266,8 @@ class ModelConfig(Section):
                 "is 0, but lora.enabled trains adapters on the LM; give train.lm a multiplier > 0 or set "
                 "lora.enabled: false",
             )
-        if not any(self.train.parts().values()):
+        trainable = {p: v for p, v in self.train.parts().items() if p != "text_in" or self.text_tower != "none"}
+        if not any(trainable.values()):  # text_in has nothing to train without a text tower
             raise _rule(
                 "train",
                 "keeps every part fixed (all multipliers 0), so the learner would train nothing; give one part a "
