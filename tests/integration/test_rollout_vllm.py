@@ -154,3 +154,30 @@ def test_update_weights_forces_a_token(ray_local, tiny_data, tiny_sft):
     with pytest.raises(Exception, match="holds policy version 3"):
         ray_local.get(w.generate.remote(_tasks(tiny_data, per_task=1), 2, expected_version=2))
     ray_local.kill(w)
+
+
+def test_text_tower_reaches_vllm(ray_local, tiny_data, tmp_path):
+    """A policy with a text tower: vLLM gets the <text> slots filled by text_in (through the prompt
+    embeddings), so its next-token log-probs equal HF's, and those depend on the tower."""
+    from poserft.model.checkpoint import init_policy, save_policy
+    from poserft.model.generation import prompt_embeddings
+    from poserft.rollout_workers.worker import rollout_actor_class
+
+    ckpt = save_policy(init_policy("tiny", tiny_data, seed=3, text_tower="minilm-wordemb"), tmp_path / "tower")
+    w = rollout_actor_class().options(num_cpus=1).remote(str(ckpt), "rollout-t", "vllm", SAMPLING, {"kv_cache_mb": 64})
+    prompt = "Generate the 3D body pose described here: standing like a flamingo, on one leg."
+    vllm_lp = ray_local.get(w.next_token_logprobs.remote(prompt, 20))
+    ray_local.kill(w)
+    policy = load_policy(ckpt)
+
+    def hf_logprobs():
+        with torch.no_grad():
+            emb = prompt_embeddings(policy, [policy.encode_prompt(prompt)])[0]
+            return torch.log_softmax(policy.lm(inputs_embeds=emb[None], use_cache=False).logits[0, -1].double(), -1)
+
+    hf = hf_logprobs()
+    assert max(abs(lp - float(hf[t])) for t, lp in vllm_lp.items()) < 1e-3
+    with torch.no_grad():
+        policy.text_in[-1].weight.zero_()
+        policy.text_in[-1].bias.zero_()
+    assert (hf_logprobs() - hf).abs().max() > 1e-3  # the slots carried the tower's output
