@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from poserft.common.body import NUM_JOINTS, POSE_6D_DIM
+from poserft.common.config.schema import POLICY_PART_NAMES
 from poserft.common.rotations import axis_angle_to_rot6d
 from poserft.common.schemas import IMAGE_TOKEN, POSE_INPUT_TOKEN, POSE_TOKEN, TEXT_TOKEN
 from poserft.model.text_tower import WIDTH as TOWER_WIDTH
@@ -413,14 +414,7 @@ def load_meta(folder: Path) -> dict:
 
 
 # ---- what the learner trains -------------------------------------------------------------------
-POLICY_PARTS = (
-    "lm",
-    "vision",
-    "projector",
-    "pose_in",
-    "head",
-    "text_in",
-)  # attributes of PosePolicy; model.train names them
+POLICY_PARTS = POLICY_PART_NAMES  # attributes of PosePolicy; model.train names them
 
 
 def apply_training_switches(policy: PosePolicy, model_cfg, saved_adapter: Path | None = None) -> dict:
