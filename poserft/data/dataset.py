@@ -177,21 +177,37 @@ def build_dataset(
     return card
 
 
+def _add_row(rows: dict, row_id: str, task: str, split: str, i, template: int, caption: str, image, poses, joints):
+    """Append one TaskRecord of pose `i` to the column lists `rows`."""
+    rows["id"].append(row_id)
+    rows["task"].append(task)
+    rows["split"].append(split)
+    rows["pose_id"].append(int(i))
+    rows["prompt"].append(PROMPTS[task][template].format(caption=caption))
+    rows["image"].append(image)
+    rows["target_pose"].append(poses[i].reshape(-1).astype(np.float32))
+    rows["target_joints"].append(joints[i].reshape(-1).astype(np.float32))
+    rows["reference_text"].append(caption if task == "pose2text" else POSE_RESPONSE)
+    rows["caption"].append(caption)
+
+
 def _split_table(split, idx, poses, joints, captions, images, template_choice) -> pa.Table:
     rows = {name: [] for name in TASK_RECORD_SCHEMA.names}
     for task in TASKS:
         for i in idx:
-            cap = captions[i]
-            rows["id"].append(f"{split}-{i:06d}-{task}")
-            rows["task"].append(task)
-            rows["split"].append(split)
-            rows["pose_id"].append(int(i))
-            rows["prompt"].append(PROMPTS[task][template_choice[task][i]].format(caption=cap))
-            rows["image"].append(images[i] if task == "image2pose" else None)
-            rows["target_pose"].append(poses[i].reshape(-1).astype(np.float32))
-            rows["target_joints"].append(joints[i].reshape(-1).astype(np.float32))
-            rows["reference_text"].append(cap if task == "pose2text" else POSE_RESPONSE)
-            rows["caption"].append(cap)
+            image = images[i] if task == "image2pose" else None
+            _add_row(
+                rows,
+                f"{split}-{i:06d}-{task}",
+                task,
+                split,
+                i,
+                template_choice[task][i],
+                captions[i],
+                image,
+                poses,
+                joints,
+            )
     return pa.Table.from_pydict(rows, schema=TASK_RECORD_SCHEMA)
 
 
@@ -201,26 +217,18 @@ def _register_rows(idx, poses, joints, seed: int, total: int) -> pa.Table:
     from poserft.data.registers_rich import with_rich_registers
 
     rows = {name: [] for name in TASK_RECORD_SCHEMA.names}
-    templates = PROMPTS["text2pose"]
     for c in range(1, REGISTER_DRAWS + 1):
         draw_ids = [int(i) + c * total for i in idx]  # other ids: other draws of the same pose
         paragraphs = Captioner(seed).caption(joints[idx], ids=draw_ids)
         drawn = with_rich_registers(paragraphs, poses[idx], joints[idx], draw_ids, seed)
         rng = np.random.default_rng([seed, 11, c])
-        choice = rng.integers(0, len(templates), size=len(idx))
+        choice = rng.integers(0, len(PROMPTS["text2pose"]), size=len(idx))
         for k, (i, text, paragraph) in enumerate(zip(idx, drawn, paragraphs)):
             if text == paragraph:
                 continue
-            rows["id"].append(f"train-{i:06d}-text2pose-r{c}")
-            rows["task"].append("text2pose")
-            rows["split"].append("train")
-            rows["pose_id"].append(int(i))
-            rows["prompt"].append(templates[choice[k]].format(caption=text))
-            rows["image"].append(None)
-            rows["target_pose"].append(poses[i].reshape(-1).astype(np.float32))
-            rows["target_joints"].append(joints[i].reshape(-1).astype(np.float32))
-            rows["reference_text"].append(POSE_RESPONSE)
-            rows["caption"].append(text)
+            _add_row(
+                rows, f"train-{i:06d}-text2pose-r{c}", "text2pose", "train", i, choice[k], text, None, poses, joints
+            )
     return pa.Table.from_pydict(rows, schema=TASK_RECORD_SCHEMA)
 
 
