@@ -112,11 +112,17 @@ def tokenizer_corpus(data_dir: str | Path) -> list[str]:
 
 
 def init_policy(
-    preset: str, data_dir: str | Path, seed: int = 0, text_tower: str = "none", text_tokens: int = 4
+    preset: str,
+    data_dir: str | Path,
+    seed: int = 0,
+    text_tower: str = "none",
+    text_tokens: int = 4,
+    text_head_skip: bool = False,
 ) -> PosePolicy:
     """A randomly initialised policy of `preset` with a tokenizer trained on `data_dir`'s texts;
     `text_tower` (poserft.model.text_tower) adds `text_tokens` prompt slots of pretrained word
-    knowledge, "none" adds nothing."""
+    knowledge, "none" adds nothing. `text_head_skip` (with a tower) also feeds the mean slot vector
+    straight to the pose head (`PosePolicy.pose_params`)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from poserft.model.text_tower import check_tower
@@ -125,6 +131,8 @@ def init_policy(
         raise unknown_preset(preset)
     if text_tower != "none":
         check_tower(text_tower)
+    elif text_head_skip:
+        raise ValueError("text_head_skip needs a text tower (text_tower='minilm-wordemb')")
     p = PRESETS[preset]
     extra = (TEXT_TOKEN,) if text_tower != "none" else ()
     tokenizer = train_tokenizer(tokenizer_corpus(data_dir), p["vocab_size"], extra)
@@ -151,6 +159,8 @@ def init_policy(
     }
     if text_tower != "none":
         meta["text_tower"] = {"type": text_tower, "tokens": int(text_tokens)}
+        if text_head_skip:
+            meta["text_tower"]["head_skip"] = True
     return PosePolicy(lm, tokenizer, meta)
 
 

@@ -141,7 +141,7 @@ def pose_from_response(
         )
         hidden = out.hidden_states[-1]
         pose_pos, has_pose = policy.pose_positions(inp)
-        mu, log_std = policy.head(hidden[torch.arange(hidden.shape[0], device=hidden.device), pose_pos].float())
+        mu, log_std = policy.pose_params(hidden[torch.arange(hidden.shape[0], device=hidden.device), pose_pos], inp)
         mus.append(mu)
         stds.append(log_std)
         has.append(has_pose)

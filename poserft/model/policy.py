@@ -257,6 +257,9 @@ class PosePolicy(nn.Module):
         )
         if tower:
             check_tower(tower["type"])
+        # With head_skip the pose head also reads the description directly: h_pose + the mean of the
+        # row's K `<text>` slot vectors (`pose_params`); no new weights, absent means off.
+        self.text_head_skip = bool(tower.get("head_skip", False)) if tower else False
         ids = meta["token_ids"]
         self.text_token_id = ids.get(TEXT_TOKEN)
         self.pose_token_id, self.image_token_id, self.pose_input_token_id = (
@@ -380,7 +383,7 @@ class PosePolicy(nn.Module):
         hidden = out.hidden_states[-1]
         pose_pos, has_pose = self.pose_positions(inp)
         h_pose = hidden[torch.arange(hidden.shape[0], device=hidden.device), pose_pos]
-        mu, log_std = self.head((h_pose.detach() if detach_pose_hidden else h_pose).float())
+        mu, log_std = self.pose_params(h_pose, inp, detach_pose_hidden)
         res = {
             "token_logp": token_logp,
             "mask": mask,
@@ -392,6 +395,24 @@ class PosePolicy(nn.Module):
         if with_logits:
             res["logp_all"] = logp
         return res
+
+    def pose_params(
+        self, hidden_pose: torch.Tensor, inp: PolicyInputs, detach: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """mu, log_std (B, 144) from the `<POSE>` hidden states (B, h) of the batch `inp`. With
+        `meta["text_tower"]["head_skip"]` the head reads `hidden_pose + skip`, `skip` being the mean
+        of the K slot vectors `text_in` makes for a row with `<text>` slots (rows `inp.text_rows`;
+        zero elsewhere). `detach`: gradients stop at both (train the head only)."""
+        x = hidden_pose.float()
+        if self.text_head_skip and inp.text_feats is not None:
+            n = len(inp.text_rows)
+            slots = self.text_in(inp.text_feats.to(x.device, self.text_in[1].weight.dtype)).reshape(
+                n, self.text_tokens, -1
+            )
+            rows = torch.as_tensor(inp.text_rows, device=x.device, dtype=torch.long)
+            skip = torch.zeros_like(x).index_add(0, rows, slots.mean(1).float())
+            x = x + skip
+        return self.head(x.detach() if detach else x)
 
     def pose_positions(self, inp: PolicyInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Index of the first response `<POSE>` per row (0 if none) and whether there is one."""

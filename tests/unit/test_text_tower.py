@@ -85,3 +85,48 @@ def test_user_text_keeps_only_the_description_of_a_template():
     for template in PROMPTS["text2pose"]:
         assert user_text(f"USER: {template.format(caption='Squatting.')}\nASSISTANT:") == "Squatting."
     assert user_text("USER: make me a pose of someone bowing\nASSISTANT:") == "make me a pose of someone bowing"
+
+
+def test_head_skip_feeds_the_description_to_the_head(tiny_data, tmp_path):
+    from poserft.model.generation import pose_from_response
+    from poserft.model.policy import chat_prompt
+
+    p = init_policy("tiny", tiny_data, seed=0, text_tower="minilm-wordemb", text_tokens=3, text_head_skip=True)
+    assert p.text_head_skip and p.meta["text_tower"]["head_skip"] is True
+    resp = p.encode_response(POSE_RESPONSE)
+    a, b = p.encode_prompt(PROMPT), p.encode_prompt("Generate the 3D body pose described here: lying face down.")
+    bare = [p.tokenizer.bos_token_id] + p.tokenizer.encode(
+        chat_prompt("squat", p.image_tokens), add_special_tokens=False
+    )
+    inp = p.build_inputs([a, bare, b], [resp] * 3)
+    assert inp.text_rows == [0, 2]
+    hidden = torch.randn(1, p.lm.config.hidden_size).expand(3, -1)  # the same <POSE> state for every row
+    mu, log_std = p.pose_params(hidden, inp)
+    assert not torch.allclose(mu[0], mu[2])  # only the description differs
+    assert torch.allclose(mu[1], p.head(hidden[1:2])[0])  # no <text> slots, no skip
+    skip = p.text_in(inp.text_feats).reshape(2, 3, -1).mean(1)
+    assert torch.allclose(mu[2], p.head(hidden[2:3] + skip[1:2])[0][0], atol=1e-6)  # text_rows order
+    out = p(inp)
+    assert torch.allclose(out["mu"], p.pose_params(out["hidden_pose"], inp)[0])
+    mu_g, _, _ = pose_from_response(p, [a, bare, b], [resp] * 3)
+    assert torch.allclose(mu_g, out["mu"], atol=1e-5)
+    p.zero_grad()
+    p(inp, detach_pose_hidden=True)["mu"].sum().backward()
+    assert all(x.grad is None for x in p.text_in.parameters())  # detach stops the skip too
+    save_policy(p, tmp_path / "ckpt")
+    q = load_policy(tmp_path / "ckpt")
+    assert q.text_head_skip and q.meta["text_tower"]["head_skip"] is True
+    assert torch.allclose(q(q.build_inputs([a, bare, b], [resp] * 3))["mu"], out["mu"], atol=1e-5)
+
+
+def test_head_skip_off_leaves_the_head_input_alone(tower_policy):
+    p = tower_policy
+    assert "head_skip" not in p.meta["text_tower"] and not p.text_head_skip
+    resp = p.encode_response(POSE_RESPONSE)
+    other = p.encode_prompt("Generate the 3D body pose described here: lying face down.")
+    inp = p.build_inputs([p.encode_prompt(PROMPT), other], [resp] * 2)
+    out = p(inp)
+    assert torch.equal(out["mu"], p.head(out["hidden_pose"].float())[0])  # exactly the head on h_pose
+    hidden = torch.randn(1, p.lm.config.hidden_size).expand(2, -1)
+    mu, _ = p.pose_params(hidden, inp)
+    assert torch.equal(mu[0], mu[1])
