@@ -28,8 +28,8 @@ a third of that on joints whose rotation moves no other joint (toes, head, hands
 Everything is then clipped to `JOINT_LIMITS`. The global orientation is
 R_yaw @ R_tilt @ R_base, with yaw uniform in [-pi, pi], R_tilt a pitch/roll rotation with
 components N(0, 4 deg) (90% of poses) or N(0, 15 deg) (10%), clipped to +-45 deg, and R_base the
-global orientation of the pose the legs came from (non-zero only for lying, plank, bending and
-bowing poses).
+global orientation of the pose the legs came from (non-zero only for lying, plank, bending,
+bowing, floor, yoga and upside-down poses).
 """
 
 from __future__ import annotations
@@ -390,7 +390,137 @@ def _build_canonical() -> dict[str, np.ndarray]:
         pelvis=[("x", 85)],
         neck=[("x", -15)],
     )
+    _add_more_poses(p)
     return p
+
+
+def _straight_leg(direction) -> dict:
+    """Hip and knee of a nearly straight leg (a few degrees of knee bend) pointing along `direction`."""
+    d = np.asarray(direction, dtype=np.float64) / np.linalg.norm(direction)
+    return _leg(d, d + np.array([0.0, 0.0, -0.09]))
+
+
+def _sides(left: dict | None = None, right: dict | None = None) -> dict:
+    """Keyword arguments of `_pose` for a left limb and a right limb built on the left side
+    (`_arm` / `_leg` output): the right one is mirrored."""
+    out = {}
+    for side, limb in (("left", left), ("right", right)):
+        for joint, v in (limb or {}).items():
+            aa = _rot(*v) if isinstance(v, list) else np.asarray(v, dtype=np.float64)
+            out[f"{side}_{joint}"] = aa if side == "left" else _mirror(aa)
+    return out
+
+
+_ARMS_OVERHEAD = {"collar": [("z", 20)], "shoulder": [("z", 65)]}  # the arms of "arms_up"
+_ARM_FORWARD = {"collar": [("y", -10)], "shoulder": [("y", -85), ("z", 5)]}  # an arm of "reaching_forward"
+
+
+def _add_more_poses(p: dict) -> None:
+    """Yoga, floor, inverted, sport and gesture poses (added after the first 33). Arms and trunks
+    that match an earlier pose's part use its exact values, so the part phrases of
+    `registers_rich` see one state, not two near-duplicates."""
+    # Yoga, standing: feet wide, front (left) knee bent over the ankle, back leg straight, arms level
+    # (the T-pose's arms), head turned to look over the left hand.
+    p["warrior_two"] = _pose(
+        **_sides(_leg([0.75, -0.2, 0.6], [0.05, -1, 0.05]), _straight_leg([0.55, -0.8, -0.2])),
+        neck=[("y", 25)],
+        head=[("y", 20)],
+    )
+    # Yoga, on the right leg: left sole against the inner right thigh, knee out; palms together overhead.
+    over = _arm([0.25, 0.95, 0.15], [-0.75, 0.6, 0.05])
+    p["tree_pose"] = _pose(
+        {"collar": [("z", 15)], **over},
+        **_sides(_leg([0.65, -0.6, 0.45], [-0.5, -0.25, -0.4])),
+        left_ankle=[("z", -20)],
+    )
+    # Yoga, inverted V: hands and feet on the floor, hips the highest point, legs and arms straight.
+    p["downward_dog"] = _pose(
+        {"hip": [("x", -95)], "knee": [("x", 3)], "ankle": [("x", -15)], **_ARMS_OVERHEAD},
+        pelvis=[("x", 130)],
+    )
+    # Yoga, kneeling: sitting back on the heels, trunk folded over the thighs, arms stretched ahead on the floor.
+    p["child_pose"] = _pose(
+        {"hip": [("x", -120)], "knee": [("x", 150)], "ankle": [("x", 50)], **_ARMS_OVERHEAD},
+        pelvis=[("x", 60)],
+        **_spine(flex=60),
+        neck=[("x", 10)],
+    )
+    # Yoga, face down: hips and legs on the floor, chest lifted on the hands, elbows bent at the ribs, head up.
+    p["cobra"] = _pose(
+        {"hip": [("x", 30)], "ankle": [("x", 45)], "shoulder": [("z", -80)], "elbow": [("y", -100)]},
+        pelvis=[("x", 60)],
+        **_spine(flex=-25),
+        neck=[("x", -20)],
+        head=[("x", -15)],
+    )
+    # On the back, knees bent and feet flat, hips lifted off the floor; arms flat on the floor.
+    p["bridge"] = _pose(
+        {
+            "hip": [("x", 13), ("z", 5)],
+            "knee": [("x", 124)],
+            "ankle": [("x", -18)],
+            "shoulder": [("z", -75), ("x", 35)],
+            "elbow": [("y", -5)],
+        },
+        pelvis=[("x", -120)],
+    )
+    # Hands and knees: thighs and arms vertical, back level, shins on the floor.
+    p["on_all_fours"] = _pose(
+        {"hip": [("x", -75), ("z", 5)], "knee": [("x", 90)], "ankle": [("x", 40)], **_ARM_FORWARD},
+        pelvis=[("x", 75)],
+        neck=[("x", -15)],
+    )
+    # Upside down on straight arms, legs straight up together.
+    p["handstand"] = _pose(
+        {**_ARMS_OVERHEAD, "ankle": [("x", 30)]},
+        pelvis=[("x", 180)],
+        neck=[("x", -15)],
+    )
+    # Sideways and upside down on the hands, arms and legs spread like a star.
+    p["cartwheel"] = _pose(
+        {"shoulder": [("z", 45)], "hip": [("z", 45)], "ankle": [("x", 30)]},  # the arms of "jumping_star"
+        pelvis=[("z", 150)],
+    )
+    # Body straight and sideways, propped on the right hand, left arm straight up.
+    p["side_plank"] = _pose(
+        pelvis=[("z", 58)],
+        left_shoulder=[("z", 30)],
+        right_shoulder=_mirror(_rot(("z", -30))),  # the arm of "one_leg_stand"
+        left_hip=[("z", 3)],
+    )
+    # Face down, flat; forearms folded under the forehead, elbows out.
+    pillow = _arm([0.65, 0.6, 0.3], [-0.85, 0.3, 0.35])
+    p["lying_on_stomach"] = _pose({**pillow, "ankle": [("x", 40)]}, pelvis=[("x", 90)])
+    # Sitting on the floor, legs straight out in front, leaning back a little on the hands.
+    p["sitting_legs_out"] = _pose(
+        {"hip": [("x", -75)], "knee": [("x", 5)], "shoulder": [("z", -75), ("x", 35)], "elbow": [("y", -5)]},
+        pelvis=[("x", -15)],
+    )
+    # Sitting on the floor, knees drawn up to the chest, arms wrapped around the shins.
+    hug = _arm([0.2, -0.35, 0.92], [-0.85, -0.2, 0.45])
+    p["hugging_knees"] = _pose(
+        {"hip": [("x", -112)], "knee": [("x", 150)], "ankle": [("x", -10)], **hug},
+        pelvis=[("x", -40)],
+        **_spine(flex=45),
+        neck=[("x", -15)],
+    )
+    # Overarm throw, wound up: left foot forward, left arm at the target, right hand cocked behind the head.
+    cocked = {"shoulder": [("x", -90), ("z", 5), ("y", 25)], "elbow": [("y", -95)]}
+    p["throwing"] = _pose(
+        **_sides(_ARM_FORWARD, cocked),
+        left_hip=[("x", -35), ("z", 5)],
+        left_knee=[("x", 10)],
+        right_hip=[("x", 15), ("z", -8)],
+        right_knee=[("x", 20)],
+        **_spine(flex=-8, twist=-30),
+    )
+    # Athletic ready stance: feet wide, knees and hips bent, trunk leaning forward, hands out in front.
+    ready = _arm([0.3, -0.55, 0.75], [0.1, -0.2, 0.97])
+    p["ready_stance"] = _pose(
+        {"hip": [("x", -70), ("z", 15)], "knee": [("x", 70)], "ankle": [("x", -20)], **ready},
+        pelvis=[("x", 35)],
+        neck=[("x", -15)],
+    )
 
 
 CANONICAL_POSES: dict[str, np.ndarray] = _build_canonical()

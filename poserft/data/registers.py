@@ -56,6 +56,21 @@ NAMES = {
     "lying_on_side": ("lying on one side", "lying sideways"),
     "plank": ("holding a plank", "in a plank position"),
     "push_up_down": ("doing a push-up", "lowered in a push-up"),
+    "warrior_two": ("warrior two pose", "a yoga warrior stance with the arms out wide", "a warrior II pose"),
+    "tree_pose": ("the tree pose", "balancing on one leg in tree pose", "a yoga tree pose"),
+    "downward_dog": ("downward dog", "a downward-facing dog", "bent into an upside-down V"),
+    "child_pose": ("child pose", "curled forward over the knees, arms stretched ahead"),
+    "cobra": ("cobra pose", "face down with the chest pushed up off the floor"),
+    "bridge": ("a bridge", "lying on the back with the hips lifted", "doing a glute bridge"),
+    "on_all_fours": ("on all fours", "on hands and knees", "crawling"),
+    "handstand": ("a handstand", "doing a handstand", "upside down on the hands"),
+    "cartwheel": ("a cartwheel", "doing a cartwheel", "halfway through a cartwheel"),
+    "side_plank": ("a side plank", "holding a side plank"),
+    "lying_on_stomach": ("lying on the stomach", "lying face down", "lying prone"),
+    "sitting_legs_out": ("sitting with the legs straight out", "seated on the floor, legs stretched ahead"),
+    "hugging_knees": ("hugging the knees", "sitting with the knees pulled to the chest"),
+    "throwing": ("throwing", "about to throw a ball", "winding up for a throw"),
+    "ready_stance": ("a ready stance", "in an athletic ready position", "crouched and ready"),
 }
 
 

@@ -59,6 +59,66 @@ MORE_NAMES = {
     "lying_on_side": ("lying on the side", "resting on one side", "lying sideways on the floor"),
     "plank": ("a plank", "a plank on straight arms", "holding the body straight, face down"),
     "push_up_down": ("a push-up", "at the bottom of a push-up", "lowered towards the floor, face down"),
+    "warrior_two": (
+        "warrior 2",
+        "the second warrior pose from yoga",
+        "a deep side lunge with the arms stretched level",
+        "doing yoga, front knee bent, arms reaching both ways",
+    ),
+    "tree_pose": (
+        "tree pose",
+        "standing like a tree, hands joined overhead",
+        "one foot resting on the inner thigh, balancing",
+        "a one-legged yoga balance",
+    ),
+    "downward_dog": (
+        "down dog",
+        "downward dog pose",
+        "hips high, hands and feet on the mat",
+        "an inverted V on hands and feet",
+    ),
+    "child_pose": (
+        "resting in child's pose",
+        "kneeling with the forehead down and the arms forward",
+        "folded over the knees on a yoga mat",
+    ),
+    "cobra": ("a cobra stretch", "the cobra", "pressing up from the floor, back arched", "a back bend lying face down"),
+    "bridge": ("a bridge pose", "a hip raise", "pushing the hips up from the floor", "a glute bridge on the floor"),
+    "on_all_fours": ("crawling on the floor", "on the hands and knees", "a tabletop position", "down on all fours"),
+    "handstand": ("standing on the hands", "balancing upside down", "a handstand, legs straight up", "upside down"),
+    "cartwheel": ("cartwheeling", "turning a cartwheel", "going over sideways on the hands, legs spread"),
+    "side_plank": (
+        "side plank",
+        "propped up sideways on one arm",
+        "a sideways plank with one arm up",
+        "balancing sideways on one hand",
+    ),
+    "lying_on_stomach": (
+        "on the stomach",
+        "flat on the belly",
+        "lying face down, head on the arms",
+        "lying on the front",
+    ),
+    "sitting_legs_out": (
+        "sitting with straight legs",
+        "sitting on the floor, leaning back on the hands",
+        "legs out in front, sitting on the ground",
+        "a long sit on the floor",
+    ),
+    "hugging_knees": (
+        "knees hugged to the chest",
+        "sitting curled up",
+        "arms wrapped around the legs",
+        "sitting in a little ball",
+    ),
+    "throwing": ("a throw", "throwing a ball", "pitching", "the arm cocked back to throw", "about to throw"),
+    "ready_stance": (
+        "ready position",
+        "an athletic stance",
+        "a goalkeeper's ready stance",
+        "knees bent, ready to move",
+        "waiting to return a serve",
+    ),
 }
 
 FRAMES = ("someone {x}", "a person {x}", "a figure {x}", "this person is {x}")  # for "-ing", "in ...", ...
@@ -84,6 +144,22 @@ LEG_PHRASES = {
     "jumping_star": ("legs spread wide", "feet wide apart"),
     "side_stretch": ("feet apart",),
     "boxing_guard": ("in a fighting stance", "one foot forward, knees soft"),
+    "warrior_two": (
+        "feet wide, front knee bent",
+        "in a wide warrior stance",
+        "one knee bent out over the foot, the other leg straight",
+    ),
+    "tree_pose": ("standing on one leg, foot against the other thigh", "one foot tucked on the inner thigh"),
+    "handstand": ("upside down", "upside down, legs pointing up"),
+    "cartwheel": ("upside down, legs split wide", "cartwheeling"),
+    "sitting_legs_out": (
+        "sitting with the legs straight out",
+        "legs stretched out in front",
+        "sitting on the floor, legs straight",
+    ),
+    "hugging_knees": ("sitting with the knees drawn up", "knees pulled up to the chest, sitting"),
+    "throwing": ("striding forward, weight on the back foot", "one foot planted ahead"),
+    "ready_stance": ("in a ready stance", "knees bent, feet apart, ready to move", "in an athletic crouch"),
 }
 ARM_PHRASES = {  # name: (one arm with {side}, both arms)
     "t_pose": ("the {side} arm out to the side", "both arms straight out to the sides"),
@@ -101,11 +177,22 @@ ARM_PHRASES = {  # name: (one arm with {side}, both arms)
     "side_stretch": ("the {side} arm over the head", None),
     "boxing_guard": ("the {side} fist raised", "fists raised in a guard"),
     "flexing_biceps": ("the {side} arm bent up, fist raised", "both arms bent up with the fists raised"),
+    "tree_pose": ("the {side} arm up over the head, elbow bent", "palms together above the head"),
+    "cobra": ("the {side} elbow bent, forearm pointing forward", "elbows bent at the sides, forearms forward"),
+    "bridge": ("the {side} arm down and slightly back", "arms down, reaching back a little"),
+    "lying_on_stomach": ("the {side} forearm folded in front of the face", "forearms folded in front of the face"),
+    "hugging_knees": (None, "arms wrapped round in front, hands clasped"),
+    "throwing": ("the {side} arm cocked back behind the head", None),
+    "ready_stance": ("the {side} hand out in front, elbow bent", "both hands out in front, elbows bent"),
 }
 TRUNK_PHRASES = {
     "bending_forward": ("bending forward",),
     "t_pose_lean": ("leaning sideways",),
     "side_stretch": ("bent to one side",),
+    "warrior_two": ("the head turned to the left", "looking to the left"),
+    "child_pose": ("folded far forward",),
+    "cobra": ("back arched, chest lifted", "arching the back"),
+    "throwing": ("twisted round to one side", "the trunk turned away"),
 }
 BODY_PHRASES = {  # from the joints: the trunk horizontal and which way the chest faces
     "up": ("lying on the back", "lying face up"),
@@ -160,7 +247,8 @@ def nearest_parts(poses_aa: np.ndarray) -> dict[str, list[str | None]]:
 
 def body_orientation(joints_m: np.ndarray) -> list[str | None]:
     """'up' / 'down' / 'side' for a horizontal body (which way the chest faces), None when the
-    line from the feet to the neck is closer to vertical (standing, sitting, bending over)."""
+    line from the feet to the neck is closer to vertical (standing, sitting, bending over) or the
+    trunk itself is upright (sitting on the floor with the legs out in front)."""
     from poserft.common.body import JOINT
 
     def unit(v):
@@ -172,8 +260,9 @@ def body_orientation(joints_m: np.ndarray) -> list[str | None]:
     across = joints_m[:, JOINT["left_shoulder"]] - joints_m[:, JOINT["right_shoulder"]]
     chest = unit(np.cross(across, up))  # x to the body's left, y along the trunk -> z out of the chest
     out = []
-    for along, c in zip(np.abs(length[:, 1]), chest[:, 1]):
-        out.append(None if along > 0.6 else "up" if c > 0.6 else "down" if c < -0.6 else "side")
+    for along, trunk, c in zip(np.abs(length[:, 1]), up[:, 1], chest[:, 1]):
+        upright = along > 0.6 or trunk > 0.8
+        out.append(None if upright else "up" if c > 0.6 else "down" if c < -0.6 else "side")
     return out
 
 

@@ -24,9 +24,9 @@ def test_canonical_parts_are_named_after_their_pose():
 
 
 def test_lying_bodies_are_named_from_the_joints():
-    names = ("lying_on_back", "lying_on_side", "plank", "standing", "bending_forward", "squatting")
+    names = ("lying_on_back", "lying_on_side", "plank", "standing", "bending_forward", "squatting", "sitting_legs_out")
     joints = BodyModel().joints_from_axis_angle(np.stack([CANONICAL_POSES[n] for n in names]))
-    assert body_orientation(joints) == ["up", "side", "down", None, None, None]
+    assert body_orientation(joints) == ["up", "side", "down", None, None, None, None]
 
 
 def test_deterministic_varied_and_never_a_dev_description():
