@@ -87,7 +87,12 @@ def _cmd_model_init(args) -> int:
     from poserft.model.checkpoint import count_parameters, init_policy, save_policy
 
     policy = init_policy(
-        args.preset, args.data, seed=args.seed, text_tower=args.text_tower, text_tokens=args.text_tokens
+        args.preset,
+        args.data,
+        seed=args.seed,
+        text_tower=args.text_tower,
+        text_tokens=args.text_tokens,
+        text_head_skip=args.text_head_skip,
     )
     save_policy(policy, args.out)
     n = count_parameters(policy)
@@ -407,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
         "configs/tiny-cpu.yaml model.text_tower)",
     )
     mi.add_argument("--text-tokens", type=int, default=4, help="prompt slots the text tower fills")
+    mi.add_argument(
+        "--text-head-skip",
+        action="store_true",
+        help="with a text tower, the pose head also reads the text slots directly (configs: model.text_head_skip)",
+    )
     mi.set_defaults(func=_cmd_model_init)
     mp = m.add_parser(
         "import",

@@ -53,6 +53,18 @@ def _rl_finished(rl_dir: Path, steps: int) -> bool:
 SEED_KEYS = ("model.init_seed", "sft.seed", "rl.seed")  # what `--seed` sets; data and retrievers keep theirs
 
 
+def check_init_matches(init: Path, model_cfg, run_dir: Path) -> None:
+    """Refuse a reused `init` checkpoint whose text tower differs from the config's."""
+    tower = json.loads((init / "poserft.json").read_text()).get("text_tower", {})
+    saved = (tower.get("type", "none"), bool(tower.get("head_skip", False)))
+    asked = (model_cfg.text_tower, model_cfg.text_head_skip and model_cfg.text_tower != "none")
+    if saved != asked:
+        raise ValueError(
+            f"{init} has text tower {saved[0]} (head skip {saved[1]}), but the config asks for {asked[0]} (head "
+            f"skip {asked[1]}); delete {run_dir} to start again"
+        )
+
+
 def run_demo(
     data_dir: Path, run_dir: Path, seed: int | None = None, config: str | None = "configs/tiny-cpu.yaml", overrides=None
 ) -> int:
@@ -123,15 +135,17 @@ def run_demo(
         from poserft.model.checkpoint import count_parameters, init_policy, save_policy
 
         m = cfg.model
-        policy = init_policy(m.preset, data_dir, seed=m.init_seed, text_tower=m.text_tower, text_tokens=m.text_tokens)
+        policy = init_policy(
+            m.preset,
+            data_dir,
+            seed=m.init_seed,
+            text_tower=m.text_tower,
+            text_tokens=m.text_tokens,
+            text_head_skip=m.text_head_skip and m.text_tower != "none",
+        )
         save_policy(policy, init)
         print(f"tiny policy: {count_parameters(policy)}")
-    tower = json.loads((init / "poserft.json").read_text()).get("text_tower", {}).get("type", "none")
-    if tower != cfg.model.text_tower:
-        raise ValueError(
-            f"{init} has text tower {tower}, but the config asks for {cfg.model.text_tower}; delete {run_dir} to "
-            "start again"
-        )
+    check_init_matches(init, cfg.model, run_dir)
     _done("model", t0, timings)
 
     t0 = _stage("sft", 4)

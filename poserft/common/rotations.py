@@ -112,3 +112,15 @@ def geodesic_angle(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
     """Angle in radians of R1^T R2, (..., 3, 3) x2 -> (...)."""
     cos = ((r1.transpose(-1, -2) @ r2).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
     return torch.acos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
+
+
+def heading_undo(root: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 3) root rotations -> (N, 3, 3) rotations about y that turn each body to face +z.
+
+    The heading is the body's forward axis (root @ e_z) projected on the ground plane; tilt
+    (lying, leaning) is left alone by the undo."""
+    fwd = root[:, :, 2]
+    heading = torch.atan2(fwd[:, 0], fwd[:, 2])
+    c, s = torch.cos(-heading), torch.sin(-heading)
+    o, i = torch.zeros_like(c), torch.ones_like(c)
+    return torch.stack([c, o, s, o, i, o, -s, o, c], -1).reshape(-1, 3, 3)

@@ -23,14 +23,16 @@ def save_train_state(path: Path, model, opt, sched, settings: dict, **progress) 
     os.replace(tmp, path)
 
 
-def load_train_state(path: Path, model, opt, sched, settings: dict) -> dict | None:
+def load_train_state(path: Path, model, opt, sched, settings: dict, added: dict | None = None) -> dict | None:
     """Restore from `path` if it exists (None otherwise); refuse a state written with other
-    settings, naming the keys that differ. Returns the saved progress counters."""
+    settings, naming the keys that differ. `added`: settings that did not exist when older states
+    were written, with the value those states behaved as. Returns the saved progress counters."""
     if not path.is_file():
         return None
     state = torch.load(path, weights_only=False)
-    if state["settings"] != settings:
-        changed = sorted(k for k, v in settings.items() if state["settings"].get(k) != v)
+    saved = {**(added or {}), **state["settings"]}
+    if saved != settings:
+        changed = sorted(k for k in settings.keys() | saved.keys() if saved.get(k) != settings.get(k))
         raise ValueError(
             f"{path} was written with other settings ({', '.join(changed)}); use a new output folder or delete it"
         )

@@ -33,7 +33,13 @@ from tqdm import tqdm
 from poserft.common.body import NUM_JOINTS, POSE_6D_DIM, BodyModel
 from poserft.common.config import SFTConfig
 from poserft.common.metrics import mpjpe
-from poserft.common.rotations import axis_angle_to_rot6d, rot6d_to_matrix
+from poserft.common.rotations import (
+    axis_angle_to_matrix,
+    axis_angle_to_rot6d,
+    heading_undo,
+    matrix_to_axis_angle,
+    rot6d_to_matrix,
+)
 from poserft.common.train_state import load_train_state, save_train_state
 from poserft.data.mixture import load_mixture
 from poserft.model.checkpoint import load_policy, save_policy
@@ -56,6 +62,10 @@ class Examples:
     def __len__(self):
         return len(self.tasks)
 
+    def lengths(self) -> np.ndarray:
+        """Tokens per row (prompt with its image slots + response): what a batch pads to."""
+        return np.array([len(p) + len(r) for p, r in zip(self.prompt_ids, self.response_ids)])
+
 
 def _encode_once(texts: list[str], encode) -> list[list[int]]:
     """Tokenise each distinct text once (prompts and references repeat across rows)."""
@@ -63,12 +73,30 @@ def _encode_once(texts: list[str], encode) -> list[list[int]]:
     return [cache[t] if t in cache else cache.setdefault(t, encode(t)) for t in texts]
 
 
+def face_forward(aa: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 24, 3) axis-angle poses and their (N, 24, 3) joints turned about the vertical axis to
+    face +z (tilt kept): a description says nothing of the facing direction, so a text2pose
+    target keeps none (as PoseScript normalises its poses); image2pose keeps the camera's view."""
+    rot = axis_angle_to_matrix(aa.double())
+    undo = heading_undo(rot[:, 0])
+    rot[:, 0] = undo @ rot[:, 0]
+    return matrix_to_axis_angle(rot).to(aa.dtype), (joints.double() @ undo.transpose(1, 2)).to(joints.dtype)
+
+
 def make_examples(policy: PosePolicy, table) -> Examples:
     tasks = table["task"].to_pylist()
     prompts = table["prompt"].to_pylist()
     refs = table["reference_text"].to_pylist()
-    aa = np.array(table["target_pose"].combine_chunks().flatten(), dtype=np.float32).reshape(-1, 24, 3)
-    joints = np.array(table["target_joints"].combine_chunks().flatten(), dtype=np.float32).reshape(-1, 24, 3)
+    aa = torch.from_numpy(
+        np.array(table["target_pose"].combine_chunks().flatten(), dtype=np.float32).reshape(-1, 24, 3)
+    )
+    joints = torch.from_numpy(
+        np.array(table["target_joints"].combine_chunks().flatten(), dtype=np.float32).reshape(-1, 24, 3)
+    )
+    text_rows = torch.tensor([i for i, t in enumerate(tasks) if t == "text2pose"], dtype=torch.long)
+    target_aa, target_joints = aa.clone(), joints.clone()
+    if len(text_rows):
+        target_aa[text_rows], target_joints[text_rows] = face_forward(aa[text_rows], joints[text_rows])
     images = table["image"].to_pylist()
     prompt_ids = _encode_once(prompts, policy.encode_prompt)
     response_ids = _encode_once(refs, policy.encode_response)
@@ -76,9 +104,9 @@ def make_examples(policy: PosePolicy, table) -> Examples:
         prompt_ids=prompt_ids,
         response_ids=response_ids,
         images=[im if t == "image2pose" else None for im, t in zip(images, tasks)],
-        pose_inputs=[aa[i].reshape(-1) if t == "pose2text" else None for i, t in enumerate(tasks)],
-        target_6d=axis_angle_to_rot6d(torch.from_numpy(aa)).reshape(-1, 144),
-        target_joints=torch.from_numpy(joints),
+        pose_inputs=[aa[i].reshape(-1).numpy() if t == "pose2text" else None for i, t in enumerate(tasks)],
+        target_6d=axis_angle_to_rot6d(target_aa).reshape(-1, 144),
+        target_joints=target_joints,
         is_pose_task=torch.tensor([t != "pose2text" for t in tasks]),
         tasks=tasks,
     )
@@ -188,6 +216,77 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     return rows
 
 
+GROUP_BATCHES = 64  # batches per length-sorted group of `EpochBatches`
+
+
+class EpochBatches:
+    """The SFT batch of each step when tasks are weighted or batches grouped by length; a
+    deterministic function of (seed, step), so a resumed run sees the same batches.
+
+    An epoch holds each row `floor(w)` times, w being its task's weight (`sft.task_weights`), plus
+    round(sum of the fractions) more rows drawn without replacement in proportion to their
+    fractions: the same number of rows every epoch. With `group` (`sft.group_by_length`) the
+    epoch's shuffled rows are cut into groups of GROUP_BATCHES batches, each group sorted by
+    length and cut into batches, and the batches shuffled: a batch is padded to its longest row,
+    so mixing 20-token captions with 150-token pose2text answers would pay 150 for every row.
+    Only the epoch's last batch may be shorter than `batch_size`.
+    """
+
+    def __init__(self, lengths, batch_size: int, seed: int, weights=None, group: bool = True):
+        self.lengths = np.asarray(lengths)
+        n = len(self.lengths)
+        self.weights = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+        if self.weights.shape != (n,) or (self.weights < 0).any() or self.weights.sum() <= 0:
+            raise ValueError("SFT row weights must be one non-negative number per row, not all 0")
+        self.batch_size, self.seed, self.group = int(batch_size), seed, group
+        self._repeats = np.floor(self.weights).astype(int)
+        self._frac = self.weights - self._repeats
+        self._extra = int(round(self._frac.sum()))
+        self.rows_per_epoch = int(self._repeats.sum()) + self._extra
+        self.per_epoch = math.ceil(self.rows_per_epoch / self.batch_size)
+        self._epoch, self._batches = None, []
+
+    def epoch_rows(self, epoch: int) -> np.ndarray:
+        """The epoch's rows, shuffled."""
+        rows = np.repeat(np.arange(len(self.lengths)), self._repeats)
+        if self._extra:
+            rng = np.random.default_rng([self.seed, epoch, 2])
+            extra = rng.choice(len(self.lengths), self._extra, replace=False, p=self._frac / self._frac.sum())
+            rows = np.concatenate([rows, np.sort(extra)])
+        return rows[_order(len(rows), self.seed, epoch)]
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        if epoch != self._epoch:
+            order = self.epoch_rows(epoch)
+            if not self.group:
+                batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            else:
+                group = self.batch_size * GROUP_BATCHES
+                batches = []
+                for start in range(0, len(order), group):
+                    chunk = order[start : start + group]
+                    chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+                    batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+                shuffle = np.random.default_rng([self.seed, epoch, 1]).permutation(len(batches))
+                batches = [batches[i] for i in shuffle]
+            self._epoch, self._batches = epoch, batches
+        return self._batches
+
+    def __call__(self, step: int) -> np.ndarray:
+        epoch, k = divmod(step, self.per_epoch)
+        return self.epoch_batches(epoch)[k]
+
+
+def task_row_weights(tasks: list[str], task_weights: dict[str, float]) -> np.ndarray | None:
+    """Per-row sampling weights from `sft.task_weights` (tasks not named weigh 1); None if all are 1."""
+    unknown = sorted(set(task_weights) - set(tasks))
+    if unknown:
+        raise ValueError(f"sft.task_weights names {', '.join(unknown)}, but the training split has no such rows")
+    if all(w == 1 for w in task_weights.values()):
+        return None
+    return np.array([float(task_weights.get(t, 1.0)) for t in tasks])
+
+
 @torch.no_grad()
 def validate(policy: PosePolicy, ex: Examples, body: BodyModel, rows: int = 192) -> dict:
     policy.eval()
@@ -241,7 +340,8 @@ def run_sft(
     state_path = out_dir / "state.pt"
     # Settings that cannot change the result (threads, logging cadence) may differ on resume.
     same = settings.model_dump(exclude={"threads", "val_every", "val_rows", "ckpt_every"})
-    restored = load_train_state(state_path, modules, opt, sched, same)
+    added = {"group_by_length": False, "task_weights": {}}  # how states from before these keys ran
+    restored = load_train_state(state_path, modules, opt, sched, same, added)
     step, log = (restored["step"], restored["log"]) if restored else (0, [])
     total = settings.align_steps + settings.steps
     if restored:
@@ -251,6 +351,14 @@ def run_sft(
         raise ValueError(
             "sft.align_steps > 0 needs image2pose rows in the training split; set sft.align_steps: 0 for text-only data"
         )
+
+    row_weights = task_row_weights(train.tasks, settings.task_weights)
+    if settings.group_by_length or row_weights is not None:
+        sft_batch = EpochBatches(
+            train.lengths(), settings.batch_size, settings.seed, row_weights, settings.group_by_length
+        )
+    else:
+        sft_batch = lambda k: batch_indices(len(train), settings.batch_size, settings.seed, k)  # noqa: E731
 
     def save_state():
         save_train_state(state_path, modules, opt, sched, same, step=step, log=log)
@@ -266,7 +374,7 @@ def run_sft(
                 idx = image_rows[batch_indices(len(image_rows), settings.batch_size, settings.seed, step)]
                 loss, st = align_loss(policy, probe, train, idx)
             else:
-                idx = batch_indices(len(train), settings.batch_size, settings.seed, step - settings.align_steps)
+                idx = sft_batch(step - settings.align_steps)
                 loss, st = sft_loss(
                     policy,
                     train,

@@ -33,7 +33,7 @@ from torch import nn
 
 from poserft.common.body import NUM_JOINTS
 from poserft.common.checks import check_tensor
-from poserft.common.rotations import axis_angle_to_matrix, matrix_to_rot6d, rot6d_to_matrix
+from poserft.common.rotations import axis_angle_to_matrix, heading_undo, matrix_to_rot6d, rot6d_to_matrix
 
 EMBED_DIM = 512
 _WORD = re.compile(r"[a-z]+|[0-9]+|[^\sa-z0-9]")
@@ -73,14 +73,8 @@ def remove_yaw(rot: torch.Tensor) -> torch.Tensor:
     The body's forward axis (root R @ z) is projected on the ground plane; the root is turned
     back by that heading so the body faces +z. Tilt (lying, leaning) is kept.
     """
-    root = rot[:, 0]
-    fwd = root[:, :, 2]  # R @ e_z
-    heading = torch.atan2(fwd[:, 0], fwd[:, 2])
-    c, s = torch.cos(-heading), torch.sin(-heading)
-    o, i = torch.zeros_like(c), torch.ones_like(c)
-    undo = torch.stack([c, o, s, o, i, o, -s, o, c], -1).reshape(-1, 3, 3)
     out = rot.clone()
-    out[:, 0] = undo @ root
+    out[:, 0] = heading_undo(rot[:, 0]) @ rot[:, 0]
     return out
 
 

@@ -28,6 +28,19 @@ def test_resume_gives_the_same_parameters(tiny_data, tiny_ckpt, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_with_grouped_weighted_batches(tiny_data, tiny_ckpt, tmp_path):
+    grouped = SETTINGS.model_copy(update={"group_by_length": True, "task_weights": {"text2pose": 2.0}})
+    full = run_sft(tiny_ckpt, tiny_data, tmp_path / "full", grouped, progress=False)
+    run_sft(tiny_ckpt, tiny_data, tmp_path / "part", grouped, progress=False, stop_after=5)
+    resumed = run_sft(tiny_ckpt, tiny_data, tmp_path / "part", grouped, progress=False)
+    a, b = load_policy(full["policy"]).state_dict(), load_policy(resumed["policy"]).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    plain = load_policy(run_sft(tiny_ckpt, tiny_data, tmp_path / "plain", SETTINGS, progress=False)["policy"])
+    assert not all(torch.equal(a[k], v) for k, v in plain.state_dict().items())  # another batch order
+    with pytest.raises(ValueError, match="other settings.*group_by_length"):
+        run_sft(tiny_ckpt, tiny_data, tmp_path / "part", SETTINGS, progress=False)
+
+
 def test_data_position_is_a_function_of_step():
     assert (batch_indices(10, 4, 0, 2) == batch_indices(10, 4, 0, 2)).all()
     seen = [int(i) for s in range(5) for i in batch_indices(10, 4, 0, s)]

@@ -130,3 +130,13 @@ def test_head_skip_off_leaves_the_head_input_alone(tower_policy):
     hidden = torch.randn(1, p.lm.config.hidden_size).expand(2, -1)
     mu, _ = p.pose_params(hidden, inp)
     assert torch.equal(mu[0], mu[1])
+
+
+def test_head_skip_config_and_the_demo_refuses_a_mismatched_init(tower_policy, tmp_path):
+    from poserft.demo import check_init_matches
+
+    save_policy(tower_policy, tmp_path / "init")  # a tower, no head skip
+    check_init_matches(tmp_path / "init", validate_config({"text_tower": "minilm-wordemb"}, ModelConfig), tmp_path)
+    asks_skip = validate_config({"text_tower": "minilm-wordemb", "text_head_skip": True}, ModelConfig)
+    with pytest.raises(ValueError, match="head skip False.*head skip True.*delete"):
+        check_init_matches(tmp_path / "init", asks_skip, tmp_path)

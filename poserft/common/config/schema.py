@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import types
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -255,6 +255,11 @@ class ModelConfig(Section):
         "from the packaged MiniLM's frozen word embeddings (poserft.model.text_tower); none adds nothing.",
     )
     text_tokens: int = Field(4, ge=1, le=64, description="Prompt slots the text tower fills.")
+    text_head_skip: bool = Field(
+        False,
+        description="With a text tower: the pose head also reads the mean of the text slots directly, beside the "
+        "LM's hidden state at <POSE> (no new weights); nothing without a text tower.",
+    )
     train: TrainConfig = TrainConfig()
     lora: LoRAConfig = LoRAConfig()
 
@@ -308,6 +313,16 @@ class SFTConfig(Section):
     ckpt_every: int = Field(250, ge=1)
     seed: int = Field(0)
     threads: int | None = Field(None, ge=1)
+    group_by_length: bool = Field(
+        False,
+        description="Batch rows of similar token length together (each epoch still sees every row once): "
+        "less padding, so faster steps when the tasks' lengths differ.",
+    )
+    task_weights: dict[Literal["text2pose", "image2pose", "pose2text"], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict,
+        description="How often each task's rows are seen per epoch (1 = once; 2.5 = twice, and half of them a third "
+        "time; 0 = never); tasks not named weigh 1.",
+    )
 
 
 class RewardsConfig(Section):

@@ -1,0 +1,80 @@
+"""SFT examples: batch order (sft.group_by_length, sft.task_weights) and text2pose targets."""
+
+import numpy as np
+
+from poserft.learner.sft import GROUP_BATCHES, EpochBatches, batch_indices
+
+
+def test_every_row_once_per_epoch_in_batches_of_similar_length():
+    rng = np.random.default_rng(0)
+    lengths = rng.choice([20, 40, 150], size=5000)  # register captions, images, pose2text answers
+    batches = EpochBatches(lengths, 32, seed=3)
+    per_epoch = batches.per_epoch
+    assert per_epoch == -(-5000 // 32)
+    for epoch in (0, 1):
+        rows = np.concatenate([batches(epoch * per_epoch + k) for k in range(per_epoch)])
+        assert sorted(rows.tolist()) == list(range(5000))
+    padded = sum(lengths[batches(k)].max() * len(batches(k)) for k in range(per_epoch))
+    plain = sum(lengths[batch_indices(5000, 32, 3, k)].max() * 32 for k in range(per_epoch))
+    assert padded < 0.6 * plain  # most batches hold one length only
+    assert padded >= lengths.sum()
+
+
+def test_order_is_a_function_of_seed_and_step():
+    lengths = np.arange(1000) % 17
+    a, b = EpochBatches(lengths, 16, seed=1), EpochBatches(lengths, 16, seed=1)
+    late = [a(k) for k in (70, 3, 140, 3)]  # out of order and across epochs, as a resumed run asks
+    assert all(np.array_equal(x, b(k)) for x, k in zip(late, (70, 3, 140, 3)))
+    other = EpochBatches(lengths, 16, seed=2)
+    assert not all(np.array_equal(a(k), other(k)) for k in range(5))
+    assert not np.array_equal(a(0), a(a.per_epoch))  # each epoch has its own order
+
+
+def test_groups_are_shuffled_not_sorted_over_the_epoch():
+    lengths = np.arange(32 * GROUP_BATCHES * 3)
+    b = EpochBatches(lengths, 32, seed=0)
+    means = [lengths[b(k)].mean() for k in range(b.per_epoch)]
+    assert means != sorted(means)
+
+
+def test_task_weights_set_how_often_each_task_is_seen():
+    from poserft.learner.sft import task_row_weights
+
+    tasks = ["text2pose"] * 300 + ["image2pose"] * 200 + ["pose2text"] * 100
+    assert task_row_weights(tasks, {}) is None and task_row_weights(tasks, {"pose2text": 1.0}) is None
+    w = task_row_weights(tasks, {"text2pose": 2.5, "pose2text": 0})
+    batches = EpochBatches(np.arange(600) % 7, 32, seed=0, weights=w, group=False)
+    assert batches.rows_per_epoch == 750 + 200
+    for epoch in (0, 1):
+        rows = np.concatenate([batches(epoch * batches.per_epoch + k) for k in range(batches.per_epoch)])
+        seen = np.bincount(rows, minlength=600)
+        assert sorted(set(seen[:300])) == [2, 3] and seen[:300].sum() == 750
+        assert (seen[300:500] == 1).all() and (seen[500:] == 0).all()
+    try:
+        task_row_weights(tasks, {"pose2txt": 2})
+    except ValueError as err:
+        assert "pose2txt" in str(err)
+    else:
+        raise AssertionError("an unknown task must be refused")
+
+
+def test_text2pose_targets_face_forward_and_keep_their_body():
+    import torch
+
+    from poserft.common.body import BodyModel
+    from poserft.common.metrics import yaw_mpjpe
+    from poserft.common.rotations import axis_angle_to_matrix, axis_angle_to_rot6d
+    from poserft.data.pose_prior import PosePrior
+    from poserft.learner.sft import face_forward
+
+    body = BodyModel()
+    aa = torch.from_numpy(PosePrior(seed=4).sample(40)).float()
+    joints = body.forward_kinematics(axis_angle_to_rot6d(aa).reshape(40, -1).double()).float()
+    turned, turned_joints = face_forward(aa, joints)
+    assert torch.equal(turned[:, 1:], aa[:, 1:])  # the body's own joints are untouched
+    forward = axis_angle_to_matrix(turned.double())[:, 0][:, :, 2]  # root @ e_z
+    assert forward[:, 0].abs().max() < 1e-5 and (forward[:, 2] > 0).all()  # facing +z
+    assert axis_angle_to_matrix(aa.double())[:, 0][:, 1, 2].sub(forward[:, 1]).abs().max() < 1e-5  # tilt kept
+    fk = body.forward_kinematics(axis_angle_to_rot6d(turned).reshape(40, -1).double()).float()
+    assert (fk - turned_joints).abs().max() < 1e-5  # joints turned with the pose
+    assert yaw_mpjpe(turned_joints.double(), joints.double()).max() < 1e-4  # the same pose up to facing
