@@ -278,13 +278,12 @@ class EpochBatches:
 
 
 def task_row_weights(tasks: list[str], task_weights: dict[str, float]) -> np.ndarray | None:
-    """Per-row sampling weights from `sft.task_weights` (tasks not named weigh 1); None if all are 1."""
-    unknown = sorted(set(task_weights) - set(tasks))
-    if unknown:
-        raise ValueError(f"sft.task_weights names {', '.join(unknown)}, but the training split has no such rows")
-    if all(w == 1 for w in task_weights.values()):
-        return None
-    return np.array([float(task_weights.get(t, 1.0)) for t in tasks])
+    """Per-row sampling weights from `sft.task_weights` (tasks not named weigh 1; a named task the
+    split lacks weighs nothing); None if every row weighs 1."""
+    weights = np.array([float(task_weights.get(t, 1.0)) for t in tasks])
+    if weights.sum() <= 0:
+        raise ValueError("sft.task_weights gives every task of the training split weight 0: nothing to train on")
+    return None if (weights == 1).all() else weights
 
 
 @torch.no_grad()

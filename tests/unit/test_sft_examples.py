@@ -50,12 +50,13 @@ def test_task_weights_set_how_often_each_task_is_seen():
         seen = np.bincount(rows, minlength=600)
         assert sorted(set(seen[:300])) == [2, 3] and seen[:300].sum() == 750
         assert (seen[300:500] == 1).all() and (seen[500:] == 0).all()
+    assert task_row_weights(tasks[:300], {"image2pose": 1.5}) is None  # a task the split lacks changes nothing
     try:
-        task_row_weights(tasks, {"pose2txt": 2})
+        task_row_weights(tasks[:300], {"text2pose": 0})
     except ValueError as err:
-        assert "pose2txt" in str(err)
+        assert "weight 0" in str(err)
     else:
-        raise AssertionError("an unknown task must be refused")
+        raise AssertionError("weights that leave nothing to train on must be refused")
 
 
 def test_text2pose_targets_face_forward_and_keep_their_body():
