@@ -132,7 +132,9 @@ def init_policy(
     if text_tower != "none":
         check_tower(text_tower)
     elif text_head_skip:
-        raise ValueError("text_head_skip needs a text tower (text_tower='minilm-wordemb')")
+        raise ValueError(
+            "the head skip needs a text tower: add --text-tower minilm-wordemb (configs: model.text_tower)"
+        )
     p = PRESETS[preset]
     extra = (TEXT_TOKEN,) if text_tower != "none" else ()
     tokenizer = train_tokenizer(tokenizer_corpus(data_dir), p["vocab_size"], extra)
