@@ -57,7 +57,7 @@ def check_init_matches(init: Path, model_cfg, run_dir: Path) -> None:
     """Refuse a reused `init` checkpoint whose text tower differs from the config's."""
     tower = json.loads((init / "poserft.json").read_text()).get("text_tower", {})
     saved = (tower.get("type", "none"), bool(tower.get("head_skip", False)))
-    asked = (model_cfg.text_tower, model_cfg.text_head_skip and model_cfg.text_tower != "none")
+    asked = (model_cfg.text_tower, model_cfg.head_skip)
     if saved != asked:
         raise ValueError(
             f"{init} has text tower {saved[0]} (head skip {saved[1]}), but the config asks for {asked[0]} (head "
@@ -141,7 +141,7 @@ def run_demo(
             seed=m.init_seed,
             text_tower=m.text_tower,
             text_tokens=m.text_tokens,
-            text_head_skip=m.text_head_skip and m.text_tower != "none",
+            text_head_skip=m.head_skip,
         )
         save_policy(policy, init)
         print(f"tiny policy: {count_parameters(policy)}")

@@ -263,6 +263,11 @@ class ModelConfig(Section):
     train: TrainConfig = TrainConfig()
     lora: LoRAConfig = LoRAConfig()
 
+    @property
+    def head_skip(self) -> bool:
+        """Whether the policy gets the head skip: `text_head_skip` means nothing without a tower."""
+        return self.text_head_skip and self.text_tower != "none"
+
     @model_validator(mode="after")
     def _something_trains(self):
         if self.lora.enabled and self.train.lm == 0:
