@@ -117,10 +117,14 @@ def geodesic_angle(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
 def heading_undo(root: torch.Tensor) -> torch.Tensor:
     """(N, 3, 3) root rotations -> (N, 3, 3) rotations about y that turn each body to face +z.
 
-    The heading is the body's forward axis (root @ e_z) projected on the ground plane; tilt
-    (lying, leaning) is left alone by the undo."""
-    fwd = root[:, :, 2]
-    heading = torch.atan2(fwd[:, 0], fwd[:, 2])
+    The heading is the ground-plane direction of the sum of the body's forward and up axes
+    (root @ e_z + root @ e_y): the facing direction of an upright body, the direction of the head
+    of one lying on its back or front, in between for a body bent at the hips. The forward axis
+    alone is vertical for a lying body, so its heading would be noise. Tilt (lying, leaning) is
+    left alone by the undo. The sum vanishes, and the heading is undefined, only for a body
+    reclined 45 degrees backwards with its face turned 45 degrees up."""
+    axis = root[:, :, 2] + root[:, :, 1]
+    heading = torch.atan2(axis[:, 0], axis[:, 2])
     c, s = torch.cos(-heading), torch.sin(-heading)
     o, i = torch.zeros_like(c), torch.ones_like(c)
     return torch.stack([c, o, s, o, i, o, -s, o, c], -1).reshape(-1, 3, 3)

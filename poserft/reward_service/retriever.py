@@ -70,8 +70,8 @@ def _bucket(ngram: str, buckets: int) -> int:
 def remove_yaw(rot: torch.Tensor) -> torch.Tensor:
     """(N, 24, 3, 3) local rotations -> the same with the root's rotation about y removed.
 
-    The body's forward axis (root R @ z) is projected on the ground plane; the root is turned
-    back by that heading so the body faces +z. Tilt (lying, leaning) is kept.
+    The root is turned back about y by its heading (`heading_undo`: the ground-plane direction of
+    the forward plus up axes), so an upright body faces +z. Tilt (lying, leaning) is kept.
     """
     out = rot.clone()
     out[:, 0] = heading_undo(rot[:, 0]) @ rot[:, 0]

@@ -73,9 +73,35 @@ def test_text2pose_targets_face_forward_and_keep_their_body():
     joints = body.forward_kinematics(axis_angle_to_rot6d(aa).reshape(40, -1).double()).float()
     turned, turned_joints = face_forward(aa, joints)
     assert torch.equal(turned[:, 1:], aa[:, 1:])  # the body's own joints are untouched
-    forward = axis_angle_to_matrix(turned.double())[:, 0][:, :, 2]  # root @ e_z
-    assert forward[:, 0].abs().max() < 1e-5 and (forward[:, 2] > 0).all()  # facing +z
-    assert axis_angle_to_matrix(aa.double())[:, 0][:, 1, 2].sub(forward[:, 1]).abs().max() < 1e-5  # tilt kept
+    root = axis_angle_to_matrix(turned.double())[:, 0]
+    heading = root[:, :, 2] + root[:, :, 1]  # forward + up axes, on the ground plane
+    assert heading[:, 0].abs().max() < 1e-5 and (heading[:, 2] > 0).all()  # heading +z
+    before = axis_angle_to_matrix(aa.double())[:, 0]
+    assert before[:, 1, :].sub(root[:, 1, :]).abs().max() < 1e-5  # tilt kept: the axes' heights
     fk = body.forward_kinematics(axis_angle_to_rot6d(turned).reshape(40, -1).double()).float()
     assert (fk - turned_joints).abs().max() < 1e-5  # joints turned with the pose
     assert yaw_mpjpe(turned_joints.double(), joints.double()).max() < 1e-4  # the same pose up to facing
+
+
+def test_lying_bodies_get_one_heading_whatever_their_yaw():
+    """Lying on the back, the forward axis is vertical: the heading must come from the body's
+    length (head direction), or the targets of one described pose scatter over all headings."""
+    import math
+
+    import torch
+
+    from poserft.common.rotations import axis_angle_to_matrix, geodesic_angle, heading_undo
+
+    def rot(axis: int, deg: float) -> torch.Tensor:
+        v = torch.zeros(1, 3, dtype=torch.float64)
+        v[0, axis] = math.radians(deg)
+        return axis_angle_to_matrix(v)[0]
+
+    canonical = []
+    for yaw in (-170, -60, 0, 45, 120):
+        for wobble in (-4, 0, 4):  # a few degrees of tilt either way off flat
+            root = rot(1, yaw) @ rot(2, wobble) @ rot(0, -90 + wobble)  # supine, turned by yaw
+            turned = heading_undo(root[None]) @ root[None]
+            canonical.append(turned[0])
+    spread = torch.stack(canonical)
+    assert geodesic_angle(spread, spread[:1].expand_as(spread)).max() < math.radians(20)  # the wobble is up to 11
