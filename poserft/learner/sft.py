@@ -10,7 +10,8 @@ Two phases in one resumable loop:
 2. SFT over the three tasks. Loss per batch = LM cross-entropy on response tokens
    + pose_l1_weight * L1 between rotation matrices of mu and of the target (ChatPose)
    + pose_6d_weight * L1 between the raw 6D numbers (keeps mu on the scale of valid 6D)
-   + pose_joint_weight * mean joint-position error (m) of FK(mu) vs FK(target)
+   + pose_joint_weight * mean joint-position error (m) of FK(mu) vs FK(target), on the rows of
+     the tasks in pose_joint_tasks (the others count as zero in the batch mean)
    + pose_nll_weight * Gaussian NLL of the target under (mu.detach(), std), per dim.
    The joint term is ours (ChatPose has only the rotation loss): it weights each rotation by
    how far it moves the body. The NLL sees a detached mean so it only calibrates the std.
@@ -133,6 +134,7 @@ def sft_loss(
     nll_weight: float,
     joint_weight: float = 0.0,
     six_d_weight: float = 0.0,
+    joint_tasks: tuple[str, ...] = ("text2pose", "image2pose"),
 ) -> tuple[torch.Tensor, dict]:
     inp = batch_inputs(policy, ex, idx)
     out = policy(inp)
@@ -150,10 +152,13 @@ def sft_loss(
         l1_6d = (mu - target).abs().mean()
         loss = loss + l1_weight * l1 + six_d_weight * l1_6d + nll_weight * nll
         stats.update(l1=l1.item(), l1_6d=l1_6d.item(), nll=nll.item(), std=log_std.exp().mean().item())
-        if joint_weight:
-            joint_err = (_BODY.forward_kinematics(mu) - ex.target_joints[idx_t][pose_rows]).norm(dim=-1).mean()
+        joint_rows = torch.tensor([ex.tasks[int(i)] in joint_tasks for i in idx_t[pose_rows]], dtype=torch.bool)
+        if joint_weight and joint_rows.any():
+            target_joints = ex.target_joints[idx_t][pose_rows][joint_rows]
+            err = (_BODY.forward_kinematics(mu[joint_rows]) - target_joints).norm(dim=-1)
+            joint_err = err.mean(1).sum() / len(mu)  # rows without the term count as zero in the mean
             loss = loss + joint_weight * joint_err
-            stats["joint_m"] = joint_err.item()
+            stats["joint_m"] = err.mean().item()
     stats["loss"] = loss.item()
     return loss, stats
 
@@ -339,7 +344,11 @@ def run_sft(
     state_path = out_dir / "state.pt"
     # Settings that cannot change the result (threads, logging cadence) may differ on resume.
     same = settings.model_dump(exclude={"threads", "val_every", "val_rows", "ckpt_every"})
-    added = {"group_by_length": False, "task_weights": {}}  # how states from before these keys ran
+    added = {  # how states from before these keys ran
+        "group_by_length": False,
+        "task_weights": {},
+        "pose_joint_tasks": ["text2pose", "image2pose"],
+    }
     restored = load_train_state(state_path, modules, opt, sched, same, added)
     step, log = (restored["step"], restored["log"]) if restored else (0, [])
     total = settings.align_steps + settings.steps
@@ -382,6 +391,7 @@ def run_sft(
                     settings.pose_nll_weight,
                     settings.pose_joint_weight,
                     settings.pose_6d_weight,
+                    tuple(settings.pose_joint_tasks),
                 )
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -64,3 +64,31 @@ def test_missing_checkpoint_file_is_named(tiny_ckpt, tmp_path):
 def test_unknown_preset_lists_known(tiny_data):
     with pytest.raises(ValueError, match="known presets: tiny, base"):
         init_policy("huge", tiny_data)
+
+
+def test_joint_term_only_on_the_named_tasks(tiny_data, tiny_ckpt):
+    """sft.pose_joint_tasks: the FK joint term is added on the named tasks' rows only (the demo
+    keeps image2pose rotation-only, so RL's joint reward has something to add)."""
+    from poserft.data.dataset import load_split
+    from poserft.learner.sft import make_examples, sft_loss
+
+    policy = load_policy(tiny_ckpt)
+    ex = make_examples(policy, load_split(tiny_data, "train"))
+    image = [i for i, t in enumerate(ex.tasks) if t == "image2pose"][:4]
+    text = [i for i, t in enumerate(ex.tasks) if t == "text2pose"][:4]
+    torch.manual_seed(0)
+
+    def loss(idx, weight, tasks):
+        with torch.no_grad():
+            return sft_loss(policy, ex, idx, 1.0, 0.05, weight, 0.5, tasks)
+
+    rotation_only = loss(image, 0.0, ("text2pose",))[0]
+    assert torch.equal(loss(image, 1.0, ("text2pose",))[0], rotation_only)  # image rows: no joint term
+    with_joints, stats = loss(image, 1.0, ("text2pose", "image2pose"))
+    assert with_joints > rotation_only and stats["joint_m"] > 0
+    assert loss(text, 1.0, ("text2pose",))[0] > loss(text, 0.0, ("text2pose",))[0]
+    # a mixed batch: the term is the text rows' error counted over the whole batch
+    mixed, stats = loss(image + text, 1.0, ("text2pose",))
+    text_only = loss(text, 1.0, ("text2pose",))[1]["joint_m"]
+    assert abs(stats["joint_m"] - text_only) < 1e-6
+    assert abs(mixed - loss(image + text, 0.0, ("text2pose",))[0] - text_only * len(text) / 8) < 1e-5

@@ -306,6 +306,11 @@ class SFTConfig(Section):
     pose_joint_weight: float = Field(
         1.0, ge=0, description="Weight of the FK joint-position error in metres (ours, not ChatPose's)."
     )
+    pose_joint_tasks: list[Literal["text2pose", "image2pose"]] = Field(
+        default_factory=lambda: ["text2pose", "image2pose"],
+        description="The tasks whose rows get the joint-position term (pose_joint_weight); the others keep the "
+        "rotation-only loss.",
+    )
     pose_6d_weight: float = Field(
         0.5,
         ge=0,
