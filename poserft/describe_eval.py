@@ -36,6 +36,7 @@ from poserft.common.metrics import pa_mpjpe, yaw_mpjpe
 from poserft.common.rotations import axis_angle_to_rot6d
 
 DEV_SET = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "human_dev" / "descriptions.jsonl"
+BLIND_SET = DEV_SET.parents[1] / "human_blind" / "descriptions.jsonl"  # written blind to the training captions
 TOP_K = (1, 3)
 
 

@@ -12,10 +12,9 @@ import torch
 
 from poserft.common.body import BodyModel
 from poserft.data.pose_prior import JOINT_LIMITS
-from poserft.describe_eval import DEV_SET, describe_metrics, load_descriptions, target_ranks, yaw_mpjpe
+from poserft.describe_eval import BLIND_SET, DEV_SET, describe_metrics, load_descriptions, target_ranks, yaw_mpjpe
 
 HUMAN_DEV = DEV_SET.parent
-BLIND_SET = HUMAN_DEV.parent / "human_blind" / "descriptions.jsonl"
 MIN_SIZE = {DEV_SET: (40, 120), BLIND_SET: (30, 100)}  # poses, descriptions
 # Hand-built poses may pass the prior's sampling ranges (per axis-angle component, not anatomical
 # limits): child's pose and cross-legged hips, an arm raised overhead. The blind set was written

@@ -10,9 +10,7 @@ from poserft.data.captioner import Captioner
 from poserft.data.dataset import build_dataset
 from poserft.data.pose_prior import CANONICAL_POSES, PosePrior
 from poserft.data.registers import NAMES, nearest_named, with_registers
-from poserft.describe_eval import DEV_SET, load_descriptions
-
-HUMAN_SETS = (DEV_SET, DEV_SET.parent.parent / "human_blind" / "descriptions.jsonl")
+from poserft.describe_eval import BLIND_SET, DEV_SET, load_descriptions
 
 
 def test_off_by_default():
@@ -35,7 +33,7 @@ def test_registers_are_deterministic_and_keep_most_paragraphs():
     kept = sum(x == c for x, c in zip(a, captions))
     named = sum(x.rstrip(".").lower() in {p.lower() for ps in NAMES.values() for p in ps} for x in a)
     assert 0.5 <= kept / len(a) <= 0.9 and named > 0
-    dev = {d.lower().rstrip(".!") for path in HUMAN_SETS for d in load_descriptions(path).descriptions}
+    dev = {d.lower().rstrip(".!") for path in (DEV_SET, BLIND_SET) for d in load_descriptions(path).descriptions}
     assert not [x for x in a if x.lower().rstrip(".") in dev]
 
 

@@ -45,47 +45,41 @@ import numpy as np
 import torch
 
 from poserft.common.body import JOINT_NAMES, NUM_JOINTS, BodyModel
-from poserft.common.rotations import matrix_to_axis_angle
+from poserft.common.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 FOLDER = Path(__file__).resolve().parent
 AXIS_INDEX = {"x": 0, "y": 1, "z": 2}
+
+
+def rotvec_matrix(rotvec_rad) -> np.ndarray:
+    """3x3 matrix of a rotation vector in radians (`poserft.common.rotations.axis_angle_to_matrix`)."""
+    with torch.no_grad():
+        return axis_angle_to_matrix(torch.as_tensor(rotvec_rad, dtype=torch.float64)[None])[0].numpy()
 
 
 def axis_rotation(axis: str, degrees: float) -> np.ndarray:
     """3x3 matrix turning by `degrees` about one coordinate axis (right-hand rule)."""
     if axis not in AXIS_INDEX:
         raise ValueError(f"rotation axis must be 'x', 'y' or 'z', not {axis!r}")
-    a = math.radians(float(degrees))
-    c, s = math.cos(a), math.sin(a)
-    i = AXIS_INDEX[axis]
-    j, k = (i + 1) % 3, (i + 2) % 3
-    m = np.eye(3)
-    m[j, j], m[j, k], m[k, j], m[k, k] = c, -s, s, c
-    return m
-
-
-def rotvec_matrix(rotvec_deg) -> np.ndarray:
-    """3x3 matrix of a rotation vector given in degrees (Rodrigues)."""
-    v = np.radians(np.asarray(rotvec_deg, dtype=np.float64))
-    if v.shape != (3,):
-        raise ValueError(f"aa_deg must hold 3 numbers, got {rotvec_deg!r}")
-    angle = float(np.linalg.norm(v))
-    if angle < 1e-12:
-        return np.eye(3)
-    k = v / angle
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + math.sin(angle) * kx + (1 - math.cos(angle)) * (kx @ kx)
+    v = np.zeros(3)
+    v[AXIS_INDEX[axis]] = math.radians(float(degrees))
+    return rotvec_matrix(v)
 
 
 def joint_matrix(rotation, where: str) -> np.ndarray:
     if isinstance(rotation, dict):
         if set(rotation) != {"aa_deg"}:
             raise ValueError(f"{where}: a dict rotation takes only 'aa_deg', got {sorted(rotation)}")
-        return rotvec_matrix(rotation["aa_deg"])
+        v = np.radians(np.asarray(rotation["aa_deg"], dtype=np.float64))
+        if v.shape != (3,):
+            raise ValueError(f"{where}: aa_deg must hold 3 numbers, got {rotation['aa_deg']!r}")
+        return rotvec_matrix(v)
     m = np.eye(3)
     for step in rotation:
         if not (isinstance(step, (list, tuple)) and len(step) == 2):
             raise ValueError(f"{where}: each step is [axis, degrees], got {step!r}")
+        if step[0] not in AXIS_INDEX:
+            raise ValueError(f"{where}: rotation axis must be 'x', 'y' or 'z', not {step[0]!r}")
         m = axis_rotation(step[0], step[1]) @ m
     return m
 
