@@ -152,8 +152,12 @@ def sft_loss(
         l1_6d = (mu - target).abs().mean()
         loss = loss + l1_weight * l1 + six_d_weight * l1_6d + nll_weight * nll
         stats.update(l1=l1.item(), l1_6d=l1_6d.item(), nll=nll.item(), std=log_std.exp().mean().item())
-        joint_rows = torch.tensor([ex.tasks[int(i)] in joint_tasks for i in idx_t[pose_rows]], dtype=torch.bool)
-        if joint_weight and joint_rows.any():
+        joint_rows = (
+            torch.tensor([ex.tasks[int(i)] in joint_tasks for i in idx_t[pose_rows]], dtype=torch.bool)
+            if joint_weight
+            else None
+        )
+        if joint_rows is not None and joint_rows.any():
             target_joints = ex.target_joints[idx_t][pose_rows][joint_rows]
             err = (_BODY.forward_kinematics(mu[joint_rows]) - target_joints).norm(dim=-1)
             joint_err = err.mean(1).sum() / len(mu)  # rows without the term count as zero in the mean
