@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--seed", type=int, default=None)
     rt.add_argument("--half", type=int, choices=(0, 1), default=None, help="train on one half of the training poses")
     rt.add_argument("--epochs", type=int, default=None)
-    rt.add_argument("--text-encoder", choices=("transformer", "minilm"), default=None)
+    rt.add_argument("--text-encoder", choices=("transformer", "transformer-wordemb", "minilm"), default=None)
     _add_config_args(rt, example="retriever.epochs=2")
     rt.set_defaults(func=_cmd_retriever_train)
     re_ = r.add_parser("eval", help="Recall@K, mRecall and R-precision on the test split")

@@ -47,6 +47,17 @@ def _minilm_words() -> tuple:
     return tok, table
 
 
+def minilm_word_table() -> torch.Tensor:
+    """The frozen (30522, 384) MiniLM input word-embedding table (shared, read once per process)."""
+    return _minilm_words()[1]
+
+
+def word_piece_ids(texts: list[str]) -> list[list[int]]:
+    """Each text's lower-cased MiniLM WordPiece ids, without [CLS]/[SEP] (0 is MiniLM's [PAD])."""
+    tok, _ = _minilm_words()
+    return [enc.ids for enc in tok.encode_batch(list(texts), add_special_tokens=False)]
+
+
 def check_tower(name: str) -> None:
     if name not in TOWERS:
         raise ValueError(f"unknown text tower {name!r}; known: {', '.join(TOWERS)}")

@@ -8,6 +8,11 @@
     uni- and bi-gram embeddings (function words dropped), so "left hand higher than right hand"
     and its mirror differ. A caption is ~12 clauses instead of ~90 words, which makes training
     about 5x cheaper on a CPU than a word-level transformer of the same width;
+  - "transformer-wordemb": the same, with pretrained word knowledge in each clause: the clause
+    vector also gets a trainable projection of the mean of the packaged all-MiniLM-L6-v2's frozen
+    input word embeddings over the clause's WordPiece pieces (the table the policy's text tower
+    reads; looked up, never saved in the checkpoint). The hashed n-grams know only words seen in
+    training; this lets "flamingo" or "akimbo" land near what they mean;
   - "minilm": the frozen packaged all-MiniLM-L6-v2 sentence embedding plus a trainable MLP.
 - L2-normalised outputs, a learnable temperature, symmetric in-batch contrastive loss.
 
@@ -94,6 +99,7 @@ class RetrieverConfig:
     text_encoder: str = "transformer"  # or "minilm"
     max_clauses: int = 24
     max_ngrams: int = 24
+    max_pieces: int = 16  # WordPiece pieces per clause ("transformer-wordemb")
     buckets: int = 16384
     width: int = 128
     layers: int = 2
@@ -121,10 +127,19 @@ class PoseEncoder(nn.Module):
 
 class ClauseTransformerEncoder(nn.Module):
     """(N, C, K) hashed n-gram ids -> clause vectors (mean of n-gram embeddings) -> transformer
-    over the clauses -> masked mean -> 512-d unit vector."""
+    over the clauses -> masked mean -> 512-d unit vector. With `word_pieces`, the input is
+    (N, C, K + P): the last P ids of a clause are its MiniLM WordPiece ids (0 = padding), whose
+    mean frozen word embedding is projected and added to the clause vector."""
 
-    def __init__(self, cfg: RetrieverConfig):
+    def __init__(self, cfg: RetrieverConfig, word_pieces: bool = False):
         super().__init__()
+        self.ngram_slots = cfg.max_ngrams
+        self.word_pieces = word_pieces
+        if word_pieces:
+            from poserft.model.text_tower import WIDTH, minilm_word_table
+
+            self.register_buffer("word_table", minilm_word_table(), persistent=False)
+            self.word_proj = nn.Sequential(nn.LayerNorm(WIDTH), nn.Linear(WIDTH, cfg.width))
         self.embed = nn.Embedding(cfg.buckets, cfg.width, padding_idx=PAD)
         self.pos = nn.Parameter(torch.randn(cfg.max_clauses, cfg.width) * 0.02)
         layer = nn.TransformerEncoderLayer(
@@ -135,10 +150,17 @@ class ClauseTransformerEncoder(nn.Module):
         self.proj = nn.Linear(cfg.width, EMBED_DIM)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = ~(ids != PAD).any(-1)  # (N, C) True where there is no clause
+        pieces = None
+        if self.word_pieces:
+            ids, pieces = ids[..., : self.ngram_slots], ids[..., self.ngram_slots :]
         present = ids != PAD  # (N, C, K)
         counts = present.sum(-1, keepdim=True).clamp_min(1)
         clauses = self.embed(ids).sum(2) / counts  # (N, C, width)
-        mask = ~present.any(-1)  # (N, C) True where there is no clause
+        if pieces is not None:
+            have = (pieces != PAD).unsqueeze(-1).float()
+            words = (self.word_table[pieces] * have).sum(2) / have.sum(2).clamp_min(1)
+            clauses = clauses + self.word_proj(words) * have.amax(2)
         x = clauses + self.pos[: ids.shape[1]]
         x = self.norm(self.encoder(x, src_key_padding_mask=mask))
         keep = (~mask).unsqueeze(-1).float()
@@ -177,12 +199,14 @@ class Retriever(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.pose_encoder = PoseEncoder(cfg.pose_hidden, cfg.dropout)
-        if cfg.text_encoder == "transformer":
-            self.text_encoder = ClauseTransformerEncoder(cfg)
+        if cfg.text_encoder in ("transformer", "transformer-wordemb"):
+            self.text_encoder = ClauseTransformerEncoder(cfg, word_pieces=cfg.text_encoder == "transformer-wordemb")
         elif cfg.text_encoder == "minilm":
             self.text_encoder = MiniLMHead(cfg.pose_hidden, cfg.dropout)
         else:
-            raise ValueError(f"unknown text_encoder {cfg.text_encoder!r}; known: transformer, minilm")
+            raise ValueError(
+                f"unknown text_encoder {cfg.text_encoder!r}; known: transformer, transformer-wordemb, minilm"
+            )
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     # --- inputs ---
@@ -192,11 +216,22 @@ class Retriever(nn.Module):
             return torch.from_numpy(minilm().encode(list(texts), batch_size=128, convert_to_numpy=True)).float()
         cfg = self.cfg
         rows = [clause_ngrams(t)[: cfg.max_clauses] or [["<empty>"]] for t in texts]
-        ids = torch.full((len(rows), max(map(len, rows)), cfg.max_ngrams), PAD, dtype=torch.long)
+        pieces = cfg.max_pieces if cfg.text_encoder == "transformer-wordemb" else 0
+        ids = torch.full((len(rows), max(map(len, rows)), cfg.max_ngrams + pieces), PAD, dtype=torch.long)
         for i, clauses in enumerate(rows):
             for c, grams in enumerate(clauses):
                 b = [_bucket(g, cfg.buckets) for g in grams[: cfg.max_ngrams]]
                 ids[i, c, : len(b)] = torch.tensor(b)
+        if pieces:
+            from poserft.model.text_tower import word_piece_ids
+
+            # a clause's words are its unigrams, which clause_ngrams lists before the bigrams
+            words = [" ".join(g for g in grams if "_" not in g) for clauses in rows for grams in clauses]
+            where = [(i, c) for i, clauses in enumerate(rows) for c in range(len(clauses))]
+            for (i, c), wp in zip(where, word_piece_ids(words)):
+                wp = wp[:pieces]
+                if wp:
+                    ids[i, c, cfg.max_ngrams : cfg.max_ngrams + len(wp)] = torch.tensor(wp)
         return ids
 
     # --- embeddings ---

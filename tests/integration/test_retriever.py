@@ -51,3 +51,26 @@ def test_missing_checkpoint_file(tmp_path):
     (tmp_path / "retriever.json").unlink()
     with pytest.raises(FileNotFoundError, match="missing retriever.json"):
         Retriever.load(tmp_path)
+
+
+def test_word_embedding_clauses(tmp_path):
+    """transformer-wordemb: each clause also carries its MiniLM WordPiece ids; the frozen table is
+    looked up, not saved, and a word the n-gram buckets never saw still moves the embedding."""
+    cfg = RetrieverConfig(text_encoder="transformer-wordemb")
+    torch.manual_seed(0)
+    model = Retriever(cfg).eval()
+    ids = model.text_inputs(["Standing like a flamingo, arms out.", "Squatting."])
+    assert ids.shape[-1] == cfg.max_ngrams + cfg.max_pieces
+    assert (ids[0, :2, cfg.max_ngrams :] != 0).any(-1).all()  # both clauses have word pieces
+    assert (ids[1, 1:] == 0).all()  # one clause, the rest padding
+    model.save(tmp_path)
+    assert not any("word_table" in k for k in load_file(str(tmp_path / "retriever.safetensors")))
+    again = Retriever.load(tmp_path)
+    texts = ["like a flamingo", "like a scarecrow"]
+    assert torch.allclose(model.embed_text(texts), again.embed_text(texts))
+    # The same hashed n-grams with the word pieces zeroed: only the MiniLM part differs.
+    x = model.text_inputs(texts)
+    no_words = x.clone()
+    no_words[..., cfg.max_ngrams :] = 0
+    with torch.no_grad():
+        assert not torch.allclose(model.embed_text_inputs(x), model.embed_text_inputs(no_words))

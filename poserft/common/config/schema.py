@@ -164,7 +164,11 @@ class DataConfig(Section):
 class RetrieverTrainConfig(Section):
     seed: int = Field(0, description="Initialisation and shuffling seed.")
     half: int | None = Field(None, ge=0, le=1, description="Train on poses with pose_id % 2 == half; null = all.")
-    text_encoder: Literal["transformer", "minilm"] = Field("transformer", description="Text side of the dual encoder.")
+    text_encoder: Literal["transformer", "transformer-wordemb", "minilm"] = Field(
+        "transformer",
+        description="Text side of the dual encoder: clause transformer over hashed n-grams; the same plus MiniLM's "
+        "frozen word embeddings per clause; or the frozen MiniLM sentence embedding plus an MLP.",
+    )
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(256, ge=2)
     lr: float = Field(5e-4, gt=0)
