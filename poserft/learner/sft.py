@@ -145,25 +145,40 @@ def sft_loss(
     stats = {"ce": ce.item()}
     loss = ce
     if pose_rows.any():
-        mu, log_std = out["mu"][pose_rows], out["log_std"][pose_rows]
-        target = ex.target_6d[idx_t][pose_rows]
-        l1 = (rot6d_to_matrix(mu.reshape(-1, 6)) - rot6d_to_matrix(target.reshape(-1, 6))).abs().mean()
-        nll = -gaussian_log_prob(target, mu.detach(), log_std, reduce="mean").mean()
-        l1_6d = (mu - target).abs().mean()
-        loss = loss + l1_weight * l1 + six_d_weight * l1_6d + nll_weight * nll
-        stats.update(l1=l1.item(), l1_6d=l1_6d.item(), nll=nll.item(), std=log_std.exp().mean().item())
         joint_rows = (
             torch.tensor([ex.tasks[int(i)] in joint_tasks for i in idx_t[pose_rows]], dtype=torch.bool)
             if joint_weight
             else None
         )
-        if joint_rows is not None and joint_rows.any():
-            target_joints = ex.target_joints[idx_t][pose_rows][joint_rows]
-            err = (_BODY.forward_kinematics(mu[joint_rows]) - target_joints).norm(dim=-1)
-            joint_err = err.mean(1).sum() / len(mu)  # rows without the term count as zero in the mean
-            loss = loss + joint_weight * joint_err
-            stats["joint_m"] = err.mean().item()
+        pose, pose_stats = pose_loss(
+            out["mu"][pose_rows],
+            out["log_std"][pose_rows],
+            ex.target_6d[idx_t][pose_rows],
+            ex.target_joints[idx_t][pose_rows],
+            joint_rows,
+            (l1_weight, nll_weight, joint_weight, six_d_weight),
+        )
+        loss = loss + pose
+        stats.update(pose_stats)
     stats["loss"] = loss.item()
+    return loss, stats
+
+
+def pose_loss(mu, log_std, target_6d, target_joints, joint_rows, weights) -> tuple[torch.Tensor, dict]:
+    """The SFT pose loss of rows with a target: L1 on the rotation matrices, L1 on the raw 6D
+    numbers, the Gaussian NLL of the target (mu detached: it trains the std only) and, on
+    `joint_rows` (bool, or None for none), the FK joint-position error in metres. `weights`:
+    (l1, nll, joint, 6d)."""
+    l1_weight, nll_weight, joint_weight, six_d_weight = weights
+    l1 = (rot6d_to_matrix(mu.reshape(-1, 6)) - rot6d_to_matrix(target_6d.reshape(-1, 6))).abs().mean()
+    nll = -gaussian_log_prob(target_6d, mu.detach(), log_std, reduce="mean").mean()
+    l1_6d = (mu - target_6d).abs().mean()
+    loss = l1_weight * l1 + six_d_weight * l1_6d + nll_weight * nll
+    stats = {"l1": l1.item(), "l1_6d": l1_6d.item(), "nll": nll.item(), "std": log_std.exp().mean().item()}
+    if joint_weight and joint_rows is not None and joint_rows.any():
+        err = (_BODY.forward_kinematics(mu[joint_rows]) - target_joints[joint_rows]).norm(dim=-1)
+        loss = loss + joint_weight * err.mean(1).sum() / len(mu)  # rows without the term count as zero
+        stats["joint_m"] = err.mean().item()
     return loss, stats
 
 
@@ -347,7 +362,9 @@ def run_sft(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(settings))
     state_path = out_dir / "state.pt"
     # Settings that cannot change the result (threads, logging cadence) may differ on resume.
-    same = settings.model_dump(exclude={"threads", "val_every", "val_rows", "ckpt_every"})
+    # The head refit runs after the last step, so its settings do not touch the state either.
+    refit_keys = {k for k in SFTSettings.model_fields if k.startswith("head_refit_")}
+    same = settings.model_dump(exclude={"threads", "val_every", "val_rows", "ckpt_every", *refit_keys})
     added = {  # how states from before these keys ran
         "group_by_length": False,
         "task_weights": {},
@@ -424,6 +441,12 @@ def run_sft(
             bar.close()
             return {"step": step, "stopped": True, "log": log}
     bar.close()
+    refit = {}
+    if settings.head_refit_epochs:
+        from poserft.learner.head_refit import refit_head
+
+        refit = {"head_refit": refit_head(policy, train, settings, progress)}
+        tqdm.write(f"head refit: {refit['head_refit']}")
     save_policy(
         policy,
         out_dir / "policy",
@@ -431,5 +454,12 @@ def run_sft(
         stage="sft",
         sft_steps=settings.steps,
         align_steps=settings.align_steps,
+        **refit,
     )
-    return {"step": step, "log": log, "seconds": round(time.time() - t0, 1), "policy": str(out_dir / "policy")}
+    return {
+        "step": step,
+        "log": log,
+        "seconds": round(time.time() - t0, 1),
+        "policy": str(out_dir / "policy"),
+        **refit,
+    }

@@ -48,6 +48,7 @@ def chat_prompt(prompt: str, image_tokens: int, text_tokens: int = 0) -> str:
 @dataclass
 class HeadConfig:
     hidden_size: int
+    width: int | None = None  # the mean MLP's hidden units; None = hidden_size (ChatPose)
     log_std_min: float = -5.0
     log_std_max: float = 0.0
     log_std_init: float = -1.5
@@ -56,16 +57,16 @@ class HeadConfig:
 class GaussianPoseHead(nn.Module):
     """hidden (N, h) -> mu (N, 144) and log_std (N, 144) of a diagonal Gaussian over 24x6D.
 
-    Mean: Linear(h, h) -> ReLU -> Linear(h, 144) (ChatPose), its bias initialised to the rest
-    pose so an untrained head predicts identity rotations. log_std: a linear map squashed
+    Mean: Linear(h, w) -> ReLU -> Linear(w, 144) (ChatPose: w = h), its bias initialised to the
+    rest pose so an untrained head predicts identity rotations. log_std: a linear map squashed
     smoothly into [log_std_min, log_std_max].
     """
 
     def __init__(self, cfg: HeadConfig):
         super().__init__()
         self.cfg = cfg
-        h = cfg.hidden_size
-        self.mean = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, POSE_6D_DIM))
+        h, w = cfg.hidden_size, cfg.width or cfg.hidden_size
+        self.mean = nn.Sequential(nn.Linear(h, w), nn.ReLU(), nn.Linear(w, POSE_6D_DIM))
         self.log_std = nn.Linear(h, POSE_6D_DIM)
         with torch.no_grad():
             self.mean[2].weight.mul_(0.1)
@@ -403,6 +404,11 @@ class PosePolicy(nn.Module):
         `meta["text_tower"]["head_skip"]` the head reads `hidden_pose + skip`, `skip` being the mean
         of the K slot vectors `text_in` makes for a row with `<text>` slots (rows `inp.text_rows`;
         zero elsewhere). `detach`: gradients stop at both (train the head only)."""
+        x = self.head_input(hidden_pose, inp)
+        return self.head(x.detach() if detach else x)
+
+    def head_input(self, hidden_pose: torch.Tensor, inp: PolicyInputs) -> torch.Tensor:
+        """What the pose head reads (B, h): the `<POSE>` hidden state, plus the text skip (above)."""
         x = hidden_pose.float()
         if self.text_head_skip and inp.text_feats is not None:
             n = len(inp.text_rows)
@@ -412,7 +418,7 @@ class PosePolicy(nn.Module):
             rows = torch.as_tensor(inp.text_rows, device=x.device, dtype=torch.long)
             skip = torch.zeros_like(x).index_add(0, rows, slots.mean(1).float())
             x = x + skip
-        return self.head(x.detach() if detach else x)
+        return x
 
     def pose_positions(self, inp: PolicyInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Index of the first response `<POSE>` per row (0 if none) and whether there is one."""

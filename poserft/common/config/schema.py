@@ -337,6 +337,23 @@ class SFTConfig(Section):
         description="How often each task's rows are seen per epoch (1 = once; 2.5 = twice, and half of them a third "
         "time; 0 = never); tasks not named weigh 1.",
     )
+    head_refit_epochs: int = Field(
+        0,
+        ge=0,
+        description="After SFT, refit the pose head alone for this many epochs on its inputs computed once with the "
+        "rest of the policy frozen (the text2pose rows and head_refit_image_rows image2pose rows); 0 = off.",
+    )
+    head_refit_width: int | None = Field(
+        None,
+        ge=1,
+        description="Widen the head's hidden layer to this many units before the refit (the new units start "
+        "silent, so the head's output is unchanged until it trains); null = keep the width.",
+    )
+    head_refit_image_rows: int = Field(
+        8000, ge=0, description="image2pose rows (a seeded sample) in the refit, so the shared head keeps that task."
+    )
+    head_refit_lr: float = Field(5e-4, gt=0, description="Peak learning rate of the refit (one-cycle schedule).")
+    head_refit_batch_size: int = Field(256, ge=2)
 
 
 class RewardsConfig(Section):

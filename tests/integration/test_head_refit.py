@@ -1,0 +1,64 @@
+"""The head refit after SFT (`sft.head_refit_*`): widening keeps the output, the refit lowers the
+pose loss on its rows, the checkpoint records the width, and a finished SFT state takes a refit."""
+
+import numpy as np
+import pytest
+import torch
+
+from poserft.common.config import SFTConfig
+from poserft.data.dataset import load_split
+from poserft.learner.head_refit import head_inputs, refit_rows, widen_head
+from poserft.learner.sft import make_examples, run_sft
+from poserft.model.checkpoint import load_policy
+
+SETTINGS = SFTConfig(
+    align_steps=2, steps=4, batch_size=4, val_every=100, ckpt_every=100, warmup_steps=2, val_rows=8, threads=1
+)
+
+
+def test_widening_keeps_the_output_and_refuses_to_narrow(tiny_data, tiny_ckpt):
+    policy = load_policy(tiny_ckpt).eval()
+    ex = make_examples(policy, load_split(tiny_data, "train", "text2pose"))
+    rows = np.arange(6)
+    x = head_inputs(policy, ex, rows, progress=False)
+    before = policy.head(x)[0]
+    width = policy.head.mean[0].out_features
+    widen_head(policy, 3 * width)
+    assert policy.head.mean[0].out_features == 3 * width and policy.meta["head"]["width"] == 3 * width
+    assert torch.allclose(policy.head(x)[0], before, atol=1e-6)
+    with pytest.raises(ValueError, match="narrower"):
+        widen_head(policy, width)
+
+
+def test_refit_rows_take_every_text_row_and_a_sample_of_images(tiny_data, tiny_ckpt):
+    policy = load_policy(tiny_ckpt)
+    ex = make_examples(policy, load_split(tiny_data, "train"))
+    rows = refit_rows(ex, image_rows=5, seed=0)
+    tasks = [ex.tasks[i] for i in rows]
+    assert tasks.count("text2pose") == ex.tasks.count("text2pose") and tasks.count("image2pose") == 5
+    assert "pose2text" not in tasks
+    assert (refit_rows(ex, 5, 0) == rows).all() and not (refit_rows(ex, 5, 1) == rows).all()
+
+
+def test_refit_after_sft_and_on_a_finished_state(tiny_data, tiny_ckpt, tmp_path):
+    plain = run_sft(tiny_ckpt, tiny_data, tmp_path / "sft", SETTINGS, progress=False)
+    plain_policy = load_policy(plain["policy"])
+    plain_head, plain_rest = (
+        plain_policy.head,
+        {k: v for k, v in plain_policy.state_dict().items() if not k.startswith("head.")},
+    )
+    width = plain_head.mean[0].out_features
+    refit = SETTINGS.model_copy(
+        update={"head_refit_epochs": 3, "head_refit_width": 2 * width, "head_refit_batch_size": 8}
+    )
+    # The refit settings are not part of the SFT state: the finished state resumes straight into the refit.
+    res = run_sft(tiny_ckpt, tiny_data, tmp_path / "sft", refit, progress=False)
+    summary = res["head_refit"]
+    assert summary["width"] == 2 * width and summary["rows"]["text2pose"] > 0
+    assert summary["loss_last_epoch"] < summary["loss_first_epoch"]
+    policy = load_policy(res["policy"])  # the checkpoint builds the wide head from its meta
+    assert policy.head.mean[0].out_features == 2 * width
+    assert policy.meta["head_refit"]["epochs"] == 3
+    assert not torch.equal(policy.head.mean[2].weight[:, :width], plain_head.mean[2].weight)  # the head trained
+    rest = {k: v for k, v in policy.state_dict().items() if not k.startswith("head.")}
+    assert rest.keys() == plain_rest.keys() and all(torch.equal(v, plain_rest[k]) for k, v in rest.items())
