@@ -34,6 +34,13 @@ def main() -> None:
     ap.add_argument("--joint", type=float, default=0.0, help="FK joint-term weight on the text2pose rows")
     ap.add_argument("--descriptions", default=None, help="default: the dev set (benchmarks/data/human_dev)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--head-width",
+        type=int,
+        default=0,
+        help="widen the pose head's hidden layer to this many units first (function-preserving: the new "
+        "units start with zero output weights)",
+    )
     ap.add_argument("--out", default=None, help="save the continued policy here")
     args = ap.parse_args()
 
@@ -51,6 +58,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     body = BodyModel()
     policy = load_policy(args.ckpt)
+    if args.head_width:
+        widen_head(policy, args.head_width)
     dev = load_descriptions(args.descriptions or DEV_SET)
     answer = policy.encode_response("The SMPL pose of this person is <POSE>.")
     prompts = [policy.encode_prompt(PROMPTS["text2pose"][0].format(caption=d)) for d in dev.descriptions]
@@ -89,6 +98,25 @@ def main() -> None:
     if args.out:
         save_policy(policy, args.out)
         print(f"wrote {args.out}")
+
+
+def widen_head(policy, width: int) -> None:
+    """Give the head's mean MLP `width` hidden units; the old units keep their weights and the new
+    ones start with random input weights and zero output weights, so mu is unchanged at step 0."""
+    import torch
+    from torch import nn
+
+    first, last = policy.head.mean[0], policy.head.mean[2]
+    old = first.out_features
+    if width <= old:
+        raise SystemExit(f"--head-width {width} is not wider than the head's {old} units")
+    wide_in, wide_out = nn.Linear(first.in_features, width), nn.Linear(width, last.out_features)
+    with torch.no_grad():
+        wide_in.weight[:old], wide_in.bias[:old] = first.weight, first.bias
+        wide_out.weight.zero_()
+        wide_out.weight[:, :old], wide_out.bias[:] = last.weight, last.bias
+    policy.head.mean[0], policy.head.mean[2] = wide_in, wide_out
+    policy.meta.setdefault("head", {})["width"] = width
 
 
 if __name__ == "__main__":

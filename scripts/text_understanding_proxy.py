@@ -158,13 +158,13 @@ class Regressor(torch.nn.Module):
         return self.mean_6d + self.net(x)
 
 
-def train_regressor(x, joints_m, mean_6d, epochs: int, seed: int, body) -> Regressor:
+def train_regressor(x, joints_m, mean_6d, epochs: int, seed: int, body, width: int = 512) -> Regressor:
     from poserft.common.metrics import yaw_mpjpe
 
     torch.manual_seed(seed)
     x = torch.as_tensor(x, dtype=torch.float32)
     y = torch.as_tensor(joints_m, dtype=torch.float32)
-    model = Regressor(x.shape[1], mean_6d)
+    model = Regressor(x.shape[1], mean_6d, width)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     steps = epochs * ((len(x) + 255) // 256)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.1)
@@ -216,6 +216,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model-seed", type=int, default=None, help="the regressor's seed (default: --seed)")
     ap.add_argument("--extra", type=int, default=2, help="rich-extra: register draws added per pose")
+    ap.add_argument(
+        "--part-within",
+        type=float,
+        default=None,
+        help="name a body part only this near its canonical part (registers_rich.PART_WITHIN; default: no cap)",
+    )
+    ap.add_argument("--width", type=int, default=512, help="the regressor's hidden width (default 512)")
     ap.add_argument("--captions", default=",".join(CAPTIONS))
     ap.add_argument("--features", default=",".join(FEATURES))
     ap.add_argument("--cache", default=str(ROOT / "runs" / "text_proxy" / "minilm_sent.npz"))
@@ -228,6 +235,10 @@ def main() -> None:
     from poserft.common.rotations import axis_angle_to_rot6d
     from poserft.describe_eval import DEV_SET, describe_metrics, load_descriptions
 
+    if args.part_within is not None:
+        from poserft.data import registers_rich
+
+        registers_rich.PART_WITHIN = args.part_within
     t0 = time.time()
     body = BodyModel()
     data = corpus(args.train_poses, args.test_poses, args.seed, args.extra)
@@ -274,7 +285,7 @@ def main() -> None:
             t_feat = time.time() - t1
             epochs = max(1, round(args.epochs * args.train_poses / len(train_idx)))  # same number of steps
             mseed = args.seed if args.model_seed is None else args.model_seed
-            model = train_regressor(x["train"], train_m[train_idx], mean_6d, epochs, mseed, body)
+            model = train_regressor(x["train"], train_m[train_idx], mean_6d, epochs, mseed, body, args.width)
             dev_res = describe_metrics(predict_joints(model, x["dev"], body), dev_m, dev.target_index, dev_mean_m)
             dev_pred = predict_joints(model, x["dev"], body)
             nearest = yaw_mpjpe(dev_pred[:, None], dev_m[None]).argmin(1)

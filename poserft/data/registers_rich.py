@@ -200,6 +200,10 @@ BODY_PHRASES = {  # from the joints: the trunk horizontal and which way the ches
     "side": ("lying on one side", "lying sideways"),
 }
 PART_MARGIN = 1.2  # a part is named only when its second-nearest canonical part is this much farther
+# ... and (when set) only when it is at most this far from the named one (the RMS of `nearest_parts`;
+# None = no cap). Without a cap the median named part is as far from its canonical part as two
+# canonical parts are from each other, so "hands on the hips" also names arms that are not.
+PART_WITHIN: float | None = None
 
 
 def _state_table(group: str):
@@ -241,6 +245,8 @@ def nearest_parts(poses_aa: np.ndarray) -> dict[str, list[str | None]]:
         first, second = order[:, 0], order[:, 1]
         rows = np.arange(len(d))
         ok = d[rows, second] > PART_MARGIN * d[rows, first]
+        if PART_WITHIN is not None:
+            ok &= d[rows, first] <= PART_WITHIN
         out[group] = [names[k] if good else None for k, good in zip(first, ok)]
     return out
 
