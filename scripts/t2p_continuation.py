@@ -59,6 +59,8 @@ def main() -> None:
     body = BodyModel()
     policy = load_policy(args.ckpt)
     if args.head_width:
+        from poserft.learner.head_refit import widen_head
+
         widen_head(policy, args.head_width)
     dev = load_descriptions(args.descriptions or DEV_SET)
     answer = policy.encode_response("The SMPL pose of this person is <POSE>.")
@@ -98,25 +100,6 @@ def main() -> None:
     if args.out:
         save_policy(policy, args.out)
         print(f"wrote {args.out}")
-
-
-def widen_head(policy, width: int) -> None:
-    """Give the head's mean MLP `width` hidden units; the old units keep their weights and the new
-    ones start with random input weights and zero output weights, so mu is unchanged at step 0."""
-    import torch
-    from torch import nn
-
-    first, last = policy.head.mean[0], policy.head.mean[2]
-    old = first.out_features
-    if width <= old:
-        raise SystemExit(f"--head-width {width} is not wider than the head's {old} units")
-    wide_in, wide_out = nn.Linear(first.in_features, width), nn.Linear(width, last.out_features)
-    with torch.no_grad():
-        wide_in.weight[:old], wide_in.bias[:old] = first.weight, first.bias
-        wide_out.weight.zero_()
-        wide_out.weight[:, :old], wide_out.bias[:] = last.weight, last.bias
-    policy.head.mean[0], policy.head.mean[2] = wide_in, wide_out
-    policy.meta.setdefault("head", {})["width"] = width
 
 
 if __name__ == "__main__":
