@@ -59,7 +59,7 @@ def main() -> None:
     body = BodyModel()
     policy = load_policy(args.ckpt)
     if args.head_width:
-        from poserft.learner.head_refit import widen_head
+        from poserft.learner.sft import widen_head
 
         widen_head(policy, args.head_width)
     dev = load_descriptions(args.descriptions or DEV_SET)

@@ -7,8 +7,7 @@ import torch
 
 from poserft.common.config import SFTConfig
 from poserft.data.dataset import load_split
-from poserft.learner.head_refit import head_inputs, refit_rows, widen_head
-from poserft.learner.sft import make_examples, run_sft
+from poserft.learner.sft import head_inputs, make_examples, refit_rows, run_sft, widen_head
 from poserft.model.checkpoint import load_policy
 
 SETTINGS = SFTConfig(
