@@ -46,6 +46,8 @@ def _bool_for_number(annotation: Any, value: Any, path: tuple = ()) -> tuple[tup
 
     pydantic would read `true` as 1, so `num_gpus: yes` silently meant one GPU."""
     origin = get_origin(annotation)
+    if origin is Annotated:  # e.g. the values of sft.task_weights, Annotated[float, Field(ge=0)]
+        return _bool_for_number(get_args(annotation)[0], value, path)
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(annotation) if a is not type(None)]
         if bool in args:
