@@ -387,9 +387,8 @@ def head_inputs(policy: PosePolicy, ex: Examples, rows: np.ndarray, batch: int =
         if not bool(res["has_pose"].all()):
             raise ValueError("head refit: a training answer has no <POSE> token; the refit needs pose rows only")
         out.append(policy.head_input(res["hidden_pose"], inp))
-    x = torch.empty(len(rows), out[0].shape[1]) if out else torch.empty(0)
-    x[torch.from_numpy(order)] = torch.cat(out)
-    return x
+    x = torch.cat(out)
+    return x[torch.from_numpy(np.argsort(order)).to(x.device)]  # back to the order of `rows`
 
 
 def refit_head(policy: PosePolicy, ex: Examples, settings, progress: bool = True) -> dict:
@@ -421,7 +420,7 @@ def refit_head(policy: PosePolicy, ex: Examples, settings, progress: bool = True
     for epoch in range(settings.head_refit_epochs):
         for idx in torch.randperm(len(rows), generator=gen)[: per_epoch * bs].split(bs):
             mu, log_std = head(x[idx])
-            loss, stats = pose_loss(mu, log_std, target_6d[idx], target_joints[idx], joint_rows[idx], weights)
+            loss, _ = pose_loss(mu, log_std, target_6d[idx], target_joints[idx], joint_rows[idx], weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)

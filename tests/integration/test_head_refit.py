@@ -20,6 +20,10 @@ def test_widening_keeps_the_output_and_refuses_to_narrow(tiny_data, tiny_ckpt):
     ex = make_examples(policy, load_split(tiny_data, "train", "text2pose"))
     rows = np.arange(6)
     x = head_inputs(policy, ex, rows, progress=False)
+    # Rows are batched by length, but come back in the order asked for.
+    assert torch.allclose(head_inputs(policy, ex, rows[::-1].copy(), progress=False), x.flip(0), atol=1e-5)
+    single = torch.cat([head_inputs(policy, ex, rows[i : i + 1], progress=False) for i in range(len(rows))])
+    assert torch.allclose(single, x, atol=1e-4)
     before = policy.head(x)[0]
     width = policy.head.mean[0].out_features
     widen_head(policy, 3 * width)
