@@ -47,6 +47,11 @@ def _minilm_words() -> tuple:
     return tok, table
 
 
+def check_tower(name: str) -> None:
+    if name not in TOWERS:
+        raise ValueError(f"unknown text tower {name!r}; known: {', '.join(TOWERS)}")
+
+
 def minilm_word_table() -> torch.Tensor:
     """The frozen (30522, 384) MiniLM input word-embedding table (shared, read once per process)."""
     return _minilm_words()[1]
@@ -58,19 +63,14 @@ def word_piece_ids(texts: list[str]) -> list[list[int]]:
     return [enc.ids for enc in tok.encode_batch(list(texts), add_special_tokens=False)]
 
 
-def check_tower(name: str) -> None:
-    if name not in TOWERS:
-        raise ValueError(f"unknown text tower {name!r}; known: {', '.join(TOWERS)}")
-
-
 def pooled_word_embeddings(texts: list[str]) -> torch.Tensor:
     """(len(texts), 384): each text's mean MiniLM input word embedding (lower-cased WordPiece, no
     [CLS]/[SEP]); zeros for a text without pieces."""
-    tok, table = _minilm_words()
+    table = minilm_word_table()
     out = torch.zeros(len(texts), table.shape[1])
-    for i, enc in enumerate(tok.encode_batch(list(texts), add_special_tokens=False)):
-        if enc.ids:
-            out[i] = table[torch.tensor(enc.ids)].mean(0)
+    for i, ids in enumerate(word_piece_ids(texts)):
+        if ids:
+            out[i] = table[torch.tensor(ids)].mean(0)
     return out
 
 
