@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -37,6 +38,54 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 CAPTIONS = ("default", "registers", "rich", "rich-extra")
 FEATURES = ("bpe-bag", "minilm-wordemb", "minilm-sent")
+EXTRA_FEATURES = ("minilm-wordemb-content",)  # opt-in rows (--features); not adopted (NOTES.md)
+
+# Opt-in captions `rich-extra-noise` (not adopted, NOTES.md): the register draws of rich-extra, half
+# of them with what people add or leave out (`with_noise`): places, times, clothes, moods.
+DISTRACTORS = tuple(
+    """in the park|at home|on a sunny day|in the kitchen|at the gym|on the beach|in the garden|for a
+    photo|in the morning|after work|at the office|in the rain|near a window|on stage|in a hallway|by
+    the door|in winter|at night|wearing a red shirt|in jeans|with short hair|in a blue dress|barefoot|
+    happily|calmly|for a moment|again|slowly|quickly|proudly|lazily|as usual|for fun|in a hurry|
+    quietly|with a smile|looking tired""".replace("\n    ", " ")
+    .replace("| ", "|")
+    .split("|")
+)
+FILLERS = ("basically", "sort of", "kind of", "just", "simply", "pretty much", "more or less")
+
+
+def with_noise(text: str, rng) -> str:  # rich-extra-noise
+    """`text` with what people add or leave out: a word or two dropped, a filler word, a detail
+    about the place, the clothes or the mood. Names and part phrases stay recognisable."""
+    words = text.rstrip(".").split(" ")
+    if len(words) > 3 and rng.random() < 0.4:  # drop one or two words (never the only ones)
+        for _ in range(1 + int(rng.random() * 2)):
+            if len(words) > 3:
+                words.pop(int(rng.random() * len(words)))
+    out = " ".join(words)
+    u = rng.random()
+    if u < 0.25:
+        out = f"{FILLERS[int(rng.random() * len(FILLERS))]} {out}"
+    elif u < 0.75:
+        extra = DISTRACTORS[int(rng.random() * len(DISTRACTORS))]
+        out = f"{extra}, {out}" if rng.random() < 0.3 else f"{out} {extra}"
+    return out + ("." if text.endswith(".") else "")
+
+
+# Words that say nothing about a pose, for the opt-in feature minilm-wordemb-content: articles,
+# pronouns, copulas, hedges and framing words; prepositions that place a limb are kept.
+FUNCTION_WORDS = frozenset(
+    """a an the this that these those his her hers its their them they he she it him someone
+    somebody person people figure man woman guy girl boy body is are was be being been am does do
+    doing has have having just like as if so very quite really rather kind sort of to and or but
+    then while which who whose what there here some any pose position posture stance""".split()
+)
+
+
+def content_words(text: str) -> str:
+    """`text` lower-cased without FUNCTION_WORDS and punctuation (the text itself when nothing is left)."""
+    kept = [w for w in re.findall(r"[a-z0-9']+", text.lower()) if w not in FUNCTION_WORDS]
+    return " ".join(kept) if kept else text
 
 
 def corpus(train_poses: int, test_poses: int, seed: int, extra: int) -> dict:
@@ -59,6 +108,7 @@ def corpus(train_poses: int, test_poses: int, seed: int, extra: int) -> dict:
     tr = slice(0, train_poses)
     n = list(range(train_poses))
     extra_texts, extra_idx = list(default[tr]), list(n)
+    noisy_texts, noisy_idx = list(default[tr]), list(n)
     for c in range(1, extra + 1):
         ids_c = [i + c * total for i in n]
         paragraphs = Captioner(seed).caption(joints[tr], ids=ids_c)
@@ -66,6 +116,9 @@ def corpus(train_poses: int, test_poses: int, seed: int, extra: int) -> dict:
         keep = [i for i in n if drawn[i] != paragraphs[i]]
         extra_texts += [drawn[i] for i in keep]
         extra_idx += keep
+        rng = np.random.default_rng([seed, 77, c])
+        noisy_texts += [with_noise(drawn[i], rng) if rng.random() < 0.5 else drawn[i] for i in keep]
+        noisy_idx += keep
     return {
         "poses": poses,
         "joints": joints,
@@ -76,6 +129,7 @@ def corpus(train_poses: int, test_poses: int, seed: int, extra: int) -> dict:
             "registers": (with_registers(default[tr], joints[tr], ids[tr], seed), n),
             "rich": (with_rich_registers(default[tr], poses[tr], joints[tr], ids[tr], seed), n),
             "rich-extra": (extra_texts, extra_idx),
+            "rich-extra-noise": (noisy_texts, noisy_idx),
         },
         "test_captions": default[train_poses:],
     }
@@ -110,8 +164,11 @@ class MiniLMCache:
         return np.stack([self.table[self.key(t)] for t in texts]).astype(np.float32)
 
 
-def minilm_wordemb(texts: list[str]) -> np.ndarray:
-    """Mean of MiniLM's input word embeddings over each text's WordPiece tokens (no [CLS]/[SEP])."""
+def minilm_wordemb(texts: list[str], content_only: bool = False) -> np.ndarray:
+    """Mean of MiniLM's input word embeddings over each text's WordPiece tokens (no [CLS]/[SEP]);
+    `content_only` drops function words first (`content_words`)."""
+    if content_only:
+        texts = [content_words(t) for t in texts]
     from poserft.reward_service.retriever import minilm
 
     model = minilm()
@@ -233,7 +290,7 @@ def main() -> None:
 
     from poserft.common.body import BodyModel
     from poserft.common.rotations import axis_angle_to_rot6d
-    from poserft.describe_eval import DEV_SET, describe_metrics, load_descriptions
+    from poserft.describe_eval import BLIND_SET, DEV_SET, describe_metrics, load_descriptions
 
     if args.part_within is not None:
         from poserft.data import registers_rich
@@ -246,6 +303,10 @@ def main() -> None:
     dev_6d = axis_angle_to_rot6d(torch.from_numpy(dev.poses_aa)).reshape(len(dev.pose_ids), -1)
     dev_m = body.forward_kinematics(dev_6d)
     dev_mean_m = body.forward_kinematics(dev_6d.reshape(-1, 24, 6).mean(0).reshape(1, -1))[0]
+    blind = load_descriptions(BLIND_SET)  # written blind to the training captions
+    blind_6d = axis_angle_to_rot6d(torch.from_numpy(blind.poses_aa)).reshape(len(blind.pose_ids), -1)
+    blind_m = body.forward_kinematics(blind_6d)
+    blind_mean_m = body.forward_kinematics(blind_6d.reshape(-1, 24, 6).mean(0).reshape(1, -1))[0]
     train_m = data["joints"][data["train"]]
     test_m = torch.from_numpy(data["joints"][data["test"]])
     mean_6d = axis_angle_to_rot6d(torch.from_numpy(data["poses"][data["train"]])).mean(0).reshape(-1)
@@ -269,16 +330,19 @@ def main() -> None:
     for cap_name in args.captions.split(","):
         train_texts, train_idx = data["captions"][cap_name]
         texts = {"train": train_texts, "test": data["test_captions"], "dev": dev.descriptions}
+        texts["blind"] = blind.descriptions
         for feat in args.features.split(","):
             t1 = time.time()
             if feat == "bpe-bag":
                 x = bpe_bag(train_texts, texts)
             elif feat == "minilm-wordemb":
                 x = {k: minilm_wordemb(v) for k, v in texts.items()}
+            elif feat == "minilm-wordemb-content":
+                x = {k: minilm_wordemb(v, content_only=True) for k, v in texts.items()}
             elif feat == "minilm-sent":
                 x = {k: cache.encode(v) for k, v in texts.items()}
             else:
-                raise SystemExit(f"unknown feature {feat!r}; known: {', '.join(FEATURES)}")
+                raise SystemExit(f"unknown feature {feat!r}; known: {', '.join(FEATURES + EXTRA_FEATURES)}")
             if feat != "bpe-bag":  # dense features: standardise (a rare token's tiny std would blow up)
                 mu, sd = x["train"].mean(0), x["train"].std(0) + 1e-6
                 x = {k: (v - mu) / sd for k, v in x.items()}
@@ -291,12 +355,16 @@ def main() -> None:
             nearest = yaw_mpjpe(dev_pred[:, None], dev_m[None]).argmin(1)
             dev_res["distinct_nearest_poses"] = int(len(set(nearest.tolist())))
             dev_res["nearest_pose_id"] = [dev.pose_ids[k] for k in nearest.tolist()]
+            blind_res = describe_metrics(
+                predict_joints(model, x["blind"], body), blind_m, blind.target_index, blind_mean_m
+            )
             syn = synthetic_metrics(predict_joints(model, x["test"], body), test_m)
             row = {
                 "captions": cap_name,
                 "features": feat,
                 "train_rows": len(train_idx),
                 "dev": dev_res,
+                "blind": blind_res,
                 "synthetic": syn,
                 "seconds": {"features": round(t_feat, 1), "total": round(time.time() - t1, 1)},
             }
@@ -304,6 +372,7 @@ def main() -> None:
             print(
                 f"{cap_name:9s} {feat:15s} dev top-1 {dev_res['top1']:5.1f} top-3 {dev_res['top3']:5.1f} "
                 f"yaw {dev_res['yaw_mpjpe_mm']:5.1f} distinct {dev_res['distinct_nearest_poses']:2d} | "
+                f"blind top-1 {blind_res['top1']:5.1f} | "
                 f"syn top-1 {syn['top1']:5.1f} R@10 {syn['r10']:5.1f} yaw {syn['yaw_mpjpe_mm']:5.1f} "
                 f"({time.time() - t1:.0f} s)",
                 flush=True,

@@ -1,4 +1,4 @@
-"""poserft.data.registers_rich: the experimental richer caption registers (nothing uses them by default)."""
+"""poserft.data.registers_rich: the richer caption registers (`data.caption_registers: rich`, the demo's)."""
 
 import inspect
 
@@ -41,3 +41,12 @@ def test_deterministic_varied_and_never_a_dev_description():
     assert 0.2 <= kept / len(a) <= 0.6 and short / len(a) > 0.3
     dev = {d.lower().rstrip(".!") for path in (DEV_SET, BLIND_SET) for d in load_descriptions(path).descriptions}
     assert not [x for x in a if x.lower().rstrip(".") in dev]
+
+
+def test_everyday_phrases_cover_every_canonical_pose_and_no_dev_description():
+    from poserft.data.everyday_phrases import EVERYDAY_NAMES
+
+    assert set(EVERYDAY_NAMES) == set(CANONICAL_POSES)
+    assert all(len(v) >= 6 and all(isinstance(p, str) and p.strip() for p in v) for v in EVERYDAY_NAMES.values())
+    dev = {d.lower().strip(" .!") for path in (DEV_SET, BLIND_SET) for d in load_descriptions(path).descriptions}
+    assert not [p for v in EVERYDAY_NAMES.values() for p in v if p.lower().strip(" .") in dev]
