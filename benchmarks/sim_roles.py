@@ -370,6 +370,7 @@ class SimLearner:
         rank: int = 0,
         world_size: int = 1,
         sim: SimModel | None = None,
+        reward_weights: dict | None = None,
     ):
         self.sim = sim or SimModel()
         self.s = settings

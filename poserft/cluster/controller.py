@@ -211,6 +211,7 @@ class Controller:
                 model=self.cfg.model,
                 rank=rank,
                 world_size=lr_.world_size,
+                reward_weights=self.cfg.rewards.weights,
                 **self.roles.learner_kwargs,
             )
             for rank, opt in enumerate(opts)
@@ -686,7 +687,7 @@ class Controller:
             **metrics,
             **self.counters,
         }
-        self.log.record(self.step, self.version, batch.ids, add_advantages(scored), line)
+        self.log.record(self.step, self.version, batch.ids, add_advantages(scored, self.cfg.rewards.weights), line)
         self.trackers.log_step(self.step, line)
         self.prom.observe(line, scored)
         self.prom.set_workers({w.id: w.version for w in self.workers}, self.target_workers)  # busy ones update later

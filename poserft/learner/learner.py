@@ -30,14 +30,38 @@ import torch.distributed as dist
 
 from poserft.common.config import ModelConfig, RLConfig
 from poserft.common.device import resolve_dtype, role_device
-from poserft.common.schemas import POSE_DIM
+from poserft.common.schemas import DEFAULT_REWARD_WEIGHTS, POSE_DIM
 from poserft.common.weight_channel import WeightChannel, endpoint, send_state, tensor_meta
 from poserft.learner.hygrpo import HyGRPOBatch, continuous_advantages, group_advantages, hygrpo_loss
 from poserft.model import lora
 from poserft.model.checkpoint import load_policy, save_policy
 from poserft.model.policy import apply_training_switches, gaussian_log_prob
 
-POSE_REWARD_BY_TASK = {"text2pose": "reward_semantic", "image2pose": "reward_joint"}
+# The rewards of the pose itself. Per task, their weighted sum (`rewards.weights`) is the reward of
+# the continuous advantage D: the retriever's for text2pose, the joint error's for image2pose, and
+# both when a config weights text2pose's joint term too (docs/architecture.md §5).
+POSE_COMPONENTS = ("semantic", "joint")
+
+
+def pose_rewards(scored: pa.Table, weights: dict | None = None) -> np.ndarray:
+    """(N,) the pose reward of each row: sum over POSE_COMPONENTS of weight x reward_<component>
+    for the row's task (`weights`: task -> component -> weight, default the schema's). NaN for a
+    task without a weighted pose component or a row whose weighted component is null."""
+    weights = DEFAULT_REWARD_WEIGHTS if weights is None else weights
+    tasks = scored["task"].to_pylist()
+    cols = {
+        c: scored[f"reward_{c}"].to_numpy(zero_copy_only=False).astype(np.float64)
+        for c in POSE_COMPONENTS
+        if f"reward_{c}" in scored.schema.names
+    }
+    out = np.full(scored.num_rows, np.nan)
+    for task in set(tasks):
+        used = {c: w for c, w in (weights.get(task) or {}).items() if c in POSE_COMPONENTS and w}
+        if not used or not set(used) <= set(cols):
+            continue
+        sel = np.array([t == task for t in tasks], dtype=bool)
+        out[sel] = sum(w * cols[c][sel] for c, w in used.items())
+    return out
 
 
 def response_keys(scored: pa.Table) -> list[tuple]:
@@ -46,12 +70,13 @@ def response_keys(scored: pa.Table) -> list[tuple]:
     return list(zip(scored["group_id"].to_pylist(), scored["sample_index"].to_pylist()))
 
 
-def add_advantages(scored: pa.Table, pose_components: dict[str, str] = POSE_REWARD_BY_TASK) -> pa.Table:
+def add_advantages(scored: pa.Table, weights: dict | None = None) -> pa.Table:
     """Append advantage_discrete / advantage_continuous (docs/architecture.md §5) to a scored batch.
 
     F is computed over the G text responses of a group, each scored by the mean total reward of
-    its rows (its pose samples); D over every valid pose row of the group. With one pose per
-    response both are exactly the paper's (docs/architecture.md §5)."""
+    its rows (its pose samples); D over every valid pose row of the group, from `pose_rewards`
+    (`weights`: the config's `rewards.weights`). With one pose per response both are exactly the
+    paper's (docs/architecture.md §5)."""
     groups = scored["group_id"].to_pylist()
     total = scored["reward_total"].to_numpy(zero_copy_only=False).astype(np.float64)
     keys = response_keys(scored)
@@ -62,13 +87,7 @@ def add_advantages(scored: pa.Table, pose_components: dict[str, str] = POSE_REWA
     n_resp = len(resp_of_row)
     resp_total = np.bincount(row_resp, weights=total, minlength=n_resp) / np.bincount(row_resp, minlength=n_resp)
     resp_group = [k[0] for k in resp_of_row]
-    tasks = scored["task"].to_pylist()
-    pose_r = np.full(scored.num_rows, np.nan)
-    for task, col in pose_components.items():
-        if col in scored.schema.names:
-            vals = scored[col].to_numpy(zero_copy_only=False).astype(np.float64)
-            sel = np.array([t == task for t in tasks], dtype=bool)
-            pose_r[sel] = vals[sel]
+    pose_r = pose_rewards(scored, weights)
     valid = torch.tensor(scored["has_pose"].to_pylist()) & torch.from_numpy(~np.isnan(pose_r))
     f = group_advantages(torch.from_numpy(resp_total), resp_group)[torch.from_numpy(row_resp)]
     d = continuous_advantages(torch.from_numpy(pose_r), groups, valid)
@@ -203,12 +222,14 @@ class LearnerCore:
         model: ModelConfig | None = None,
         rank: int = 0,
         world_size: int = 1,
+        reward_weights: dict | None = None,
     ):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         if threads:
             torch.set_num_threads(threads)
         torch.manual_seed(settings.seed)
         self.s = settings
+        self.reward_weights = reward_weights  # rewards.weights: which rewards make D (pose_rewards)
         self.rank, self.world_size, self.peers = rank, world_size, []
         self.device = role_device("learner")  # a rank placed with a GPU uses it; one whose CUDA is unusable fails here
         self.policy = load_policy(resume_dir or sft_ckpt).train().to(self.device)
@@ -498,7 +519,7 @@ class LearnerCore:
         shared out), group the rows by text response and cut this rank's share into micro-batches."""
         keep = pa.compute.and_(pa.compute.is_valid(scored["reward_total"]), pa.compute.is_null(scored["error"]))
         dropped = scored.num_rows - int(pa.compute.sum(keep).as_py() or 0)
-        scored = add_advantages(scored.filter(keep))
+        scored = add_advantages(scored.filter(keep), self.reward_weights)
         all_rows = scored.to_pylist()
         if not all_rows:
             raise ValueError("train_step got no scoreable rows (every reward is null or errored)")

@@ -28,7 +28,7 @@ import pyarrow as pa
 import torch
 
 from poserft.common.body import POSE_6D_DIM, BodyModel
-from poserft.common.metrics import similarity_align
+from poserft.common.metrics import similarity_align, yaw_mpjpe
 from poserft.common.schemas import AA_DIM, DEFAULT_REWARD_WEIGHTS, POSE_RESPONSE, POSE_TOKEN, REWARD_COMPONENTS, TASKS
 
 SEMANTIC_FLOOR = -1.0
@@ -84,7 +84,11 @@ def semantic_reward(retriever, captions: list[str], pose_6d: torch.Tensor) -> np
     return pose_text_similarity(retriever, captions, pose_6d).astype(np.float32)
 
 
-JOINT_ALIGNMENTS = ("root", "procrustes")
+JOINT_ALIGNMENTS = ("root", "procrustes", "yaw")
+# text2pose's joint term (when `rewards.weights.text2pose.joint` is set) is always yaw-aligned: a
+# description fixes up and down, lying or standing, but not the facing direction, as in
+# `poserft eval --descriptions` (poserft.describe_eval).
+TEXT_JOINT_ALIGN = "yaw"
 
 
 def joint_reward(
@@ -97,7 +101,8 @@ def joint_reward(
 ) -> np.ndarray:
     """1 / (1 + err / tau) with err the mean joint error (m) after root alignment, or with
     `align="procrustes"` after the best similarity transform (what PA-MPJPE measures: the global
-    orientation, which an image often leaves ambiguous, then costs nothing). With Procrustes,
+    orientation, which an image often leaves ambiguous, then costs nothing), or with `align="yaw"`
+    after root alignment and the best turn about the vertical axis (`yaw_mpjpe`). With Procrustes,
     `root_share` of err is the root-aligned error instead, so the global orientation still
     counts a little."""
     if align not in JOINT_ALIGNMENTS:
@@ -108,6 +113,8 @@ def joint_reward(
         pred = body.forward_kinematics(pose_6d.double())
     pred = pred - pred[:, :1]
     target = target_joints_m.double() - target_joints_m.double()[:, :1]
+    if align == "yaw":
+        return (1.0 / (1.0 + yaw_mpjpe(pred, target) / 1000.0 / tau_m)).float().numpy()
     err_m = (pred - target).norm(dim=-1).mean(-1)
     if align == "procrustes":
         aligned_err_m = (similarity_align(pred, target) - target).norm(dim=-1).mean(-1)
@@ -236,16 +243,18 @@ class RewardScorer:
         t0 = time.perf_counter()
         jr = rows("joint")
         cols["joint"][jr] = JOINT_FLOOR
-        idx = np.flatnonzero(jr & has_pose)
-        if len(idx):
-            cols["joint"][idx] = joint_reward(
-                self.body,
-                torch.from_numpy(pose[idx]),
-                torch.from_numpy(target[idx].reshape(-1, 24, 3)),
-                self.settings.joint_tau_m,
-                self.settings.joint_align,
-                self.settings.joint_root_share,
-            )
+        is_text = task_arr == "text2pose"
+        for part, align in ((~is_text, self.settings.joint_align), (is_text, TEXT_JOINT_ALIGN)):
+            idx = np.flatnonzero(jr & has_pose & part)
+            if len(idx):
+                cols["joint"][idx] = joint_reward(
+                    self.body,
+                    torch.from_numpy(pose[idx]),
+                    torch.from_numpy(target[idx].reshape(-1, 24, 3)),
+                    self.settings.joint_tau_m,
+                    align,
+                    self.settings.joint_root_share,
+                )
         if jr.any():
             seconds["joint"] = time.perf_counter() - t0
 

@@ -384,3 +384,27 @@ def test_continuous_term_moves_a_toy_gaussian_towards_the_reward_peak():
         loss.backward()
         opt.step()
     assert abs(mu_param.item() - target) < 0.5
+
+
+def test_pose_rewards_weigh_each_tasks_pose_components():
+    """D's reward is the weighted sum of the task's pose components: the retriever's alone for
+    text2pose by default, plus the joint term when rewards.weights gives text2pose one."""
+    import numpy as np
+    import pyarrow as pa
+
+    from poserft.learner.learner import pose_rewards
+
+    scored = pa.Table.from_pylist(
+        [
+            {"task": "text2pose", "reward_semantic": 0.4, "reward_joint": 0.5},
+            {"task": "image2pose", "reward_semantic": None, "reward_joint": 0.8},
+            {"task": "pose2text", "reward_semantic": None, "reward_joint": None},
+            {"task": "text2pose", "reward_semantic": 0.1, "reward_joint": None},
+        ]
+    )
+    default = pose_rewards(scored)
+    assert default[:2].tolist() == pytest.approx([0.4, 0.8]) and np.isnan(default[2])
+    assert default[3] == pytest.approx(0.1)
+    mixed = pose_rewards(scored, {"text2pose": {"format": 1.0, "semantic": 1.0, "joint": 2.0}, "image2pose": {}})
+    assert mixed[0] == pytest.approx(0.4 + 2.0 * 0.5)
+    assert np.isnan(mixed[1]) and np.isnan(mixed[3])  # no weighted pose reward / a weighted one is null

@@ -154,3 +154,40 @@ def test_semantic_without_retriever_is_an_error_not_zero(embedder):
     s = RewardScorer(RewardSettings(), text_embedder=embedder)
     out = s.score(_batch([_row("text2pose", pose=[1.0, 0, 0, 0, 1, 0] * 24, target=[0.0] * 72)])).to_pydict()
     assert "retriever" in out["reward_error"][0] and out["reward_total"][0] is None
+
+
+def _turned_about_vertical(aa: torch.Tensor, angle: float) -> torch.Tensor:
+    """The pose with its global orientation turned by `angle` about the vertical (y) axis."""
+    from poserft.common.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+
+    c, s = torch.cos(torch.tensor(angle)), torch.sin(torch.tensor(angle))
+    turn = torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=aa.dtype)
+    out = aa.clone()
+    out[:, 0] = matrix_to_axis_angle(turn @ axis_angle_to_matrix(aa[:, 0]))
+    return out
+
+
+def test_text2pose_joint_term_ignores_the_facing_direction(embedder, scorer):
+    """A text2pose joint term (rewards.weights.text2pose.joint) is yaw-aligned: the same pose
+    facing another way scores 1, while image2pose keeps its root alignment and a tilted pose
+    scores below 1 for both."""
+    body = BodyModel()
+    aa = _pose(5)
+    target = body.forward_kinematics(aa).reshape(72).tolist()
+    turned = axis_angle_to_rot6d(_turned_about_vertical(aa, 2.0)).reshape(144).tolist()
+    tilted = aa.clone()
+    tilted[:, 0, 0] += 1.0  # about the x axis: leaning, not turning
+    tilted6 = axis_angle_to_rot6d(tilted).reshape(144).tolist()
+    weights = {"text2pose": {"format": 1.0, "semantic": 1.0, "joint": 0.5}, "image2pose": {"joint": 1.0}}
+    s = RewardScorer(
+        RewardSettings(weights=weights, retriever_dir=scorer.settings.retriever_dir), text_embedder=embedder
+    )
+    rows = [
+        _row("text2pose", pose=turned, target=target),
+        _row("image2pose", pose=turned, target=target),
+        _row("text2pose", pose=tilted6, target=target),
+    ]
+    out = s.score(_batch(rows)).to_pydict()
+    assert out["reward_joint"][0] == pytest.approx(1.0, abs=1e-5)
+    assert out["reward_joint"][1] < 0.9 and out["reward_joint"][2] < 0.9
+    assert out["reward_total"][0] == pytest.approx(1.0 + out["reward_semantic"][0] + 0.5, abs=1e-5)
