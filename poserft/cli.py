@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--caption-registers",
         default="none",
-        choices=["none", "basic", "rich"],
+        choices=["none", "basic", "rich", "everyday"],
         help="train captions in people's registers as well (data.caption_registers; configs/tiny-cpu.yaml uses rich)",
     )
     b.add_argument("--quiet", action="store_true", help="no progress bar")

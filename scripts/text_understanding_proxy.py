@@ -12,11 +12,16 @@ the prior draws it uniformly). Text features:
 - `minilm-wordemb`: the packaged MiniLM's input word embeddings (frozen), mean over WordPiece
   tokens: pretrained word knowledge, no context;
 - `minilm-sent`: the packaged MiniLM's sentence embedding (frozen, mean pooled, normalised).
+Opt-in rows (name them in --captions / --features): captions `rich-extra-everyday` (the register
+draws with `data.caption_registers: everyday`'s names) and `rich-extra-noise` (`with_noise`), the
+feature `minilm-wordemb-content` (function words dropped first).
 Scores: the dev set (`benchmarks/data/human_dev`, `describe_eval.describe_metrics`, the figures
-`poserft eval --descriptions` prints), and the synthetic test split's text-to-pose: held-out prior
-poses with default captions, top-1 / R@10 among the test poses by yaw-MPJPE, and the yaw-MPJPE.
+`poserft eval --descriptions` prints), the blind set (`benchmarks/data/human_blind`, top-1), and
+the synthetic test split's text-to-pose: held-out prior poses with default captions, top-1 / R@10
+among the test poses by yaw-MPJPE, and the yaw-MPJPE.
 
     .venv/bin/python scripts/text_understanding_proxy.py [--train-poses 12000] [--epochs 30] [--extra 2]
+        [--captions rich-extra,rich-extra-everyday] [--features minilm-wordemb] [--model-seed 1]
 
 Writes benchmarks/results/text_understanding_proxy.json; MiniLM embeddings are cached in
 runs/text_proxy/ (delete it to recompute).
@@ -109,6 +114,7 @@ def corpus(train_poses: int, test_poses: int, seed: int, extra: int) -> dict:
     n = list(range(train_poses))
     extra_texts, extra_idx = list(default[tr]), list(n)
     noisy_texts, noisy_idx = list(default[tr]), list(n)
+    everyday_texts, everyday_idx = list(default[tr]), list(n)
     for c in range(1, extra + 1):
         ids_c = [i + c * total for i in n]
         paragraphs = Captioner(seed).caption(joints[tr], ids=ids_c)
@@ -119,6 +125,10 @@ def corpus(train_poses: int, test_poses: int, seed: int, extra: int) -> dict:
         rng = np.random.default_rng([seed, 77, c])
         noisy_texts += [with_noise(drawn[i], rng) if rng.random() < 0.5 else drawn[i] for i in keep]
         noisy_idx += keep
+        drawn_e = with_rich_registers(paragraphs, poses[tr], joints[tr], ids_c, seed, everyday=True)
+        keep_e = [i for i in n if drawn_e[i] != paragraphs[i]]
+        everyday_texts += [drawn_e[i] for i in keep_e]
+        everyday_idx += keep_e
     return {
         "poses": poses,
         "joints": joints,
@@ -130,6 +140,7 @@ def corpus(train_poses: int, test_poses: int, seed: int, extra: int) -> dict:
             "rich": (with_rich_registers(default[tr], poses[tr], joints[tr], ids[tr], seed), n),
             "rich-extra": (extra_texts, extra_idx),
             "rich-extra-noise": (noisy_texts, noisy_idx),
+            "rich-extra-everyday": (everyday_texts, everyday_idx),
         },
         "test_captions": default[train_poses:],
     }

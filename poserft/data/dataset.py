@@ -27,7 +27,7 @@ from poserft.common.schemas import POSE_RESPONSE, TASK_RECORD_SCHEMA, TASKS
 
 SPLITS = ("train", "val", "test")
 FORMAT_VERSION = 1
-CAPTION_REGISTERS = ("none", "basic", "rich")
+CAPTION_REGISTERS = ("none", "basic", "rich", "everyday")
 REGISTER_DRAWS = 2  # rich: register captions drawn per train pose (kept when not the paragraph itself)
 
 PROMPTS = {
@@ -98,7 +98,8 @@ def build_dataset(
     `caption_registers` (`data.caption_registers`): "none" keeps the posecode paragraphs; "basic"
     rewrites some of them as canonical-pose names and short excerpts (poserft.data.registers);
     "rich" keeps every paragraph and adds up to REGISTER_DRAWS text2pose rows per train pose in
-    people's registers (poserft.data.registers_rich: names, part descriptions, excerpts). Val and
+    people's registers (poserft.data.registers_rich: names, part descriptions, excerpts);
+    "everyday" is "rich" whose names also draw from poserft.data.everyday_phrases. Val and
     test keep the paragraphs either way, so the synthetic metrics stay comparable."""
     from poserft.data.captioner import Captioner
     from poserft.data.pose_prior import PosePrior
@@ -147,8 +148,9 @@ def build_dataset(
         idx = np.arange(start, start + counts[split])
         start += counts[split]
         table = _split_table(split, idx, poses, joints, captions, images, template_choice)
-        if split == "train" and registers == "rich":
-            table = pa.concat_tables([table, _register_rows(idx, poses, joints, seed, total)])
+        if split == "train" and registers in ("rich", "everyday"):
+            rows = _register_rows(idx, poses, joints, seed, total, everyday=registers == "everyday")
+            table = pa.concat_tables([table, rows])
         path = out / f"{split}.parquet"
         _write_atomic(path, lambda tmp, t=table: pq.write_table(t, tmp, compression="zstd", row_group_size=4096))
         card_files[split] = {"file": path.name, "rows": table.num_rows, "poses": len(idx), "sha256": _sha256(path)}
@@ -211,7 +213,7 @@ def _split_table(split, idx, poses, joints, captions, images, template_choice) -
     return pa.Table.from_pydict(rows, schema=TASK_RECORD_SCHEMA)
 
 
-def _register_rows(idx, poses, joints, seed: int, total: int) -> pa.Table:
+def _register_rows(idx, poses, joints, seed: int, total: int, everyday: bool = False) -> pa.Table:
     """text2pose rows in people's registers for the train poses `idx` (ids `...-text2pose-r{c}`)."""
     from poserft.data.captioner import Captioner
     from poserft.data.registers_rich import with_rich_registers
@@ -220,7 +222,7 @@ def _register_rows(idx, poses, joints, seed: int, total: int) -> pa.Table:
     for c in range(1, REGISTER_DRAWS + 1):
         draw_ids = [int(i) + c * total for i in idx]  # other ids: other draws of the same pose
         paragraphs = Captioner(seed).caption(joints[idx], ids=draw_ids)
-        drawn = with_rich_registers(paragraphs, poses[idx], joints[idx], draw_ids, seed)
+        drawn = with_rich_registers(paragraphs, poses[idx], joints[idx], draw_ids, seed, everyday)
         rng = np.random.default_rng([seed, 11, c])
         choice = rng.integers(0, len(PROMPTS["text2pose"]), size=len(idx))
         for k, (i, text, paragraph) in enumerate(zip(idx, drawn, paragraphs)):

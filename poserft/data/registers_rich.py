@@ -4,8 +4,8 @@ demo config uses; `poserft.data.dataset` adds them as extra train rows beside th
 `poserft.data.registers` names a pose only when the whole body is near one canonical pose, with
 two or three names each. This module adds, per pose id (same seed and id, same caption):
 - whole-body names: the names of `registers.NAMES` plus more synonyms and activity words of ours
-  (`MORE_NAMES`) and everyday phrasings (`poserft.data.everyday_phrases`), inside short frames
-  ("someone ...", "a person ...");
+  (`MORE_NAMES`), and with `everyday` (`data.caption_registers: everyday`) the 375 phrasings of
+  `poserft.data.everyday_phrases` too, inside short frames ("someone ...", "a person ...");
 - part descriptions for the prior's mixed poses: the legs, the trunk and each arm are matched
   (joint angles, scaled by the prior's ranges) to the canonical pose whose part they are nearest
   to, and the parts that have a phrase are joined ("squatting, both arms up over the head");
@@ -13,9 +13,9 @@ two or three names each. This module adds, per pose id (same seed and id, same c
 - clause dropout: one to three sentences of the posecode paragraph, in their order.
 The rest keep the paragraph. The phrases were written for the prior's canonical poses; the dev
 set (benchmarks/data/human_dev) is never read here, and a unit test checks that no caption of a
-sample of 1,500 poses is one of its or the blind set's descriptions. (Six short names are, word
-for word: "tree pose", "a handstand", "a bow", "lying on the side", "on hands and knees", "hands
-together in prayer"; they are the poses' names, so they stay.)
+sample of 1,500 poses is one of its or the blind set's descriptions. (Seven short names of ours
+are, word for word: "tree pose", "a handstand", "a lunge", "a bow", "lying on the side", "on
+hands and knees", "hands together in prayer"; they are the poses' names, so they stay.)
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ MORE_NAMES = {
     "squatting": ("a squat position", "crouching", "down in a crouch", "a deep knee bend"),
     "arms_up": ("arms raised overhead", "reaching up high with both hands", "both hands up in the air"),
     "arms_behind_head": ("hands clasped behind the head", "relaxing with the hands behind the neck"),
-    "lunge": ("a forward lunge", "one leg stepped far forward and bent", "lunging"),
+    "lunge": ("a lunge", "one leg stepped far forward and bent", "lunging"),
     "bending_forward": ("bending over", "bent over at the hips", "leaning down to the ground"),
     "bowing": ("a bow", "bowing to someone", "leaning forward politely"),
     "praying": ("praying", "palms pressed together", "hands joined in front of the chest"),
@@ -338,9 +338,10 @@ def _finish(text: str, rng) -> str:
 
 
 def with_rich_registers(
-    captions: list[str], poses_aa: np.ndarray, joints_m: np.ndarray, ids: list[int], seed: int
+    captions: list[str], poses_aa: np.ndarray, joints_m: np.ndarray, ids: list[int], seed: int, everyday: bool = False
 ) -> list[str]:
-    """Rewrite a share of `captions` in the registers of the module docstring."""
+    """Rewrite a share of `captions` in the registers of the module docstring (`everyday`: the
+    whole-body names include `EVERYDAY_NAMES`)."""
     named = nearest_named(joints_m)
     parts = nearest_parts(poses_aa)
     lying = body_orientation(joints_m)
@@ -350,7 +351,9 @@ def with_rich_registers(
         u = rng.random()
         partial = part_description(rng, parts, j, lying[j])
         if name is not None and u < P_NAME:
-            phrase = _pick(rng, NAMES[name] + MORE_NAMES.get(name, ()) + EVERYDAY_NAMES.get(name, ()))
+            phrase = _pick(
+                rng, NAMES[name] + MORE_NAMES.get(name, ()) + (EVERYDAY_NAMES.get(name, ()) if everyday else ())
+            )
             out.append(_finish(_framed(phrase, rng), rng))
         elif partial is not None and u < P_NAME + P_PARTS:
             out.append(_finish(_framed(partial, rng), rng))

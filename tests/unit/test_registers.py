@@ -54,5 +54,10 @@ def test_rich_registers_add_train_rows_only(tmp_path):
     assert len(set(rich["id"].to_pylist())) == rich.num_rows
     captions = extra["caption"].to_pylist()
     assert sum(len(c.split()) < 15 for c in captions) > len(captions) / 3  # short registers, not paragraphs
+    build_dataset(tmp_path / "everyday", caption_registers="everyday", **kw)
+    assert load_card(tmp_path / "everyday")["generator"]["caption_registers"] == "everyday"
+    every = load_split(tmp_path / "everyday", "train")
+    assert every.slice(0, base.num_rows).equals(base) and every["id"].to_pylist() == rich["id"].to_pylist()
+    assert every["caption"].to_pylist() != rich["caption"].to_pylist()  # other names, same rows
     with pytest.raises(DatasetError, match="caption_registers is 'fancy'"):
         build_dataset(tmp_path / "bad", caption_registers="fancy", **kw)

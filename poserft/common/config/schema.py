@@ -150,10 +150,11 @@ class DataConfig(Section):
     val_poses: int = Field(1000, ge=1, description="Distinct poses in the val split.")
     test_poses: int = Field(1000, ge=1, description="Distinct poses in the test split.")
     image_size: int = Field(64, ge=16, le=1024, description="Side of the rendered image2pose inputs, pixels.")
-    caption_registers: Literal["none", "basic", "rich"] = Field(
+    caption_registers: Literal["none", "basic", "rich", "everyday"] = Field(
         "none",
         description="Train captions in people's registers besides the posecode paragraphs: basic rewrites some as "
-        "pose names and excerpts; rich adds name, body-part and excerpt rows per train pose (val/test unchanged).",
+        "pose names and excerpts; rich adds name, body-part and excerpt rows per train pose (val/test unchanged); "
+        "everyday is rich with 375 more everyday phrasings among the names (poserft/data/everyday_phrases.py).",
     )
 
     @model_validator(mode="after")
