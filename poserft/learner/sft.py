@@ -27,6 +27,10 @@ Two phases in one resumable loop:
    text2pose row and a seeded sample of `head_refit_image_rows` image2pose rows (the head is
    shared). `head_refit_width` first widens the head's hidden layer (new units start with zero
    output weights, so the output is unchanged until it trains; `meta["head"]["width"]` records it).
+   `head_refit_words_width` adds the head's word path (`PosePolicy.head_input`; recorded as
+   `meta["head"]["words_width"]`): text2pose rows then train it, from their prompts' text-tower
+   features, instead of reading the cached hidden state. `head_refit_text_rotation_weight`
+   scales the rotation terms of the text2pose rows (0: the joint term alone).
 
 Resuming from `state.pt` reaches the same step and data position as an uninterrupted run.
 """
@@ -56,7 +60,8 @@ from poserft.common.rotations import (
 from poserft.common.train_state import load_train_state, save_train_state
 from poserft.data.mixture import load_mixture
 from poserft.model.checkpoint import load_policy, save_policy
-from poserft.model.policy import PosePolicy, gaussian_log_prob
+from poserft.model.policy import PosePolicy, gaussian_log_prob, words_mlp
+from poserft.model.text_tower import WIDTH as TOWER_WIDTH
 
 
 @dataclass
@@ -363,6 +368,19 @@ def widen_head(policy: PosePolicy, width: int) -> None:
     policy.meta.setdefault("head", {})["width"] = width
 
 
+def add_words_path(policy: PosePolicy, width: int) -> None:
+    """Give the head a word path of `width` units (freshly initialised; `PosePolicy.head_input`)."""
+    if policy.text_tokens == 0:
+        raise ValueError("sft.head_refit_words_width needs a text tower (model.text_tower); this policy has none")
+    cfg = policy.head.cfg
+    if cfg.words_width:
+        raise ValueError(f"the head already has a word path ({cfg.words_width} units)")
+    cfg.words_width = width
+    device = policy.head.mean[0].weight.device
+    policy.head.words = words_mlp(width, cfg.hidden_size).to(device)
+    policy.meta.setdefault("head", {})["words_width"] = width
+
+
 def refit_rows(ex: Examples, image_rows: int, seed: int) -> np.ndarray:
     """Every text2pose row and a seeded sample of `image_rows` image2pose rows."""
     tasks = np.asarray(ex.tasks)
@@ -399,12 +417,23 @@ def refit_head(policy: PosePolicy, ex: Examples, settings, progress: bool = True
     rows = refit_rows(ex, settings.head_refit_image_rows, settings.seed)
     if not len(rows):
         raise ValueError("head refit: the training split has no text2pose or image2pose rows")
-    n_text = sum(ex.tasks[int(i)] == "text2pose" for i in rows)
-    x = head_inputs(policy, ex, rows, progress=progress).detach()
+    is_text = torch.tensor([ex.tasks[int(i)] == "text2pose" for i in rows], dtype=torch.bool)
+    n_text = int(is_text.sum())
+    x = head_inputs(policy, ex, rows, progress=progress).detach()  # before a word path exists
+    words = None
+    if settings.head_refit_words_width:
+        add_words_path(policy, settings.head_refit_words_width)
+        words = torch.zeros(len(rows), TOWER_WIDTH, device=x.device)
+        text_idx = torch.nonzero(is_text).squeeze(1)
+        if len(text_idx):
+            feats = policy.text_features([ex.prompt_ids[int(rows[i])] for i in text_idx.tolist()])
+            words[text_idx.to(x.device)] = feats.to(x.device)
     target_6d, target_joints = ex.target_6d[rows], ex.target_joints[rows]
     joint_tasks = set(settings.pose_joint_tasks) if settings.pose_joint_weight else set()
     joint_rows = torch.tensor([ex.tasks[int(i)] in joint_tasks for i in rows], dtype=torch.bool)
+    rot = settings.head_refit_text_rotation_weight
     weights = (settings.pose_l1_weight, settings.pose_nll_weight, settings.pose_joint_weight, settings.pose_6d_weight)
+    text_weights = (weights[0] * rot, weights[1], weights[2], weights[3] * rot)
     seconds_inputs = time.time() - t0
 
     head = policy.head.train()
@@ -419,8 +448,25 @@ def refit_head(policy: PosePolicy, ex: Examples, settings, progress: bool = True
     losses = []
     for epoch in range(settings.head_refit_epochs):
         for idx in torch.randperm(len(rows), generator=gen)[: per_epoch * bs].split(bs):
-            mu, log_std = head(x[idx])
-            loss, _ = pose_loss(mu, log_std, target_6d[idx], target_joints[idx], joint_rows[idx], weights)
+            xb, text = x[idx], is_text[idx]
+            if words is not None:  # text2pose rows read the word path, trained here
+                xb = torch.where(text[:, None].to(xb.device), head.words(words[idx]), xb)
+            mu, log_std = head(xb)
+            if rot == 1.0:
+                loss, _ = pose_loss(mu, log_std, target_6d[idx], target_joints[idx], joint_rows[idx], weights)
+            else:  # each task's mean loss, weighted by its share of the batch
+                loss = 0.0
+                for part, w in ((text, text_weights), (~text, weights)):
+                    if part.any():
+                        term, _ = pose_loss(
+                            mu[part],
+                            log_std[part],
+                            target_6d[idx][part],
+                            target_joints[idx][part],
+                            joint_rows[idx][part],
+                            w,
+                        )
+                        loss = loss + term * part.float().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
@@ -434,6 +480,8 @@ def refit_head(policy: PosePolicy, ex: Examples, settings, progress: bool = True
     return {
         "epochs": settings.head_refit_epochs,
         "width": head.mean[0].out_features,
+        "words_width": settings.head_refit_words_width,
+        "text_rotation_weight": rot,
         "rows": {"text2pose": n_text, "image2pose": len(rows) - n_text},
         "loss_first_epoch": round(float(np.mean(losses[:per_epoch])), 5),
         "loss_last_epoch": round(float(np.mean(losses[-per_epoch:])), 5),

@@ -49,9 +49,17 @@ def chat_prompt(prompt: str, image_tokens: int, text_tokens: int = 0) -> str:
 class HeadConfig:
     hidden_size: int
     width: int | None = None  # the mean MLP's hidden units; None = hidden_size (ChatPose)
+    # > 0: the word path (`PosePolicy.head_input`): a text2pose row's head input is an MLP of this
+    # width over its prompt's text-tower feature instead of h(<POSE>); 0 = none
+    words_width: int = 0
     log_std_min: float = -5.0
     log_std_max: float = 0.0
     log_std_init: float = -1.5
+
+
+def words_mlp(width: int, hidden: int) -> nn.Module:
+    """The head's word path: a text-tower feature (384) -> LayerNorm -> width -> GELU -> hidden."""
+    return nn.Sequential(nn.LayerNorm(TOWER_WIDTH), nn.Linear(TOWER_WIDTH, width), nn.GELU(), nn.Linear(width, hidden))
 
 
 class GaussianPoseHead(nn.Module):
@@ -68,6 +76,7 @@ class GaussianPoseHead(nn.Module):
         h, w = cfg.hidden_size, cfg.width or cfg.hidden_size
         self.mean = nn.Sequential(nn.Linear(h, w), nn.ReLU(), nn.Linear(w, POSE_6D_DIM))
         self.log_std = nn.Linear(h, POSE_6D_DIM)
+        self.words = words_mlp(cfg.words_width, h) if cfg.words_width else None
         with torch.no_grad():
             self.mean[2].weight.mul_(0.1)
             self.mean[2].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0] * NUM_JOINTS))
@@ -408,16 +417,28 @@ class PosePolicy(nn.Module):
         return self.head(x.detach() if detach else x)
 
     def head_input(self, hidden_pose: torch.Tensor, inp: PolicyInputs) -> torch.Tensor:
-        """What the pose head reads (B, h): the `<POSE>` hidden state, plus the text skip (above)."""
+        """What the pose head reads (B, h): the `<POSE>` hidden state, plus the text skip (above).
+        With the word path (`meta["head"]["words_width"]`, made by the SFT head refit) a row with
+        `<text>` slots and no image or input pose (a text2pose prompt) reads `head.words` of its
+        text-tower feature instead: the pose comes from the description's words, the tiny LM's
+        hidden state carries too little of them (NOTES.md, issue 14)."""
         x = hidden_pose.float()
-        if self.text_head_skip and inp.text_feats is not None:
+        if inp.text_feats is None:
+            return x
+        if self.text_head_skip:
             n = len(inp.text_rows)
             slots = self.text_in(inp.text_feats.to(x.device, self.text_in[1].weight.dtype)).reshape(
                 n, self.text_tokens, -1
             )
             rows = torch.as_tensor(inp.text_rows, device=x.device, dtype=torch.long)
-            skip = torch.zeros_like(x).index_add(0, rows, slots.mean(1).float())
-            x = x + skip
+            x = x + torch.zeros_like(x).index_add(0, rows, slots.mean(1).float())
+        if self.head.words is not None:
+            other = set(inp.image_rows) | set(inp.pose_input_rows)
+            keep = [k for k, r in enumerate(inp.text_rows) if r not in other]
+            if keep:
+                feats = inp.text_feats[keep].to(x.device, self.head.words[1].weight.dtype)
+                rows = torch.as_tensor([inp.text_rows[k] for k in keep], device=x.device, dtype=torch.long)
+                x = x.index_copy(0, rows, self.head.words(feats).float())
         return x
 
     def pose_positions(self, inp: PolicyInputs) -> tuple[torch.Tensor, torch.Tensor]:

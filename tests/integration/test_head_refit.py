@@ -65,3 +65,51 @@ def test_refit_after_sft_and_on_a_finished_state(tiny_data, tiny_ckpt, tmp_path)
     assert not torch.equal(policy.head.mean[2].weight[:, :width], plain_head.mean[2].weight)  # the head trained
     rest = {k: v for k, v in policy.state_dict().items() if not k.startswith("head.")}
     assert rest.keys() == plain_rest.keys() and all(torch.equal(v, plain_rest[k]) for k, v in rest.items())
+
+
+def test_word_path_reads_the_description_for_text2pose_only(tiny_data, tmp_path):
+    """sft.head_refit_words_width: the refit adds and trains the head's word path; the checkpoint
+    rebuilds it; a text2pose row's head input is the path's output for its description, an
+    image2pose row's is what it was without the path."""
+    from poserft.common.schemas import POSE_RESPONSE
+    from poserft.data.dataset import PROMPTS
+    from poserft.learner.sft import add_words_path
+    from poserft.model.checkpoint import init_policy, save_policy
+
+    with pytest.raises(ValueError, match="needs a text tower"):
+        add_words_path(init_policy("tiny", tiny_data, seed=0), 16)
+    init = save_policy(
+        init_policy("tiny", tiny_data, seed=0, text_tower="minilm-wordemb", text_tokens=2, text_head_skip=True),
+        tmp_path / "init",
+    )
+    refit = SETTINGS.model_copy(
+        update={
+            "head_refit_epochs": 2,
+            "head_refit_words_width": 16,
+            "head_refit_text_rotation_weight": 0.0,
+            "head_refit_batch_size": 8,
+        }
+    )
+    res = run_sft(init, tiny_data, tmp_path / "sft", refit, progress=False)
+    assert res["head_refit"]["words_width"] == 16 and res["head_refit"]["text_rotation_weight"] == 0.0
+    policy = load_policy(res["policy"]).eval()
+    assert policy.meta["head"]["words_width"] == 16 and policy.head.words is not None
+    with pytest.raises(ValueError, match="already has a word path"):
+        add_words_path(policy, 16)
+
+    image = load_split(tiny_data, "val", "image2pose").slice(0, 1).to_pylist()[0]
+    texts = ["standing on one leg, arms out", "lying on the back"]
+    prompts = [policy.encode_prompt(PROMPTS["text2pose"][0].format(caption=t)) for t in texts]
+    prompts.append(policy.encode_prompt(image["prompt"]))
+    answer = policy.encode_response(POSE_RESPONSE)
+    inp = policy.build_inputs(prompts, [answer] * 3, [None, None, image["image"]], None)
+    with torch.no_grad():
+        hidden = policy(inp)["hidden_pose"]
+        x = policy.head_input(hidden, inp)
+        words = policy.head.words(policy.text_features(prompts[:2]))
+        assert torch.allclose(x[:2], words, atol=1e-5)
+        assert not torch.allclose(policy.head(x[:1])[0], policy.head(x[1:2])[0], atol=1e-4)
+        path, policy.head.words = policy.head.words, None
+        without = policy.head_input(hidden, inp)
+        policy.head.words = path
+    assert torch.allclose(x[2], without[2]) and not torch.allclose(x[0], without[0])

@@ -355,6 +355,19 @@ class SFTConfig(Section):
     head_refit_image_rows: int = Field(
         8000, ge=0, description="image2pose rows (a seeded sample) in the refit, so the shared head keeps that task."
     )
+    head_refit_words_width: int = Field(
+        0,
+        ge=0,
+        description="With a text tower: give the head a word path of this width and train it in the refit; a "
+        "text2pose row's head input is then an MLP over the prompt's mean MiniLM word embedding instead of the LM's "
+        "<POSE> hidden state (0 = off).",
+    )
+    head_refit_text_rotation_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of the rotation terms (pose_l1_weight, pose_6d_weight) on text2pose rows in the refit; "
+        "0 leaves them the joint term alone (image2pose rows keep theirs).",
+    )
     head_refit_lr: float = Field(5e-4, gt=0, description="Peak learning rate of the refit (one-cycle schedule).")
     head_refit_batch_size: int = Field(256, ge=2)
 
