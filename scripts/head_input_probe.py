@@ -114,9 +114,9 @@ class Probe(torch.nn.Module):
         self.zero_text_hidden = zero_text_hidden
         self.skip = None
         if width:
-            self.skip = torch.nn.Sequential(
-                torch.nn.LayerNorm(384), torch.nn.Linear(384, width), torch.nn.GELU(), torch.nn.Linear(width, hidden)
-            )
+            from poserft.model.policy import words_mlp  # the architecture of the head's word path
+
+            self.skip = words_mlp(width, hidden)
             torch.nn.init.zeros_(self.skip[3].weight)
             torch.nn.init.zeros_(self.skip[3].bias)
 
