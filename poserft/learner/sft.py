@@ -508,6 +508,11 @@ def run_sft(
         torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     policy = load_policy(init_ckpt)
+    if settings.head_refit_epochs and settings.head_refit_words_width and policy.text_tokens == 0:
+        raise ValueError(  # before any step, not after the SFT loop
+            f"sft.head_refit_words_width needs a policy with a text tower; {init_ckpt} has none "
+            "(initialise it with model.text_tower: minilm-wordemb)"
+        )
     policy.train()
     train = make_examples(policy, load_mixture(data_dir, "train", seed=settings.seed))  # a folder, or data.sources
     val = make_examples(policy, load_mixture(data_dir, "val"))

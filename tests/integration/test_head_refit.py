@@ -78,6 +78,12 @@ def test_word_path_reads_the_description_for_text2pose_only(tiny_data, tmp_path)
 
     with pytest.raises(ValueError, match="needs a text tower"):
         add_words_path(init_policy("tiny", tiny_data, seed=0), 16)
+    no_tower = SETTINGS.model_copy(update={"head_refit_epochs": 1, "head_refit_words_width": 16})
+    with pytest.raises(ValueError, match="needs a policy with a text tower"):  # before any SFT step
+        run_sft(
+            save_policy(init_policy("tiny", tiny_data, seed=0), tmp_path / "plain"), tiny_data, tmp_path / "x", no_tower
+        )
+    assert not (tmp_path / "x" / "state.pt").exists()
     init = save_policy(
         init_policy("tiny", tiny_data, seed=0, text_tower="minilm-wordemb", text_tokens=2, text_head_skip=True),
         tmp_path / "init",
