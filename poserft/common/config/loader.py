@@ -8,6 +8,7 @@ one line naming the dotted key (`rl.rollout.num_gpus`) and where it was set (fil
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Any
@@ -23,15 +24,40 @@ def _one_line(text: str) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+def _set_dotted(tree: dict, dotted: str, value: Any, model: type[BaseModel] | None = None) -> None:
+    """Set `dotted` in `tree`. An override inside a mapping field the tree does not set yet (such as
+    `rewards.weights.text2pose.semantic=0`) starts from that field's default mapping, so it changes
+    one entry instead of replacing the whole mapping with a one-entry one."""
     keys = dotted.split(".")
     node = tree
-    for k in keys[:-1]:
+    for i, k in enumerate(keys[:-1]):
+        if k not in node and model is not None:
+            default = _mapping_default(model, keys[: i + 1])
+            if default is not None:
+                node[k] = default
         nxt = node.setdefault(k, {})
         if not isinstance(nxt, dict):
             raise ConfigError(f"override {dotted!r}: {k!r} is a value, not a section")
         node = nxt
     node[keys[-1]] = value
+
+
+def _mapping_default(model: type[BaseModel], loc: list[str]) -> dict | None:
+    """A deep copy of the default of the field at `loc` when it is a mapping (not a section)."""
+    field = None
+    for i, part in enumerate(loc):
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        elif i < len(loc) - 1:
+            return None
+    if field is None or (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+        return None
+    default = field.get_default(call_default_factory=True)
+    return copy.deepcopy(default) if isinstance(default, dict) else None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -236,6 +262,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     sources: list[tuple[str, str]] = []
     for text in overrides or []:
         key, value = parse_override(text)
-        _set_dotted(tree, key, value)
+        _set_dotted(tree, key, value, model)
         sources.append((key, text))
     return _validate(tree, model, path, sources)
