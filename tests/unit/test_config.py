@@ -74,7 +74,6 @@ def test_override_values_are_yaml():
     assert parse_override("a=x=y") == ("a", "x=y")
 
 
-
 def test_an_override_inside_a_default_mapping_changes_one_entry(tmp_path):
     # The file does not set rewards.weights: the override starts from the default weights.
     cfg = load_config(None, ["rewards.weights.text2pose.semantic=0"])
@@ -88,6 +87,7 @@ def test_an_override_inside_a_default_mapping_changes_one_entry(tmp_path):
     assert cfg.sft.task_weights == {"text2pose": 2.0, "image2pose": 0.5}
     # The defaults themselves are not changed by an override.
     assert Config().rewards.weights["text2pose"]["semantic"] == 1.0
+
 
 @pytest.mark.parametrize(
     "override,new",
