@@ -406,8 +406,8 @@ def register_cli(subparsers) -> None:
         "--config",
         default=None,
         metavar="YAML",
-        help="take rewards.* (weights, joint_tau_m, joint_align, joint_root_share, retriever_dir) and body.smpl_dir "
-        "from this config",
+        help="take rewards.* (weights, joint_tau_m, joint_align, joint_root_share, retriever_dir, semantic_text) "
+        "and body.smpl_dir from this config",
     )
     p.add_argument("--tls-cert", default=None, help="server certificate (PEM); needs --tls-key")
     p.add_argument("--tls-key", default=None, help="server private key (PEM)")

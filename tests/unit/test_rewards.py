@@ -1,3 +1,4 @@
+import numpy as np
 import pyarrow as pa
 import pytest
 import torch
@@ -191,3 +192,41 @@ def test_text2pose_joint_term_ignores_the_facing_direction(embedder, scorer):
     assert out["reward_joint"][0] == pytest.approx(1.0, abs=1e-5)
     assert out["reward_joint"][1] < 0.9 and out["reward_joint"][2] < 0.9
     assert out["reward_total"][0] == pytest.approx(1.0 + out["reward_semantic"][0] + 0.5, abs=1e-5)
+
+
+def test_semantic_text_target_judges_against_the_target_pose_description(embedder, scorer):
+    """With rewards.semantic_text: target, a text2pose pose is compared with the captioner's
+    description of the row's target pose, whatever the prompt said; a row without target joints
+    keeps its prompt's description, and the same target always gets the same description."""
+    body = BodyModel()
+    aa, other = _pose(7), _pose(8)
+    six = axis_angle_to_rot6d(aa).reshape(144).tolist()
+    target = body.forward_kinematics(aa).reshape(72).tolist()
+    s = RewardScorer(
+        RewardSettings(retriever_dir=scorer.settings.retriever_dir, semantic_text="target"), text_embedder=embedder
+    )
+    rows = [
+        _row("text2pose", pose=six, target=target, caption="a person lunging."),
+        _row("text2pose", pose=six, target=target, caption="someone sitting cross-legged."),
+        _row("text2pose", pose=six, target=None, caption="a person lunging."),
+    ]
+    out = s.score(_batch(rows)).to_pydict()
+    assert out["reward_error"] == [None] * 3
+    retr = scorer.retriever
+    pose = torch.tensor([six])
+    described = s.target_captions(np.asarray(target).reshape(1, 24, 3))[0]
+    assert described != "a person lunging." and len(described.split()) > 12
+    by_target = float((retr.embed_text([described]) * retr.embed_pose(pose)).sum())
+    by_prompt = float((retr.embed_text(["a person lunging."]) * retr.embed_pose(pose)).sum())
+    assert out["reward_semantic"][0] == pytest.approx(by_target, abs=1e-5)
+    assert out["reward_semantic"][1] == pytest.approx(by_target, abs=1e-5)  # the prompt does not matter
+    assert out["reward_semantic"][2] == pytest.approx(by_prompt, abs=1e-5)
+    assert by_target != pytest.approx(by_prompt, abs=1e-4)
+    # The same target gets the same description again; another target gets another one.
+    other_joints = body.forward_kinematics(other).reshape(1, 24, 3).numpy()
+    again = s.target_captions(np.concatenate([np.asarray(target).reshape(1, 24, 3), other_joints]))
+    assert again[0] == described and again[1] != described
+    # The prompt's description stays the default.
+    assert scorer.settings.semantic_text == "prompt"
+    with pytest.raises(ValueError, match="semantic_text"):
+        RewardScorer(RewardSettings(semantic_text="caption"), text_embedder=embedder)

@@ -391,6 +391,12 @@ class RewardsConfig(Section):
         "global orientation is not left free.",
     )
     retriever_dir: str | None = Field(None, description="Reward retriever checkpoint (not the evaluator).")
+    semantic_text: Literal["prompt", "target"] = Field(
+        "prompt",
+        description="What the semantic reward compares a text2pose pose with: the prompt's description (the "
+        "paper's), or a full posecode description of the row's target pose by the built-in captioner (rows "
+        "without target joints keep the prompt's).",
+    )
     num_workers: int = Field(2, ge=1)
     batch_size: int = Field(256, ge=1)
     timeout_s: float = Field(120.0, gt=0)
