@@ -11,6 +11,7 @@ a benchmark, not part of `make test`.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_ablation.py [--seeds 0,1,2] [--config F] [--data DIR]
         [--out runs/ablation] [--reuse runs/demo|none] [--json F] [--set KEY=VALUE ...] [--quick] [--report-only]
+        [--blind FILE|none]
 
 What varies with the seed s: `model.init_seed=s` (the policy's random initialisation),
 `sft.seed=s` (SFT's torch seed and its batch order) and `rl.seed=s` (the RL prompt order, the
@@ -21,6 +22,11 @@ evaluator (text2pose recall), which every seed must share for its numbers to be 
 Their files (retriever.json, retriever.safetensors) are copied into each seed's folder before
 `run_demo`, which then skips training them: from the reused run (below), else from the first
 seed that trained them.
+
+Blind set (`--blind`, default benchmarks/data/human_blind/descriptions.jsonl; `none` skips it):
+each checkpoint is also evaluated on a second descriptions file, written without seeing the
+training captions, by `poserft eval --limit 1 --descriptions FILE` into SEED/eval_blind/METHOD/
+(kept, so a rerun or `--report-only` reads it), and its top-1 is the last column.
 
 Reuse (`--reuse`, default runs/demo): the finished `make demo` run stands for the seed whose
 config it holds (seed 0 with tiny-cpu.yaml, whose seeds are all 0), so its 25 minutes are not
@@ -51,6 +57,7 @@ import math
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -110,7 +117,12 @@ METRICS = (
     Metric("pose2text_r10", "pose2text R@10 p2t (%)", ("pose2text", "recall_at_10_p2t"), "higher", 1),
     Metric("dev_top1", "dev-set top-1 (%)", ("descriptions", "top1"), "higher", 1),
     Metric("dev_top3", "dev-set top-3 (%)", ("descriptions", "top3"), "higher", 1),
+    # Not in summary.json: `blind_top1` below evaluates each checkpoint on --blind.
+    Metric("blind_top1", "blind-set top-1 (%)", ("blind_descriptions", "top1"), "higher", 1),
 )
+EXTRA_METRICS = ("blind_top1",)  # computed here, never in a demo's summary.json
+BLIND_SET = Path(__file__).resolve().parent / "data" / "human_blind" / "descriptions.jsonl"
+CHECKPOINTS = {"sft": "sft/policy", "hygrpo": "hygrpo/checkpoints/latest", "grpo": "grpo/checkpoints/latest"}
 
 # Student's t, 97.5 % quantile (two-sided 95 %), for df 1..30; above 30 the df-30 value (slightly wide).
 T975 = (
@@ -349,7 +361,7 @@ def reuse_problem(summary: dict, expected: dict, defaults: dict, data_dir: Path)
     run_data = summary.get("data", {}).get("dir")
     if run_data is None or not _same_dir(run_data, data_dir):
         return f"it was trained on {run_data}, not {data_dir}"
-    if any(v is None for row in extract_metrics(summary).values() for v in row.values()):
+    if any(v is None for row in extract_metrics(summary).values() for k, v in row.items() if k not in EXTRA_METRICS):
         return "its summary.json lacks some eval results"
     return None
 
@@ -396,6 +408,33 @@ def load_seed(seed_dir: Path, expected: dict, defaults: dict, strict: bool = Tru
     return extract_metrics(summary), note
 
 
+def blind_top1(seed_dir: Path, blind: Path, data_dir: Path, run: bool = True) -> dict:
+    """{method: top-1 % or None} on the `blind` descriptions file, from SEED/eval_blind/METHOD/eval.json;
+    with `run`, a missing one is made first by `poserft eval --limit 1 --descriptions` (about a
+    minute per checkpoint). A file written for another descriptions file is not used."""
+    out = {}
+    for method, ckpt in CHECKPOINTS.items():
+        folder = seed_dir / "eval_blind" / method
+        path = folder / "eval.json"
+        found = json.loads(path.read_text()) if path.is_file() else None
+        if found and Path((found.get("descriptions") or {}).get("file", "")).resolve() != blind.resolve():
+            found = None
+        if found is None and run and (seed_dir / ckpt).exists():
+            cmd = [sys.executable, "-m", "poserft", "eval", "--ckpt", str(seed_dir / ckpt), "--data", str(data_dir)]
+            cmd += ["--evaluator", str(seed_dir / "retriever_evaluator"), "--limit", "1"]
+            cmd += ["--descriptions", str(blind), "--out", str(folder)]
+            print(f"[ablation] {seed_dir.name} / {method}: {blind.parent.name} top-1", flush=True)
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode == 0 and path.is_file():
+                found = json.loads(path.read_text())
+            else:
+                tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
+                print(f"[ablation] {seed_dir.name} / {method}: blind eval failed: {tail[0]}", flush=True)
+        top1 = ((found or {}).get("descriptions") or {}).get("top1")
+        out[method] = float(top1) if isinstance(top1, (int, float)) else None
+    return out
+
+
 def _error_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
@@ -427,7 +466,16 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override for every seed")
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny data, a few steps, 2 seeds")
     ap.add_argument("--report-only", action="store_true", help="run nothing; tables from the seed folders")
+    ap.add_argument(
+        "--blind",
+        default=str(BLIND_SET),
+        help="a second descriptions file each checkpoint is evaluated on (default the blind set; `none` = skip)",
+    )
     args = ap.parse_args(argv)
+    blind = None if args.blind.lower() in ("", "none") else Path(args.blind)
+    if blind is not None and not blind.is_file():
+        print(f"--blind {blind} does not exist", file=sys.stderr)
+        return 2
 
     seeds = [int(s) for s in (args.seeds or ("0,1" if args.quick else "0,1,2")).split(",") if s.strip()]
     out = Path(args.out or ("runs/ablation-quick" if args.quick else "runs/ablation"))
@@ -503,6 +551,9 @@ def main(argv=None) -> int:
             info["error" if values is None else "warning"] = note
             if values is not None and note:
                 print(f"[ablation] seed {seed}: WARNING {note}", flush=True)
+            if values is not None and blind is not None:
+                for method, top1 in blind_top1(seed_dir, blind, data_dir, run=not args.report_only).items():
+                    values[method]["blind_top1"] = top1
         if info["values"] is None:
             print(f"[ablation] seed {seed}: no results ({info['error']})", flush=True)
 
@@ -529,6 +580,7 @@ def main(argv=None) -> int:
                 {"key": m.key, "label": m.label, "path": ".".join(("METHOD", *m.path)), "better": m.better}
                 for m in METRICS
             ],
+            "blind": None if blind is None else str(blind),
             "wall_s": round(time.time() - t_all, 1),
             **result,
         },

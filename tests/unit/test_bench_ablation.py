@@ -2,6 +2,7 @@
 read from a demo summary.json, and the config check that decides whether a finished run can
 stand for a seed."""
 
+import json
 import math
 
 import pytest
@@ -10,12 +11,14 @@ from benchmarks.bench_ablation import (
     METRICS,
     T975,
     aggregate,
+    blind_top1,
     config_mismatches,
     describe,
     extract_metrics,
     format_tables,
     paired_difference,
     recorded_seed,
+    reuse_problem,
     seed_overrides,
     t975,
 )
@@ -134,6 +137,7 @@ def test_extract_metrics_reads_the_eval_keys():
         "pose2text_r10": 83.61,
         "dev_top1": 3.61,
         "dev_top3": 9.0,
+        "blind_top1": None,  # not in summary.json: bench_ablation's --blind evaluates it
     }
     assert got["hygrpo"]["dev_top1"] == 4.22 and got["grpo"]["text2pose_mrecall"] == 11.43
     assert {m.key: m.better for m in METRICS} == {
@@ -145,6 +149,7 @@ def test_extract_metrics_reads_the_eval_keys():
         "pose2text_r10": "higher",
         "dev_top1": "higher",
         "dev_top3": "higher",
+        "blind_top1": "higher",
     }
 
 
@@ -157,7 +162,7 @@ def test_extract_metrics_missing_parts_are_none():
 
 def test_aggregate_and_tables():
     shifted = {
-        m: {k: v + (1.0 if k != "pose2text_similarity" else 0.001) for k, v in row.items()}
+        m: {k: None if v is None else v + (1.0 if k != "pose2text_similarity" else 0.001) for k, v in row.items()}
         for m, row in extract_metrics(SUMMARY).items()
     }
     per_seed = {"0": extract_metrics(SUMMARY), "1": shifted, "2": None}  # seed 2 failed
@@ -201,3 +206,26 @@ def test_config_mismatches():
     ]
     assert config_mismatches(old, newer) == ["rl.weight_sync: not in the run, 'file' here"]
     assert config_mismatches({**old, "gone": 1}, old) == ["gone: 1 in the run, gone here"]
+
+
+def test_blind_top1_reads_kept_evals_of_that_file_only(tmp_path):
+    """A kept SEED/eval_blind/METHOD/eval.json counts only when it was written for the same file;
+    without `run` nothing is evaluated, and a missing one is None."""
+    blind = tmp_path / "blind.jsonl"
+    blind.write_text("{}\n")
+    other = tmp_path / "other.jsonl"
+    for method, file, top1 in (("sft", blind, 43.6), ("hygrpo", other, 40.4)):
+        folder = tmp_path / "seed2" / "eval_blind" / method
+        folder.mkdir(parents=True)
+        (folder / "eval.json").write_text(json.dumps({"descriptions": {"file": str(file), "top1": top1}}))
+    got = blind_top1(tmp_path / "seed2", blind, tmp_path / "data", run=False)
+    assert got == {"sft": 43.6, "hygrpo": None, "grpo": None}
+
+
+def test_a_demo_run_without_the_blind_column_can_stand_for_its_seed(tmp_path):
+    """`make demo`'s summary.json has no blind-set top-1 (bench_ablation adds it), so its absence
+    must not stop the reuse; a missing eval result still does."""
+    summary = {**SUMMARY, "data": {"dir": str(tmp_path)}}
+    assert reuse_problem(summary, SUMMARY["config"], {}, tmp_path) is None
+    broken = {**summary, "hygrpo": {**SUMMARY["hygrpo"], "descriptions": None}}
+    assert "lacks some eval results" in reuse_problem(broken, SUMMARY["config"], {}, tmp_path)
