@@ -95,7 +95,7 @@ class TargetCaptions:
     target`). A short or partial prompt ("a person lunging", "the feet are behind the knees") says
     too little for the reward retriever to rank a group's poses: in the demo's HyGRPO rollouts its
     ranking agreed with the yaw-aligned joint error to the target with Spearman 0.02 on prompts of
-    12 words or fewer, and 0.20 against the target's own description (NOTES.md). A caption depends
+    12 words or fewer, and 0.21 against the target's own description (NOTES.md). A caption depends
     only on the target joints (its id is their CRC), so every sample of a group gets the same text,
     and captions are kept for reuse."""
 
@@ -213,7 +213,7 @@ class RewardScorer:
                 f"semantic_text must be one of {', '.join(SEMANTIC_TEXTS)}, got {self.settings.semantic_text!r}"
             )
         self.body = BodyModel(smpl_dir=self.settings.smpl_dir)
-        self.target_captions = TargetCaptions()
+        self.target_captions = TargetCaptions() if self.settings.semantic_text == "target" else None
         self.embedder = text_embedder or TextEmbedder()
         self.retriever = None
         if self.settings.retriever_dir:
@@ -234,6 +234,7 @@ class RewardScorer:
         has_pose = np.array([bool(h) for h in table["has_pose"].to_pylist()])
         pose, pose_ok = _vector_column(table, "pose", POSE_6D_DIM)
         target, target_ok = _vector_column(table, "target_joints", AA_DIM)
+        target_ok &= np.isfinite(target).all(1)  # present, of the right length and finite
         errors: list[str | None] = [None] * n
         for i, task in enumerate(tasks):
             if task not in TASKS:
@@ -242,7 +243,7 @@ class RewardScorer:
                 errors[i] = f"pose must have {POSE_6D_DIM} values"
             elif has_pose[i] and not np.isfinite(pose[i]).all():
                 errors[i] = "pose contains NaN or infinite values"
-            elif self.needs(task, "joint") and not (target_ok[i] and np.isfinite(target[i]).all()):
+            elif self.needs(task, "joint") and not target_ok[i]:
                 errors[i] = "target_joints missing, wrong length or not finite"
         ok = np.array([e is None for e in errors])
         cols = {c: np.full(n, np.nan, dtype=np.float32) for c in REWARD_COMPONENTS}
@@ -278,8 +279,8 @@ class RewardScorer:
                 idx = np.flatnonzero(sem & has_pose)
                 if len(idx):
                     caps = table["caption"].to_pylist()
-                    if self.settings.semantic_text == "target":
-                        own = [i for i in idx if target_ok[i] and np.isfinite(target[i]).all()]
+                    if self.target_captions is not None:
+                        own = idx[target_ok[idx]]
                         for i, c in zip(own, self.target_captions(target[own].reshape(-1, 24, 3))):
                             caps[i] = c
                     cols["semantic"][idx] = semantic_reward(

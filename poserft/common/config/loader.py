@@ -42,19 +42,19 @@ def _set_dotted(tree: dict, dotted: str, value: Any, model: type[BaseModel] | No
     node[keys[-1]] = value
 
 
+def _section(model: type[BaseModel] | None, part: str) -> type[BaseModel] | None:
+    """The section model of field `part` of `model`; None when it is a value or does not exist."""
+    field = model.model_fields.get(part) if model is not None else None
+    ann = field.annotation if field is not None else None
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
 def _mapping_default(model: type[BaseModel], loc: list[str]) -> dict | None:
     """A deep copy of the default of the field at `loc` when it is a mapping (not a section)."""
-    field = None
-    for i, part in enumerate(loc):
-        field = model.model_fields.get(part)
-        if field is None:
-            return None
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        elif i < len(loc) - 1:
-            return None
-    if field is None or (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+    for part in loc[:-1]:
+        model = _section(model, part)
+    field = model.model_fields.get(loc[-1]) if model is not None else None
+    if field is None or _section(model, loc[-1]) is not None:
         return None
     default = field.get_default(call_default_factory=True)
     return copy.deepcopy(default) if isinstance(default, dict) else None
@@ -86,11 +86,9 @@ def _short_repr(value: Any, limit: int = 60) -> str:
 def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
     """Field names of the section at `loc` (for "did you mean"); [] when it is not a section."""
     for part in loc:
-        field = model.model_fields.get(part)
-        ann = field.annotation if field is not None else None
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+        model = _section(model, part)
+        if model is None:
             return []
-        model = ann
     return list(model.model_fields)
 
 
