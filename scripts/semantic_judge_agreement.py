@@ -52,7 +52,7 @@ def main() -> None:
     args = p.parse_args()
     files = sorted(glob.glob(f"{args.run}/rollouts/*.parquet"))
     if not files:
-        raise SystemExit(f"no rollouts in {args.run}/rollouts")
+        p.error(f"no rollouts in {args.run}/rollouts")  # one line, exit code 2
     t = pd.concat([pq.read_table(f).to_pandas() for f in files])
     t = t[(t.task == "text2pose") & t.has_pose & t.target_joints.notna()].reset_index(drop=True)
     pose = torch.from_numpy(np.stack(t.pose.map(np.asarray).values)).float()
