@@ -371,6 +371,7 @@ class SimLearner:
         world_size: int = 1,
         sim: SimModel | None = None,
         reward_weights: dict | None = None,
+        anchor_data=None,
     ):
         self.sim = sim or SimModel()
         self.s = settings

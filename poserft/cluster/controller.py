@@ -212,6 +212,7 @@ class Controller:
                 rank=rank,
                 world_size=lr_.world_size,
                 reward_weights=self.cfg.rewards.weights,
+                anchor_data=self.cfg.data if self.s.anchor.weight > 0 else None,
                 **self.roles.learner_kwargs,
             )
             for rank, opt in enumerate(opts)

@@ -32,6 +32,7 @@ from poserft.common.config import ModelConfig, RLConfig
 from poserft.common.device import resolve_dtype, role_device
 from poserft.common.schemas import DEFAULT_REWARD_WEIGHTS, POSE_DIM
 from poserft.common.weight_channel import WeightChannel, endpoint, send_state, tensor_meta
+from poserft.learner.anchor import PoseAnchor
 from poserft.learner.hygrpo import HyGRPOBatch, continuous_advantages, group_advantages, hygrpo_loss
 from poserft.model import lora
 from poserft.model.checkpoint import load_policy, save_policy
@@ -223,6 +224,7 @@ class LearnerCore:
         rank: int = 0,
         world_size: int = 1,
         reward_weights: dict | None = None,
+        anchor_data=None,
     ):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         if threads:
@@ -246,6 +248,12 @@ class LearnerCore:
         ref_dtype = getattr(torch, resolve_dtype(settings.learner.reference_dtype, self.device))
         self.ref = load_policy(sft_ckpt).eval().requires_grad_(False).to(self.device, ref_dtype) if needs_ref else None
         self.model_cfg = model or ModelConfig()
+        self.anchor = None  # rl.anchor: the supervised pose term (poserft.learner.anchor)
+        if settings.anchor.weight > 0:
+            if anchor_data is None:
+                raise ValueError("rl.anchor.weight > 0 needs the training data (data.dir or data.sources)")
+            a = settings.anchor
+            self.anchor = PoseAnchor(self.policy, anchor_data, a.tasks, a.rows, settings.seed)
         scales = self.model_cfg.train.parts()
         groups: dict[str, list] = {}  # policy part -> trainable parameters (model.train scales the lr per part)
         for name, p in self.policy.named_parameters():
@@ -566,7 +574,7 @@ class LearnerCore:
         s = self.s
         pose_grad_reaches_trunk = self.model_cfg.train.pose_loss == "all"
         metrics: dict = {}
-        for _ in range(s.updates_per_batch):
+        for update in range(s.updates_per_batch):
             self.opt.zero_grad(set_to_none=True)
             agg: dict[str, float] = {}
             for mb in step.micro:
@@ -615,6 +623,11 @@ class LearnerCore:
                     m["pose_valid_frac"] = mb.pose_valid_frac
                 for k, v in m.items():
                     agg[k] = agg.get(k, 0.0) + v * share
+            if self.anchor is not None:  # each rank its own rows; the gradients are summed over the ranks
+                idx = self.anchor.draw(self.version, update, self.rank)
+                err = self.anchor.loss(self.policy, idx, detach_hidden=not pose_grad_reaches_trunk)
+                (s.anchor.weight * err / self.world_size).backward()
+                agg["anchor_joint_m"] = err.item() / self.world_size
             if self.world_size > 1:
                 agg = self._sum_over_ranks(agg)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), s.grad_clip)

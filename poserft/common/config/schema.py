@@ -609,6 +609,29 @@ class LearnerResources(RoleResources):
     )
 
 
+class AnchorConfig(Section):
+    """`rl.anchor`: a supervised term mixed into every RL update (InstructGPT's PPO-ptx, for the pose)."""
+
+    weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of the mean joint-position error (metres, after FK) of the policy's pose mean on training "
+        "rows with a target, added to each update's loss; it holds what SFT learned where the reward cannot judge "
+        "(people's short descriptions, NOTES.md). 0 = off.",
+    )
+    rows: int = Field(64, ge=1, description="Training rows drawn (seeded by step) for the term in each update.")
+    tasks: list[Literal["text2pose", "image2pose"]] = Field(
+        default_factory=lambda: ["text2pose"],
+        description="Whose training rows (from data.dir or data.sources) the term reads.",
+    )
+
+    @model_validator(mode="after")
+    def _some_task(self):
+        if not self.tasks:
+            raise _rule("tasks", "is empty; list text2pose and/or image2pose, or set weight 0 to turn the anchor off")
+        return self
+
+
 class RLConfig(Section):
     algorithm: Literal["hygrpo", "grpo"] = Field(
         "hygrpo", description="grpo = the discrete part only (the paper's ablation)."
@@ -634,6 +657,7 @@ class RLConfig(Section):
     lambda_c: float = Field(1.0, ge=0, description="Weight of the continuous (pose) surrogate.")
     beta: float = Field(0.0, ge=0, description="Token KL weight (k3) to the SFT reference.")
     beta_c: float = Field(0.01, ge=0, description="Gaussian KL weight to the SFT reference.")
+    anchor: AnchorConfig = AnchorConfig()
     pose_natural_gradient: bool = Field(
         False,
         description="Precondition the loss gradient at the pose mean by the Gaussian's Fisher inverse (sigma^2 per "

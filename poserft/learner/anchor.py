@@ -1,0 +1,48 @@
+"""`rl.anchor`: a supervised pose term mixed into the RL updates (InstructGPT's "PPO-ptx", for the pose).
+
+HyGRPO's pose reward on text2pose is the reward retriever's cosine, which ranks a group's poses
+no better than chance on short, everyday descriptions (NOTES.md, issue 14): its updates move the
+poses of people's words away from what SFT had learned. The anchor adds, to each update, the
+mean joint-position error (metres, after forward kinematics) of the policy's pose *mean* on a
+few training rows with a target pose, so the head keeps fitting the data while the reward moves
+it. The rows are drawn from the training split by (seed, policy version, update, rank): the
+same run draws the same rows, a resumed one too, and data-parallel ranks draw different ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from poserft.common.body import BodyModel
+from poserft.data.mixture import load_mixture
+from poserft.learner.sft import batch_inputs, make_examples
+from poserft.model.policy import PosePolicy
+
+_BODY = BodyModel()
+
+
+class PoseAnchor:
+    """The training rows of `tasks` (a folder, a DataConfig or data.sources) and their loss."""
+
+    def __init__(self, policy: PosePolicy, data, tasks: list[str], rows: int, seed: int):
+        tables = [load_mixture(data, "train", task=t, seed=seed) for t in tasks]
+        table = pa.concat_tables([t for t in tables if t.num_rows])
+        if not table.num_rows:
+            raise ValueError(f"rl.anchor: the training split has no rows of {', '.join(tasks)}")
+        self.ex = make_examples(policy, table)
+        self.rows, self.seed = rows, seed
+
+    def draw(self, version: int, update: int, rank: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, version, update, rank])
+        return rng.choice(len(self.ex), size=min(self.rows, len(self.ex)), replace=False)
+
+    def loss(self, policy: PosePolicy, idx: np.ndarray, detach_hidden: bool) -> torch.Tensor:
+        """Mean joint-position error (m) of the pose means of rows `idx`, with gradient."""
+        inp = batch_inputs(policy, self.ex, idx)
+        out = policy(inp, detach_pose_hidden=detach_hidden)
+        if not bool(out["has_pose"].all()):
+            raise ValueError("rl.anchor: a training answer has no <POSE> token")
+        target = self.ex.target_joints[torch.as_tensor(idx)].to(out["mu"].device)
+        return (_BODY.forward_kinematics(out["mu"]) - target).norm(dim=-1).mean()

@@ -1,0 +1,100 @@
+"""`rl.anchor`: the supervised pose term mixed into the RL updates (poserft.learner.anchor)."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from poserft.common.config import ConfigError, ModelConfig, RLConfig, load_config
+from poserft.learner.learner import LearnerCore
+
+RESPONSE = "Here is the pose: <POSE>."
+
+
+def _flat_batch(policy, version: int) -> pa.Table:
+    """Two groups whose responses all have the same rewards: every advantage is 0, so only the
+    anchor (or a KL term) can move the weights."""
+    rng = np.random.default_rng(1)
+    resp = policy.encode_response(RESPONSE)
+    rows = []
+    for g, prompt in enumerate(("The left knee is bent.", "Arms up, standing straight.")):
+        ids = policy.encode_prompt(f"Generate the 3D body pose described here: {prompt}")
+        for i in range(3):
+            rows.append(
+                {
+                    "task_id": f"t{g}",
+                    "group_id": f"t{g}@v{version}",
+                    "sample_index": i,
+                    "pose_sample_index": 0,
+                    "policy_version": version,
+                    "worker_id": "w",
+                    "prompt_tokens": ids,
+                    "response_tokens": resp,
+                    "token_logprobs": [-1.0] * len(resp),
+                    "text": RESPONSE,
+                    "has_pose": True,
+                    "pose": (np.tile([1.0, 0, 0, 0, 1, 0], 24) + 0.1 * rng.normal(size=144)).tolist(),
+                    "pose_logprob": -150.0,
+                    "error": None,
+                    "reward_format": 1.0,
+                    "reward_semantic": 0.5,
+                    "reward_joint": None,
+                    "reward_total": 1.5,
+                    "task": "text2pose",
+                    "image": None,
+                    "target_pose": [0.0] * 72,
+                }
+            )
+    return pa.Table.from_pylist(rows)
+
+
+def _learner(tiny_sft, tiny_data, weight: float, lr: float = 1e-4) -> LearnerCore:
+    settings = RLConfig(lr=lr, beta_c=0.0, updates_per_batch=1, anchor={"weight": weight, "rows": 16})
+    model = ModelConfig(train={"pose_loss": "head"})
+    return LearnerCore(str(tiny_sft), settings, threads=1, model=model, anchor_data=str(tiny_data) if weight else None)
+
+
+def test_an_update_lowers_the_joint_error_of_its_anchor_rows(tiny_sft, tiny_data):
+    """On a batch without advantages the update is the anchor's alone: a small step down its
+    gradient lowers the error of the rows it drew (16 of the tiny set's text2pose rows)."""
+    learner = _learner(tiny_sft, tiny_data, 1.0)
+    anchor = learner.anchor
+    assert set(anchor.ex.tasks) == {"text2pose"}
+    rows = anchor.draw(learner.version, 0, 0)
+    with torch.no_grad():
+        before = float(anchor.loss(learner.policy, rows, detach_hidden=True))
+    weights = {k: v.clone() for k, v in learner.policy.state_dict().items()}
+    metrics = learner.train_step(_flat_batch(learner.policy, learner.version))
+    assert metrics["anchor_joint_m"] == pytest.approx(before, rel=1e-4)
+    with torch.no_grad():
+        after = float(anchor.loss(learner.policy, rows, detach_hidden=True))
+    assert after < before, f"the anchor should lower the joint error of its rows: {before:.5f} -> {after:.5f}"
+    moved = {k.split(".")[0] for k, v in learner.policy.state_dict().items() if not torch.equal(v, weights[k])}
+    assert moved == {"head"}, f"with model.train.pose_loss head only the head learns from the anchor: {moved}"
+
+
+def test_without_the_anchor_a_flat_batch_moves_nothing(tiny_sft, tiny_data):
+    learner = _learner(tiny_sft, tiny_data, 0.0)
+    assert learner.anchor is None
+    before = {k: v.clone() for k, v in learner.policy.state_dict().items()}
+    metrics = learner.train_step(_flat_batch(learner.policy, learner.version))
+    assert "anchor_joint_m" not in metrics
+    assert all(torch.equal(before[k], v) for k, v in learner.policy.state_dict().items())
+
+
+def test_rows_are_drawn_by_step_update_and_rank(tiny_sft, tiny_data):
+    anchor = _learner(tiny_sft, tiny_data, 1.0).anchor
+    assert np.array_equal(anchor.draw(3, 0, 0), anchor.draw(3, 0, 0))  # a resumed run draws the same rows
+    assert not np.array_equal(anchor.draw(3, 0, 0), anchor.draw(4, 0, 0))
+    assert not np.array_equal(anchor.draw(3, 0, 0), anchor.draw(3, 1, 0))
+    assert not np.array_equal(anchor.draw(3, 0, 0), anchor.draw(3, 0, 1))
+    assert len(set(anchor.draw(3, 0, 0).tolist())) == 16
+
+
+def test_anchor_settings_are_checked(tiny_sft):
+    with pytest.raises(ConfigError, match="rl.anchor.tasks"):
+        load_config(None, ["rl.anchor.tasks=[]"])
+    with pytest.raises(ConfigError, match="rl.anchor.weight"):
+        load_config(None, ["rl.anchor.weight=-1"])
+    with pytest.raises(ValueError, match="needs the training data"):
+        LearnerCore(str(tiny_sft), RLConfig(beta_c=0.0, anchor={"weight": 1.0}), threads=1)
