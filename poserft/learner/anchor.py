@@ -38,11 +38,23 @@ class PoseAnchor:
         rng = np.random.default_rng([self.seed, version, update, rank])
         return rng.choice(len(self.ex), size=min(self.rows, len(self.ex)), replace=False)
 
-    def loss(self, policy: PosePolicy, idx: np.ndarray, detach_hidden: bool) -> torch.Tensor:
-        """Mean joint-position error (m) of the pose means of rows `idx`, with gradient."""
-        inp = batch_inputs(policy, self.ex, idx)
-        out = policy(inp, detach_pose_hidden=detach_hidden)
+    def pose_means(self, policy: PosePolicy, idx: np.ndarray, detach_hidden: bool) -> torch.Tensor:
+        """(len(idx), 144) the policy's pose means of rows `idx` under their training answers. Rows
+        that read the head's word path (text2pose with `meta["head"]["words_width"]`) take it
+        straight from their descriptions' text-tower features: `PosePolicy.head_input` never uses
+        their LM hidden state, so the LM does not run for them."""
+        idx = [int(i) for i in idx]
+        if policy.head.words is not None and all(self.ex.tasks[i] == "text2pose" for i in idx):
+            head = policy.head
+            feats = policy.text_features([self.ex.prompt_ids[i] for i in idx])
+            return head(head.words(feats.to(policy.device, head.words[1].weight.dtype)).float())[0]
+        out = policy(batch_inputs(policy, self.ex, idx), detach_pose_hidden=detach_hidden)
         if not bool(out["has_pose"].all()):
             raise ValueError("rl.anchor: a training answer has no <POSE> token")
-        target = self.ex.target_joints[torch.as_tensor(idx)].to(out["mu"].device)
-        return (_BODY.forward_kinematics(out["mu"]) - target).norm(dim=-1).mean()
+        return out["mu"]
+
+    def loss(self, policy: PosePolicy, idx: np.ndarray, detach_hidden: bool) -> torch.Tensor:
+        """Mean joint-position error (m) of the pose means of rows `idx`, with gradient."""
+        mu = self.pose_means(policy, idx, detach_hidden)
+        target = self.ex.target_joints[torch.as_tensor(np.asarray(idx))].to(mu.device)
+        return (_BODY.forward_kinematics(mu) - target).norm(dim=-1).mean()

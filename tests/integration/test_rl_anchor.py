@@ -98,3 +98,26 @@ def test_anchor_settings_are_checked(tiny_sft):
         load_config(None, ["rl.anchor.weight=-1"])
     with pytest.raises(ValueError, match="needs the training data"):
         LearnerCore(str(tiny_sft), RLConfig(beta_c=0.0, anchor={"weight": 1.0}), threads=1)
+
+
+def test_word_path_rows_skip_the_lm_and_give_the_same_means(tiny_data, tmp_path):
+    """With the head's word path a text2pose row's pose mean comes from its description's words
+    alone, so the anchor reads it without running the LM: the same numbers as the full forward."""
+    from poserft.learner.sft import add_words_path, batch_inputs
+    from poserft.model.checkpoint import init_policy, save_policy
+
+    tower = init_policy("tiny", tiny_data, seed=0, text_tower="minilm-wordemb", text_tokens=2, text_head_skip=True)
+    learner = _learner(save_policy(tower, tmp_path / "init"), tiny_data, 1.0)
+    policy, anchor = learner.policy, learner.anchor
+    rows = anchor.draw(0, 0, 0)
+
+    def full():
+        return policy(batch_inputs(policy, anchor.ex, rows))["mu"]
+
+    with torch.no_grad():  # without the path the LM's hidden state matters: the full forward
+        assert torch.allclose(anchor.pose_means(policy, rows, detach_hidden=True), full(), atol=1e-5)
+        add_words_path(policy, 16)
+        fast = anchor.pose_means(policy, rows, detach_hidden=True)
+        assert torch.allclose(fast, full(), atol=1e-5)
+        policy.head.words[3].bias.add_(1.0)  # the fast path reads the path's weights
+        assert not torch.allclose(anchor.pose_means(policy, rows, detach_hidden=True), fast, atol=1e-3)
