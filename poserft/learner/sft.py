@@ -29,7 +29,8 @@ Two phases in one resumable loop:
    output weights, so the output is unchanged until it trains; `meta["head"]["width"]` records it).
    `head_refit_words_width` adds the head's word path (`PosePolicy.head_input`; recorded as
    `meta["head"]["words_width"]`): text2pose rows then train it, from their prompts' text-tower
-   features, instead of reading the cached hidden state. `head_refit_text_rotation_weight`
+   features, and the LM runs over the image rows only (a text row's hidden state would be
+   thrown away). `head_refit_text_rotation_weight`
    scales the rotation terms of the text2pose rows (0: the joint term alone).
 
 Resuming from `state.pt` reaches the same step and data position as an uninterrupted run.
