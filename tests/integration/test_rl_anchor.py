@@ -7,45 +7,16 @@ import torch
 
 from poserft.common.config import ConfigError, ModelConfig, RLConfig, load_config
 from poserft.learner.learner import LearnerCore
-
-RESPONSE = "Here is the pose: <POSE>."
+from tests.integration.test_pose_samples import _pose_only_batch
 
 
 def _flat_batch(policy, version: int) -> pa.Table:
-    """Two groups whose responses all have the same rewards: every advantage is 0, so only the
+    """`_pose_only_batch` with one semantic reward for all: every advantage is 0, so only the
     anchor (or a KL term) can move the weights."""
-    rng = np.random.default_rng(1)
-    resp = policy.encode_response(RESPONSE)
-    rows = []
-    for g, prompt in enumerate(("The left knee is bent.", "Arms up, standing straight.")):
-        ids = policy.encode_prompt(f"Generate the 3D body pose described here: {prompt}")
-        for i in range(3):
-            rows.append(
-                {
-                    "task_id": f"t{g}",
-                    "group_id": f"t{g}@v{version}",
-                    "sample_index": i,
-                    "pose_sample_index": 0,
-                    "policy_version": version,
-                    "worker_id": "w",
-                    "prompt_tokens": ids,
-                    "response_tokens": resp,
-                    "token_logprobs": [-1.0] * len(resp),
-                    "text": RESPONSE,
-                    "has_pose": True,
-                    "pose": (np.tile([1.0, 0, 0, 0, 1, 0], 24) + 0.1 * rng.normal(size=144)).tolist(),
-                    "pose_logprob": -150.0,
-                    "error": None,
-                    "reward_format": 1.0,
-                    "reward_semantic": 0.5,
-                    "reward_joint": None,
-                    "reward_total": 1.5,
-                    "task": "text2pose",
-                    "image": None,
-                    "target_pose": [0.0] * 72,
-                }
-            )
-    return pa.Table.from_pylist(rows)
+    table = _pose_only_batch(policy, version)
+    return table.set_column(
+        table.schema.get_field_index("reward_semantic"), "reward_semantic", pa.array([0.5] * table.num_rows)
+    )
 
 
 def _learner(tiny_sft, tiny_data, weight: float, lr: float = 1e-4) -> LearnerCore:
