@@ -15,12 +15,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from poserft.common.body import BodyModel
 from poserft.data.mixture import load_mixture
-from poserft.learner.sft import batch_inputs, make_examples
+from poserft.learner.sft import batch_inputs, make_examples, mean_joint_error
 from poserft.model.policy import PosePolicy
-
-_BODY = BodyModel()
 
 
 class PoseAnchor:
@@ -56,5 +53,4 @@ class PoseAnchor:
     def loss(self, policy: PosePolicy, idx: np.ndarray, detach_hidden: bool) -> torch.Tensor:
         """Mean joint-position error (m) of the pose means of rows `idx`, with gradient."""
         mu = self.pose_means(policy, idx, detach_hidden)
-        target = self.ex.target_joints[torch.as_tensor(np.asarray(idx))].to(mu.device)
-        return (_BODY.forward_kinematics(mu) - target).norm(dim=-1).mean()
+        return mean_joint_error(mu, self.ex.target_joints[torch.as_tensor(np.asarray(idx))])

@@ -144,6 +144,11 @@ def batch_inputs(policy: PosePolicy, ex: Examples, idx):
 _BODY = BodyModel()
 
 
+def mean_joint_error(mu: torch.Tensor, target_joints: torch.Tensor) -> torch.Tensor:
+    """Mean FK joint-position error (m) of 24x6D poses `mu` (N, 144) against joints (N, 24, 3)."""
+    return (_BODY.forward_kinematics(mu) - target_joints.to(mu.device)).norm(dim=-1).mean()
+
+
 def sft_loss(
     policy: PosePolicy,
     ex: Examples,
@@ -222,7 +227,7 @@ def align_loss(policy: PosePolicy, probe: AlignProbe, ex: Examples, idx) -> tupl
     if inp.images is None or len(inp.image_rows) != len(idx):
         raise ValueError("alignment batches must be image2pose rows only")
     mu = probe(policy.projector(policy.vision(inp.images)))
-    err = (_BODY.forward_kinematics(mu) - ex.target_joints[torch.as_tensor(np.asarray(idx))]).norm(dim=-1).mean()
+    err = mean_joint_error(mu, ex.target_joints[torch.as_tensor(np.asarray(idx))])
     return err, {"align_joint_m": err.item()}
 
 
