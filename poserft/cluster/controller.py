@@ -102,6 +102,23 @@ NAMESPACE = "poserft"
 TASK_JOIN = ("task", "caption", "reference_text", "target_joints", "image", "target_pose")
 
 
+def short_text2pose_dropped(table: pa.Table, min_words: int) -> pa.Table:
+    """`table` without the text2pose rows whose caption has fewer than `min_words` words
+    (rl.text2pose_min_words); other tasks' rows stay. No text2pose row left is an error."""
+    if not min_words:
+        return table
+    tasks, captions = table["task"].to_pylist(), table["caption"].to_pylist()
+    keep = [t != "text2pose" or len((c or "").split()) >= min_words for t, c in zip(tasks, captions)]
+    text_rows = tasks.count("text2pose")
+    kept = table.filter(pa.array(keep))
+    if text_rows and not kept["task"].to_pylist().count("text2pose"):
+        raise ValueError(
+            f"rl.text2pose_min_words is {min_words}, but none of the {text_rows} text2pose training rows has a "
+            "description that long; lower it or set 0"
+        )
+    return kept
+
+
 def prompt_order(ids: list[str], seed: int) -> list[str]:
     """The order the controller walks the prompts: sorted ids, permuted by `rl.seed`."""
     ids = sorted(ids)
@@ -149,6 +166,7 @@ class Controller:
         self.workers: list[WorkerHandle] = []
         self.next_worker_idx = 0
         self.learner, self.learner_peers, self.learner_pg = None, [], None
+        self.learner_published = False
         self.rewards = None
         self.version, self.weights_ref = 0, None
         self.start_ckpt = self.sft_ckpt
@@ -177,6 +195,7 @@ class Controller:
     def _load_tasks(self):
         table = load_mixture(self.cfg.data, "train", seed=self.s.seed)  # data.dir, or the data.sources mixture
         table = table.filter(pa.compute.is_in(table["task"], pa.array(list(self.s.tasks))))
+        table = short_text2pose_dropped(table, self.s.text2pose_min_words)
         self.tasks = {r["id"]: r for r in table.select(["id", "prompt", *TASK_JOIN]).to_pylist()}
         self.order = prompt_order(list(self.tasks), self.s.seed)
 
@@ -218,9 +237,16 @@ class Controller:
             for rank, opt in enumerate(opts)
         ]
         self.learner, self.learner_peers = ranks[0], ranks[1:]
+        self.learner_published = False  # the ranks start while the reward pool and rollout workers do
+
+    def _await_learner(self) -> None:
+        """Wait for the learner's ranks to load, then take its first weights (once)."""
+        if self.learner_published:
+            return
         if self.learner_peers:  # rank 0 runs every step on its peers too (LearnerCore's docstring)
             ray.get(self.learner.attach_peers.remote(self.learner_peers))
         self.version, self.weights_ref = ray.get(self.learner.publish.remote())
+        self.learner_published = True
 
     def _start_rewards(self) -> None:
         rw = self.s.reward
@@ -242,9 +268,12 @@ class Controller:
         self.trackers.log_config(self.cfg.model_dump(mode="json"))
         self._load_tasks()
         self.start_ckpt = self._restore()
+        # The learner, the reward pool and the rollout workers start at once (a vLLM engine takes
+        # 25 s here and minutes on a GPU node); the first wait is for the learner's weights.
         self._start_learner(self.start_ckpt)
         self._start_rewards()
         self._apply_scaling(wait=True)
+        self._await_learner()
 
     # ---- rollout workers ----
     def _engine_kwargs(self) -> dict:
@@ -345,6 +374,7 @@ class Controller:
         while self.pending and len(live) + len(self.pending) > self.target_workers:
             release(self.pending.pop().pg)  # asked for but not placed yet: nothing to lose
         self._request_capacity()
+        started = []  # every placed worker starts its engine before the first one is waited for
         for group in list(self.pending):
             timeout = self.s.placement_timeout_s
             if wait and not wait_placed(group.pg, "rollout worker", group.bundle, timeout):
@@ -354,12 +384,15 @@ class Controller:
                 )
             if not group.placed():
                 if time.monotonic() - group.since > timeout:
-                    self._give_up(group, live)
+                    self._give_up(group, [*live, *started])
                 continue
             self.pending.remove(group)
-            w = self._new_worker(self.next_worker_idx, group)
+            started.append(self._new_worker(self.next_worker_idx, group))
             self.next_worker_idx += 1
-            self._sync_new_worker(w)
+        if started:
+            self._await_learner()  # a no-op after the start
+        for w in started:
+            self._sync_new_worker(w)  # waits for w's constructor, then loads the newest weights
             self.workers.append(w)
             live.append(w)
             print(f"added {w.id} (now {len(live)} rollout workers)", flush=True)
@@ -688,7 +721,7 @@ class Controller:
             **metrics,
             **self.counters,
         }
-        self.log.record(self.step, self.version, batch.ids, add_advantages(scored, self.cfg.rewards.weights), line)
+        self.log.record(self.step, self.version, batch.ids, add_advantages(scored, self.cfg.rewards.weights, self.s.pose_advantage_scale), line)
         self.trackers.log_step(self.step, line)
         self.prom.observe(line, scored)
         self.prom.set_workers({w.id: w.version for w in self.workers}, self.target_workers)  # busy ones update later

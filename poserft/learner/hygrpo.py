@@ -40,9 +40,9 @@ def _group_index(group_ids, n: int, device) -> tuple[torch.Tensor, int]:
     return idx, int(idx.max()) + 1 if n else 0
 
 
-def _group_standardize(x: torch.Tensor, idx: torch.Tensor, k: int, member: torch.Tensor, eps: float, min_size: int):
-    """(x - mean) / (std + eps) over the members of each group; 0 for non-members, for groups
-    with fewer than `min_size` members and for groups whose members all have the same x."""
+def _group_center(x: torch.Tensor, idx: torch.Tensor, k: int, member: torch.Tensor, min_size: int):
+    """x - mean over the members of each group (0 for non-members), the per-group population
+    std, and per row whether its group is live: at least `min_size` members, not all equal."""
     w = member.to(x.dtype)
     x = torch.where(member, x, torch.zeros_like(x))
     count = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, idx, w)
@@ -52,7 +52,14 @@ def _group_standardize(x: torch.Tensor, idx: torch.Tensor, k: int, member: torch
     hi = torch.full_like(count, -torch.inf).scatter_reduce(0, idx, torch.where(member, x, -torch.inf), "amax")
     lo = torch.full_like(count, torch.inf).scatter_reduce(0, idx, torch.where(member, x, torch.inf), "amin")
     live = (count >= min_size) & (hi > lo)
-    return torch.where(member & live[idx], dev / (std[idx] + eps), torch.zeros_like(x))
+    return dev, std[idx], member & live[idx]
+
+
+def _group_standardize(x: torch.Tensor, idx: torch.Tensor, k: int, member: torch.Tensor, eps: float, min_size: int):
+    """(x - mean) / (std + eps) over the members of each group; 0 for non-members, for groups
+    with fewer than `min_size` members and for groups whose members all have the same x."""
+    dev, std, live = _group_center(x, idx, k, member, min_size)
+    return torch.where(live, dev / (std + eps), torch.zeros_like(x))
 
 
 def _as_float(values, name: str) -> torch.Tensor:
@@ -72,9 +79,13 @@ def group_advantages(rewards, group_ids, eps: float = 1e-6) -> torch.Tensor:
     return _group_standardize(r, idx, k, torch.ones_like(r, dtype=torch.bool), eps, min_size=1)
 
 
-def continuous_advantages(pose_rewards, group_ids, valid, eps: float = 1e-6) -> torch.Tensor:
+def continuous_advantages(pose_rewards, group_ids, valid, eps: float = 1e-6, scale_by=None) -> torch.Tensor:
     """Continuous advantage D_i = (s_i - mean_V s) / (std_V s + eps) over the valid poses V of
-    i's group; 0 for invalid samples and for groups with |V| < 2. NaN at invalid rows is fine."""
+    i's group; 0 for invalid samples and for groups with |V| < 2. NaN at invalid rows is fine.
+
+    `scale_by` (one label per row, e.g. the task; rl.pose_advantage_scale: task): divide by the
+    pooled within-group std of the rows sharing the label instead of the group's own std. A group
+    whose poses the reward barely tells apart then gets small advantages, not unit-size ones."""
     s = _as_float(pose_rewards, "pose_rewards")
     v = torch.as_tensor(valid, device=s.device).bool()
     if v.shape != s.shape:
@@ -82,7 +93,16 @@ def continuous_advantages(pose_rewards, group_ids, valid, eps: float = 1e-6) -> 
     if torch.isnan(s[v]).any():
         raise ValueError("pose_rewards contain NaN at valid rows; only invalid rows may be NaN")
     idx, k = _group_index(group_ids, len(s), s.device)
-    return _group_standardize(s, idx, k, v, eps, min_size=2)
+    if scale_by is None:
+        return _group_standardize(s, idx, k, v, eps, min_size=2)
+    dev, _, live = _group_center(s, idx, k, v, min_size=2)
+    lab, n_lab = _group_index(scale_by, len(s), s.device)
+    w = live.to(s.dtype)
+    pooled = (
+        torch.zeros(n_lab, dtype=s.dtype, device=s.device).index_add_(0, lab, dev**2 * w)
+        / torch.zeros(n_lab, dtype=s.dtype, device=s.device).index_add_(0, lab, w).clamp(min=1)
+    ).sqrt()
+    return torch.where(live, dev / (pooled[lab] + eps), torch.zeros_like(s))
 
 
 def token_kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

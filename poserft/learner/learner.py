@@ -71,13 +71,14 @@ def response_keys(scored: pa.Table) -> list[tuple]:
     return list(zip(scored["group_id"].to_pylist(), scored["sample_index"].to_pylist()))
 
 
-def add_advantages(scored: pa.Table, weights: dict | None = None) -> pa.Table:
+def add_advantages(scored: pa.Table, weights: dict | None = None, pose_scale: str = "group") -> pa.Table:
     """Append advantage_discrete / advantage_continuous (docs/architecture.md §5) to a scored batch.
 
     F is computed over the G text responses of a group, each scored by the mean total reward of
     its rows (its pose samples); D over every valid pose row of the group, from `pose_rewards`
     (`weights`: the config's `rewards.weights`). With one pose per response both are exactly the
-    paper's (docs/architecture.md §5)."""
+    paper's (docs/architecture.md §5). `pose_scale` (rl.pose_advantage_scale): `group` divides D by
+    each group's std (the paper's), `task` by the pooled within-group std of the task's rows."""
     groups = scored["group_id"].to_pylist()
     total = scored["reward_total"].to_numpy(zero_copy_only=False).astype(np.float64)
     keys = response_keys(scored)
@@ -91,7 +92,8 @@ def add_advantages(scored: pa.Table, weights: dict | None = None) -> pa.Table:
     pose_r = pose_rewards(scored, weights)
     valid = torch.tensor(scored["has_pose"].to_pylist()) & torch.from_numpy(~np.isnan(pose_r))
     f = group_advantages(torch.from_numpy(resp_total), resp_group)[torch.from_numpy(row_resp)]
-    d = continuous_advantages(torch.from_numpy(pose_r), groups, valid)
+    scale_by = scored["task"].to_pylist() if pose_scale == "task" else None
+    d = continuous_advantages(torch.from_numpy(pose_r), groups, valid, scale_by=scale_by)
     out = scored
     for name, v in (("advantage_discrete", f), ("advantage_continuous", d)):
         arr = pa.array(v.float().numpy(), pa.float32())
@@ -253,7 +255,7 @@ class LearnerCore:
             if anchor_data is None:
                 raise ValueError("rl.anchor.weight > 0 needs the training data (data.dir or data.sources)")
             a = settings.anchor
-            self.anchor = PoseAnchor(self.policy, anchor_data, a.tasks, a.rows, settings.seed)
+            self.anchor = PoseAnchor(self.policy, anchor_data, a.tasks, a.rows, settings.seed, a.max_words)
         scales = self.model_cfg.train.parts()
         groups: dict[str, list] = {}  # policy part -> trainable parameters (model.train scales the lr per part)
         for name, p in self.policy.named_parameters():
@@ -527,7 +529,7 @@ class LearnerCore:
         shared out), group the rows by text response and cut this rank's share into micro-batches."""
         keep = pa.compute.and_(pa.compute.is_valid(scored["reward_total"]), pa.compute.is_null(scored["error"]))
         dropped = scored.num_rows - int(pa.compute.sum(keep).as_py() or 0)
-        scored = add_advantages(scored.filter(keep), self.reward_weights)
+        scored = add_advantages(scored.filter(keep), self.reward_weights, self.s.pose_advantage_scale)
         all_rows = scored.to_pylist()
         if not all_rows:
             raise ValueError("train_step got no scoreable rows (every reward is null or errored)")

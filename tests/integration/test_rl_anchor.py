@@ -92,3 +92,20 @@ def test_word_path_rows_skip_the_lm_and_give_the_same_means(tiny_data, tmp_path)
         assert torch.allclose(fast, full(), atol=1e-5)
         policy.head.words[3].bias.add_(1.0)  # the fast path reads the path's weights
         assert not torch.allclose(anchor.pose_means(policy, rows, detach_hidden=True), fast, atol=1e-3)
+
+
+def test_max_words_keeps_the_short_descriptions_only(tiny_sft, tiny_data):
+    """rl.anchor.max_words: the anchor reads the text2pose rows RL skips under
+    rl.text2pose_min_words (descriptions of at most that many words), and a bound no row meets
+    is a one-line error."""
+    from poserft.data.mixture import load_mixture
+    from poserft.learner.anchor import PoseAnchor
+    from poserft.model.checkpoint import load_policy
+
+    policy = load_policy(tiny_sft)
+    words = [len(c.split()) for c in load_mixture(str(tiny_data), "train", task="text2pose")["caption"].to_pylist()]
+    bound = sorted(words)[len(words) // 2]  # about half the rows
+    short = PoseAnchor(policy, str(tiny_data), ["text2pose"], 8, 0, max_words=bound)
+    assert len(short.ex) == sum(w <= bound for w in words) < len(words)
+    with pytest.raises(ValueError, match="no rows of text2pose with descriptions of at most"):
+        PoseAnchor(policy, str(tiny_data), ["text2pose"], 8, 0, max_words=min(words) - 1)

@@ -174,6 +174,28 @@ def test_continuous_advantages_need_two_valid_poses():
     assert adv[2].item() == pytest.approx(-1.0, abs=1e-4) and adv[3].item() == pytest.approx(1.0, abs=1e-4)
 
 
+def test_task_scale_divides_by_the_pooled_within_group_std_of_the_task():
+    # task a: a group the reward tells apart (spread 1) and one it barely does (spread 0.1);
+    # task b: one group on another scale. NaN rows are invalid and stay 0.
+    s = torch.tensor([0.0, 2.0, 5.0, 5.2, 10.0, 30.0, float("nan")], dtype=torch.float64)
+    groups = [0, 0, 1, 1, 2, 2, 2]
+    tasks = ["a", "a", "a", "a", "b", "b", "b"]
+    valid = ~torch.isnan(s)
+    got = continuous_advantages(s, groups, valid, scale_by=tasks)
+    pooled_a = math.sqrt((1.0 + 1.0 + 0.01 + 0.01) / 4)  # centred: -1, 1, -0.1, 0.1
+    want = [-1 / pooled_a, 1 / pooled_a, -0.1 / pooled_a, 0.1 / pooled_a, -1.0, 1.0, 0.0]
+    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-5, atol=1e-5)
+    per_group = continuous_advantages(s, groups, valid)  # the paper's: both task-a groups at +-1
+    assert per_group[2].item() == pytest.approx(-1.0, abs=1e-4) and abs(got[2].item()) < 0.15
+
+
+def test_task_scale_keeps_dead_groups_at_zero():
+    s = torch.tensor([0.3, 0.3, 0.1, 0.5, 0.7])
+    got = continuous_advantages(s, [0, 0, 1, 1, 2], torch.ones(5, dtype=torch.bool), scale_by=["t"] * 5)
+    assert got[:2].tolist() == [0.0, 0.0] and got[4].item() == 0.0  # all equal; a single pose
+    assert got[2].item() == pytest.approx(-1.0, abs=1e-4) and got[3].item() == pytest.approx(1.0, abs=1e-4)
+
+
 # ---- loss vs reference ---------------------------------------------------------------------
 def test_loss_and_gradients_match_reference():
     b, *_ = make_batch(seed=1)

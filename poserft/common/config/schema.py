@@ -624,6 +624,12 @@ class AnchorConfig(Section):
         default_factory=lambda: ["text2pose"],
         description="Whose training rows (from data.dir or data.sources) the term reads.",
     )
+    max_words: int = Field(
+        0,
+        ge=0,
+        description="Only text2pose rows whose description has at most this many words (0 = any). With "
+        "rl.text2pose_min_words it holds the short descriptions RL does not visit, where SFT's fit is all there is.",
+    )
 
     @model_validator(mode="after")
     def _some_task(self):
@@ -658,6 +664,19 @@ class RLConfig(Section):
     beta: float = Field(0.0, ge=0, description="Token KL weight (k3) to the SFT reference.")
     beta_c: float = Field(0.01, ge=0, description="Gaussian KL weight to the SFT reference.")
     anchor: AnchorConfig = AnchorConfig()
+    text2pose_min_words: int = Field(
+        0,
+        ge=0,
+        description="RL's text2pose prompts: only training rows whose description has at least this many words. "
+        "A retriever trained on long captions ranks a group's poses at random on short ones (NOTES.md, 'Which "
+        "text2pose prompts RL should see'), so their pose term is noise; SFT's fit of them stays. 0 = every row.",
+    )
+    pose_advantage_scale: Literal["group", "task"] = Field(
+        "group",
+        description="What the continuous advantage D is divided by after subtracting its group's mean: group = "
+        "each group's own std (the paper's HyGRPO); task = the pooled within-group std of the batch's rows of the "
+        "same task, so a group the reward barely tells apart gets small advantages instead of unit-size ones.",
+    )
     pose_natural_gradient: bool = Field(
         False,
         description="Precondition the loss gradient at the pose mean by the Gaussian's Fisher inverse (sigma^2 per "
