@@ -721,7 +721,8 @@ class Controller:
             **metrics,
             **self.counters,
         }
-        self.log.record(self.step, self.version, batch.ids, add_advantages(scored, self.cfg.rewards.weights, self.s.pose_advantage_scale), line)
+        advantages = add_advantages(scored, self.cfg.rewards.weights, self.s.pose_advantage_scale)
+        self.log.record(self.step, self.version, batch.ids, advantages, line)
         self.trackers.log_step(self.step, line)
         self.prom.observe(line, scored)
         self.prom.set_workers({w.id: w.version for w in self.workers}, self.target_workers)  # busy ones update later

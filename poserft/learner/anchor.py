@@ -20,23 +20,29 @@ from poserft.learner.sft import batch_inputs, make_examples, mean_joint_error
 from poserft.model.policy import PosePolicy
 
 
+class NoShortRows(ValueError):
+    """rl.anchor.max_words leaves no training row: the learner turns the anchor off with a warning."""
+
+
 class PoseAnchor:
     """The training rows of `tasks` (a folder, a DataConfig or data.sources) and their loss."""
 
     def __init__(self, policy: PosePolicy, data, tasks: list[str], rows: int, seed: int, max_words: int = 0):
         tables = [load_mixture(data, "train", task=t, seed=seed) for t in tasks]
         table = pa.concat_tables([t for t in tables if t.num_rows])
+        if not table.num_rows:
+            raise ValueError(f"rl.anchor: the training split has no rows of {', '.join(tasks)}")
         if max_words:  # rl.anchor.max_words: text2pose rows with short descriptions only
             short = [
                 t != "text2pose" or len((c or "").split()) <= max_words
                 for t, c in zip(table["task"].to_pylist(), table["caption"].to_pylist())
             ]
             table = table.filter(pa.array(short, pa.bool_()))
-        if not table.num_rows:
-            raise ValueError(
-                f"rl.anchor: the training split has no rows of {', '.join(tasks)}"
-                + (f" with descriptions of at most {max_words} words (rl.anchor.max_words)" if max_words else "")
-            )
+            if not table.num_rows:  # data without short descriptions: nothing for the anchor to hold
+                raise NoShortRows(
+                    f"rl.anchor: no training row of {', '.join(tasks)} has a description of at most {max_words} words "
+                    "(rl.anchor.max_words); the anchor is off for this run"
+                )
         self.ex = make_examples(policy, table)
         self.rows, self.seed = rows, seed
 

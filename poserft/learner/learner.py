@@ -32,7 +32,7 @@ from poserft.common.config import ModelConfig, RLConfig
 from poserft.common.device import resolve_dtype, role_device
 from poserft.common.schemas import DEFAULT_REWARD_WEIGHTS, POSE_DIM
 from poserft.common.weight_channel import WeightChannel, endpoint, send_state, tensor_meta
-from poserft.learner.anchor import PoseAnchor
+from poserft.learner.anchor import NoShortRows, PoseAnchor
 from poserft.learner.hygrpo import HyGRPOBatch, continuous_advantages, group_advantages, hygrpo_loss
 from poserft.model import lora
 from poserft.model.checkpoint import load_policy, save_policy
@@ -255,7 +255,10 @@ class LearnerCore:
             if anchor_data is None:
                 raise ValueError("rl.anchor.weight > 0 needs the training data (data.dir or data.sources)")
             a = settings.anchor
-            self.anchor = PoseAnchor(self.policy, anchor_data, a.tasks, a.rows, settings.seed, a.max_words)
+            try:
+                self.anchor = PoseAnchor(self.policy, anchor_data, a.tasks, a.rows, settings.seed, a.max_words)
+            except NoShortRows as err:  # the demo config on data with long descriptions only
+                print(f"warning: {err}", flush=True)
         scales = self.model_cfg.train.parts()
         groups: dict[str, list] = {}  # policy part -> trainable parameters (model.train scales the lr per part)
         for name, p in self.policy.named_parameters():

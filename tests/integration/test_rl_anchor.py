@@ -96,10 +96,9 @@ def test_word_path_rows_skip_the_lm_and_give_the_same_means(tiny_data, tmp_path)
 
 def test_max_words_keeps_the_short_descriptions_only(tiny_sft, tiny_data):
     """rl.anchor.max_words: the anchor reads the text2pose rows RL skips under
-    rl.text2pose_min_words (descriptions of at most that many words), and a bound no row meets
-    is a one-line error."""
+    rl.text2pose_min_words (descriptions of at most that many words); with none such, it is off."""
     from poserft.data.mixture import load_mixture
-    from poserft.learner.anchor import PoseAnchor
+    from poserft.learner.anchor import NoShortRows, PoseAnchor
     from poserft.model.checkpoint import load_policy
 
     policy = load_policy(tiny_sft)
@@ -107,5 +106,8 @@ def test_max_words_keeps_the_short_descriptions_only(tiny_sft, tiny_data):
     bound = sorted(words)[len(words) // 2]  # about half the rows
     short = PoseAnchor(policy, str(tiny_data), ["text2pose"], 8, 0, max_words=bound)
     assert len(short.ex) == sum(w <= bound for w in words) < len(words)
-    with pytest.raises(ValueError, match="no rows of text2pose with descriptions of at most"):
+    with pytest.raises(NoShortRows, match="has a description of at most"):
         PoseAnchor(policy, str(tiny_data), ["text2pose"], 8, 0, max_words=min(words) - 1)
+    # ... which the learner takes as "nothing to hold": the anchor is off, the run goes on
+    settings = RLConfig(beta_c=0.0, anchor={"weight": 1.0, "max_words": min(words) - 1})
+    assert LearnerCore(str(tiny_sft), settings, threads=1, anchor_data=str(tiny_data)).anchor is None
