@@ -668,8 +668,8 @@ class RLConfig(Section):
         0,
         ge=0,
         description="RL's text2pose prompts: only training rows whose description has at least this many words. "
-        "A retriever trained on long captions ranks a group's poses at random on short ones (NOTES.md, 'Which "
-        "text2pose prompts RL should see'), so their pose term is noise; SFT's fit of them stays. 0 = every row.",
+        "The demo's reward retriever ranks a group's poses at chance on short ones (NOTES.md, 'Ninth session'), "
+        "so their pose term is noise; SFT's fit of them stays. 0 = every row.",
     )
     pose_advantage_scale: Literal["group", "task"] = Field(
         "group",
