@@ -80,7 +80,7 @@ from poserft.cluster.roles import Roles
 from poserft.cluster.runlog import Ledger, RunLog
 from poserft.common.config import Config, ConfigError
 from poserft.common.schemas import response_rows
-from poserft.data.mixture import load_mixture
+from poserft.data.mixture import load_mixture, text2pose_words_within
 from poserft.learner.learner import add_advantages
 from poserft.reward_service.rewards import RewardSettings
 from poserft.rollout_workers.engine import engine_kwargs
@@ -107,10 +107,8 @@ def short_text2pose_dropped(table: pa.Table, min_words: int) -> pa.Table:
     (rl.text2pose_min_words); other tasks' rows stay. No text2pose row left is an error."""
     if not min_words:
         return table
-    tasks, captions = table["task"].to_pylist(), table["caption"].to_pylist()
-    keep = [t != "text2pose" or len((c or "").split()) >= min_words for t, c in zip(tasks, captions)]
-    text_rows = tasks.count("text2pose")
-    kept = table.filter(pa.array(keep))
+    text_rows = table["task"].to_pylist().count("text2pose")
+    kept = text2pose_words_within(table, low=min_words)
     if text_rows and not kept["task"].to_pylist().count("text2pose"):
         raise ValueError(
             f"rl.text2pose_min_words is {min_words}, but none of the {text_rows} text2pose training rows has a "

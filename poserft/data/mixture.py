@@ -121,6 +121,16 @@ def load_mixture(data, split: str, task: str | None = None, seed: int = 0) -> pa
     return pa.concat_tables([p.select(TASK_RECORD_SCHEMA.names) for p in parts]).cast(TASK_RECORD_SCHEMA)
 
 
+def text2pose_words_within(table: pa.Table, low: int = 0, high: int | None = None) -> pa.Table:
+    """`table` without the text2pose rows whose description (caption) has fewer than `low` or more
+    than `high` words; other tasks' rows stay (rl.text2pose_min_words, rl.anchor.max_words)."""
+    keep = [
+        t != "text2pose" or low <= len((c or "").split()) <= (high if high is not None else float("inf"))
+        for t, c in zip(table["task"].to_pylist(), table["caption"].to_pylist())
+    ]
+    return table.filter(pa.array(keep, pa.bool_()))
+
+
 def load_pose_only(data, split: str = "train") -> pa.Table | None:
     """Uncaptioned poses of the folders marked `pose_only: true` (PoseScript poses without a caption), or None."""
     tables = []

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from poserft.data.mixture import load_mixture
+from poserft.data.mixture import load_mixture, text2pose_words_within
 from poserft.learner.sft import batch_inputs, make_examples, mean_joint_error
 from poserft.model.policy import PosePolicy
 
@@ -33,11 +33,7 @@ class PoseAnchor:
         if not table.num_rows:
             raise ValueError(f"rl.anchor: the training split has no rows of {', '.join(tasks)}")
         if max_words:  # rl.anchor.max_words: text2pose rows with short descriptions only
-            short = [
-                t != "text2pose" or len((c or "").split()) <= max_words
-                for t, c in zip(table["task"].to_pylist(), table["caption"].to_pylist())
-            ]
-            table = table.filter(pa.array(short, pa.bool_()))
+            table = text2pose_words_within(table, high=max_words)
             if not table.num_rows:  # data without short descriptions: nothing for the anchor to hold
                 raise NoShortRows(
                     f"rl.anchor: no training row of {', '.join(tasks)} has a description of at most {max_words} words "
