@@ -36,6 +36,12 @@ from poserft.reward_service.rewards import TargetCaptions, joint_reward
 SHORT_WORDS = 12
 
 
+def mean_group_std(table: pd.DataFrame, judge: str) -> float:
+    """The judge's spread within a group (population std), averaged over the groups: what
+    HyGRPO's per-group normalisation divides by."""
+    return float(table.groupby("group_id")[judge].std(ddof=0).mean())
+
+
 def group_rhos(table: pd.DataFrame, judge: str) -> np.ndarray:
     out = []
     for _, g in table.groupby("group_id"):
@@ -71,13 +77,15 @@ def main() -> None:
                     "groups": len(r),
                     "mean rho": round(float(np.nanmean(r)), 3),
                     "share rho < 0": round(float((r < 0).mean()), 2),
+                    "mean group std": round(mean_group_std(t[sel], judge), 3),
                 }
             )
     print(f"{args.run}: {len(t)} text2pose poses in {t.group_id.nunique()} groups")
-    print("| prompts | judged against | groups | mean Spearman rho | share rho < 0 |")
-    print("|---|---|---|---|---|")
+    print("| prompts | judged against | groups | mean Spearman rho | share rho < 0 | mean group std |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['prompts']} | {r['judged against']} | {r['groups']} | {r['mean rho']} | {r['share rho < 0']} |")
+        cells = (r["prompts"], r["judged against"], r["groups"], r["mean rho"], r["share rho < 0"], r["mean group std"])
+        print("| " + " | ".join(str(c) for c in cells) + " |")
     if args.out:
         Path(args.out).write_text(json.dumps({"run": args.run, "retriever": args.retriever, "rows": rows}, indent=2))
 
