@@ -3,7 +3,8 @@ with one line naming the key or path instead of a Ray traceback minutes later.
 
 - `check_run(cfg, init, run_dir)`: every reward with a non-zero weight on a trained task can be
   computed (the semantic reward needs `rewards.retriever_dir`), `--init` is a complete
-  checkpoint, the data folder holds the trained split, the run folder is writable, and a
+  checkpoint, the data folder holds the trained split, some text2pose description is as long as
+  `rl.text2pose_min_words`, the run folder is writable, and a
   `body.smpl_dir` (when set) has its model file. Raises `PreflightError` (a `ValueError`).
 - `placement_plan(cfg)` / `check_placement(cfg)`: what each role asks of the cluster, and whether
   the Ray cluster this process is connected to can place it (for `train --dry-run`).
@@ -45,6 +46,41 @@ def _check_rewards(cfg: Config) -> None:
                 )
 
 
+def _check_prompts(cfg: Config) -> None:
+    """rl.text2pose_min_words: at least one text2pose training row has a description that long
+    (the controller would otherwise find none to walk, inside a Ray actor)."""
+    low = cfg.rl.text2pose_min_words
+    if not low or "text2pose" not in cfg.rl.tasks:
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from poserft.data.dataset import DatasetError
+    from poserft.data.mixture import resolve_sources, text2pose_words_within
+
+    try:
+        sources = resolve_sources(cfg.data)
+    except DatasetError as err:
+        raise PreflightError(str(err)) from None
+    rows = 0
+    for source in sources:
+        path = source.dir / "train.parquet"
+        if not path.is_file():
+            continue  # load_mixture names a folder without its train split when the run starts
+        try:
+            table = pq.read_table(path, columns=["task", "caption"])
+        except (OSError, ValueError, pa.ArrowException) as err:
+            raise PreflightError(f"{path}: not readable for its task and caption columns ({str(err)[:120]})") from None
+        rows += table["task"].to_pylist().count("text2pose")
+        if text2pose_words_within(table, low=low)["task"].to_pylist().count("text2pose"):
+            return
+    if rows:
+        raise PreflightError(
+            f"rl.text2pose_min_words is {low}, but none of the {rows} text2pose training rows has a description "
+            "that long; lower it or set 0"
+        )
+
+
 def _check_writable(run_dir: Path) -> None:
     probe = run_dir
     while not probe.exists():
@@ -76,6 +112,7 @@ def check_run(cfg: Config, init: str | Path, run_dir: str | Path) -> None:
         raise PreflightError(f"data.dir: {err}") from None
     if "train" not in card.get("splits", {}):
         raise PreflightError(f"data.dir {data}: the dataset card lists no train split")
+    _check_prompts(cfg)
     _check_rewards(cfg)
     if cfg.body.smpl_dir and not (Path(cfg.body.smpl_dir) / SMPL_FILE).is_file():
         raise PreflightError(f"body.smpl_dir {cfg.body.smpl_dir} has no {SMPL_FILE}")

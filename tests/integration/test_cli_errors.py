@@ -97,6 +97,14 @@ def test_train_preflight_names_the_key(tiny_data, tiny_ckpt, tmp_path):
     assert_one_line_error(res, "rewards.retriever_dir", "semantic")
     res = poserft(*base, "--run-dir", tmp_path / "r1", "--set", "rewards.retriever_dir=null")
     assert_one_line_error(res, "rewards.retriever_dir is not set")
+    # RL's text2pose prompts filtered to none (rl.text2pose_min_words) fail here, not in the controller actor;
+    # a bound some row meets passes on to the next check (the retriever).
+    res = poserft(*base, "--run-dir", tmp_path / "r1", "--set", "rl.text2pose_min_words=500")
+    assert_one_line_error(res, "rl.text2pose_min_words is 500", "text2pose training rows")
+    res = poserft(
+        *base, "--run-dir", tmp_path / "r1", "--set", "rl.text2pose_min_words=1", "--set", "rewards.retriever_dir=null"
+    )
+    assert_one_line_error(res, "rewards.retriever_dir is not set")
     no_semantic = ["--set", "rl.tasks=[image2pose]"]  # no semantic reward: the retriever is not needed
     res = poserft(*base, *no_semantic, "--run-dir", tmp_path / "r1", "--set", f"data.dir={tmp_path / 'no_data'}")
     assert_one_line_error(res, "data.dir", "no_data")
