@@ -80,7 +80,7 @@ from poserft.cluster.roles import Roles
 from poserft.cluster.runlog import Ledger, RunLog
 from poserft.common.config import Config, ConfigError
 from poserft.common.schemas import response_rows
-from poserft.data.mixture import load_mixture, text2pose_words_within
+from poserft.data.mixture import load_mixture, short_text2pose_dropped
 from poserft.learner.learner import add_advantages
 from poserft.reward_service.rewards import RewardSettings
 from poserft.rollout_workers.engine import engine_kwargs
@@ -100,21 +100,6 @@ __all__ = [
 CONTROLLER_NAME = "poserft-controller"
 NAMESPACE = "poserft"
 TASK_JOIN = ("task", "caption", "reference_text", "target_joints", "image", "target_pose")
-
-
-def short_text2pose_dropped(table: pa.Table, min_words: int) -> pa.Table:
-    """`table` without the text2pose rows whose caption has fewer than `min_words` words
-    (rl.text2pose_min_words); other tasks' rows stay. No text2pose row left is an error."""
-    if not min_words:
-        return table
-    text_rows = table["task"].to_pylist().count("text2pose")
-    kept = text2pose_words_within(table, low=min_words)
-    if text_rows and not kept["task"].to_pylist().count("text2pose"):
-        raise ValueError(
-            f"rl.text2pose_min_words is {min_words}, but none of the {text_rows} text2pose training rows has a "
-            "description that long; lower it or set 0"
-        )
-    return kept
 
 
 def prompt_order(ids: list[str], seed: int) -> list[str]:

@@ -48,37 +48,35 @@ def _check_rewards(cfg: Config) -> None:
 
 def _check_prompts(cfg: Config) -> None:
     """rl.text2pose_min_words: at least one text2pose training row has a description that long
-    (the controller would otherwise find none to walk, inside a Ray actor)."""
+    (the controller's own check, `short_text2pose_dropped`, would otherwise fail inside a Ray actor).
+    Reads only the task and caption columns of each source's train split."""
     low = cfg.rl.text2pose_min_words
     if not low or "text2pose" not in cfg.rl.tasks:
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from poserft.data.dataset import DatasetError
-    from poserft.data.mixture import resolve_sources, text2pose_words_within
+    from poserft.data.mixture import resolve_sources, short_text2pose_dropped
 
     try:
         sources = resolve_sources(cfg.data)
-    except DatasetError as err:
+    except ValueError as err:  # DatasetError: a malformed data.sources
         raise PreflightError(str(err)) from None
-    rows = 0
+    tables = []
     for source in sources:
         path = source.dir / "train.parquet"
         if not path.is_file():
             continue  # load_mixture names a folder without its train split when the run starts
         try:
-            table = pq.read_table(path, columns=["task", "caption"])
+            tables.append(pq.read_table(path, columns=["task", "caption"]))
         except (OSError, ValueError, pa.ArrowException) as err:
             raise PreflightError(f"{path}: not readable for its task and caption columns ({str(err)[:120]})") from None
-        rows += table["task"].to_pylist().count("text2pose")
-        if text2pose_words_within(table, low=low)["task"].to_pylist().count("text2pose"):
-            return
-    if rows:
-        raise PreflightError(
-            f"rl.text2pose_min_words is {low}, but none of the {rows} text2pose training rows has a description "
-            "that long; lower it or set 0"
-        )
+    if not tables:
+        return
+    try:
+        short_text2pose_dropped(pa.concat_tables(tables, promote_options="permissive"), low)
+    except ValueError as err:  # no text2pose description that long
+        raise PreflightError(str(err)) from None
 
 
 def _check_writable(run_dir: Path) -> None:

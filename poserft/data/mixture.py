@@ -131,6 +131,21 @@ def text2pose_words_within(table: pa.Table, low: int = 0, high: int | None = Non
     return table.filter(pa.array(keep, pa.bool_()))
 
 
+def short_text2pose_dropped(table: pa.Table, min_words: int) -> pa.Table:
+    """`table` without the text2pose rows whose caption has fewer than `min_words` words
+    (rl.text2pose_min_words); other tasks' rows stay. No text2pose row left is an error."""
+    if not min_words:
+        return table
+    text_rows = table["task"].to_pylist().count("text2pose")
+    kept = text2pose_words_within(table, low=min_words)
+    if text_rows and not kept["task"].to_pylist().count("text2pose"):
+        raise ValueError(
+            f"rl.text2pose_min_words is {min_words}, but none of the {text_rows} text2pose training rows has a "
+            "description that long; lower it or set 0"
+        )
+    return kept
+
+
 def load_pose_only(data, split: str = "train") -> pa.Table | None:
     """Uncaptioned poses of the folders marked `pose_only: true` (PoseScript poses without a caption), or None."""
     tables = []

@@ -3,8 +3,8 @@
 import pyarrow as pa
 import pytest
 
-from poserft.cluster.controller import short_text2pose_dropped
 from poserft.common.config import ConfigError, load_config
+from poserft.data.mixture import short_text2pose_dropped
 
 
 def _table():
