@@ -5,8 +5,11 @@ no better than chance on short, everyday descriptions (NOTES.md, issue 14): its 
 poses of people's words away from what SFT had learned. The anchor adds, to each update, the
 mean joint-position error (metres, after forward kinematics) of the policy's pose *mean* on a
 few training rows with a target pose, so the head keeps fitting the data while the reward moves
-it. The rows are drawn from the training split by (seed, policy version, update, rank): the
-same run draws the same rows, a resumed one too, and data-parallel ranks draw different ones.
+it. With `rl.anchor.target: reference` the rows are held to the frozen reference (SFT) policy's
+pose means instead of the data's targets: the term then keeps what SFT answered on them (a
+trust region on rows the RL batch does not hold) and pulls them toward no new fit. The rows are
+drawn from the training split by (seed, policy version, update, rank): the same run draws the
+same rows, a resumed one too, and data-parallel ranks draw different ones.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import pyarrow as pa
 import torch
 
 from poserft.data.mixture import load_mixture, text2pose_words_within
-from poserft.learner.sft import batch_inputs, make_examples, mean_joint_error
+from poserft.learner.sft import batch_inputs, make_examples, mean_joint_error, pose_joints
 from poserft.model.policy import PosePolicy
 
 
@@ -61,7 +64,15 @@ class PoseAnchor:
             raise ValueError("rl.anchor: a training answer has no <POSE> token")
         return out["mu"]
 
-    def loss(self, policy: PosePolicy, idx: np.ndarray, detach_hidden: bool) -> torch.Tensor:
-        """Mean joint-position error (m) of the pose means of rows `idx`, with gradient."""
+    def loss(
+        self, policy: PosePolicy, idx: np.ndarray, detach_hidden: bool, reference: PosePolicy | None = None
+    ) -> torch.Tensor:
+        """Mean joint-position error (m) of the pose means of rows `idx`, with gradient, against
+        the rows' target poses, or with `reference` against that policy's pose means (no gradient)."""
         mu = self.pose_means(policy, idx, detach_hidden)
-        return mean_joint_error(mu, self.ex.target_joints[torch.as_tensor(np.asarray(idx))])
+        if reference is None:
+            return mean_joint_error(mu, self.ex.target_joints[torch.as_tensor(np.asarray(idx))])
+        low = next(reference.parameters()).dtype != torch.float32  # rl.learner.reference_dtype bfloat16
+        with torch.no_grad(), torch.autocast(reference.device.type, dtype=torch.bfloat16, enabled=low):
+            held = self.pose_means(reference, idx, detach_hidden=True).float()
+        return mean_joint_error(mu, pose_joints(held))

@@ -246,7 +246,8 @@ class LearnerCore:
                 f"{resume_dir}: its LoRA adapter was trained with other model.lora settings (r, alpha, target_modules, "
                 "modules_to_save); resume with the settings it was written with, or start a new run from it"
             )
-        needs_ref = settings.beta > 0 or settings.beta_c > 0
+        holds_to_ref = settings.anchor.weight > 0 and settings.anchor.target == "reference"
+        needs_ref = settings.beta > 0 or settings.beta_c > 0 or holds_to_ref
         ref_dtype = getattr(torch, resolve_dtype(settings.learner.reference_dtype, self.device))
         self.ref = load_policy(sft_ckpt).eval().requires_grad_(False).to(self.device, ref_dtype) if needs_ref else None
         self.model_cfg = model or ModelConfig()
@@ -630,7 +631,8 @@ class LearnerCore:
                     agg[k] = agg.get(k, 0.0) + v * share
             if self.anchor is not None:  # each rank its own rows; the gradients are summed over the ranks
                 idx = self.anchor.draw(self.version, update, self.rank)
-                err = self.anchor.loss(self.policy, idx, detach_hidden=not pose_grad_reaches_trunk)
+                held_to = self.ref if s.anchor.target == "reference" else None
+                err = self.anchor.loss(self.policy, idx, detach_hidden=not pose_grad_reaches_trunk, reference=held_to)
                 (s.anchor.weight * err / self.world_size).backward()
                 agg["anchor_joint_m"] = err.item() / self.world_size
             if self.world_size > 1:

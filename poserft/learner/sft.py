@@ -144,9 +144,14 @@ def batch_inputs(policy: PosePolicy, ex: Examples, idx):
 _BODY = BodyModel()
 
 
+def pose_joints(mu: torch.Tensor) -> torch.Tensor:
+    """(N, 24, 3) joint positions (m) of 24x6D poses `mu` (N, 144) by forward kinematics."""
+    return _BODY.forward_kinematics(mu)
+
+
 def mean_joint_error(mu: torch.Tensor, target_joints: torch.Tensor) -> torch.Tensor:
     """Mean FK joint-position error (m) of 24x6D poses `mu` (N, 144) against joints (N, 24, 3)."""
-    return (_BODY.forward_kinematics(mu) - target_joints.to(mu.device)).norm(dim=-1).mean()
+    return (pose_joints(mu) - target_joints.to(mu.device)).norm(dim=-1).mean()
 
 
 def sft_loss(

@@ -111,3 +111,37 @@ def test_max_words_keeps_the_short_descriptions_only(tiny_sft, tiny_data):
     # ... which the learner takes as "nothing to hold": the anchor is off, the run goes on
     settings = RLConfig(beta_c=0.0, anchor={"weight": 1.0, "max_words": min(words) - 1})
     assert LearnerCore(str(tiny_sft), settings, threads=1, anchor_data=str(tiny_data)).anchor is None
+
+
+def test_reference_target_holds_the_rows_where_sft_left_them(tiny_sft, tiny_data):
+    """rl.anchor.target reference: the rows are held to the frozen SFT policy's pose means, not to
+    the data. At the start the policy is the reference, so the term is 0 and a flat batch moves
+    nothing; once the head has drifted, an update brings the rows' poses back toward it."""
+    settings = RLConfig(
+        lr=1e-4, beta_c=0.0, updates_per_batch=1, anchor={"weight": 1.0, "rows": 16, "target": "reference"}
+    )
+    learner = LearnerCore(
+        str(tiny_sft), settings, threads=1, model=ModelConfig(train={"pose_loss": "head"}), anchor_data=str(tiny_data)
+    )
+    assert learner.ref is not None, "the reference target needs the frozen reference even with beta_c 0"
+    anchor, rows = learner.anchor, learner.anchor.draw(learner.version, 0, 0)
+    with torch.no_grad():
+        assert float(anchor.loss(learner.policy, rows, detach_hidden=True, reference=learner.ref)) == pytest.approx(
+            0, abs=1e-6
+        )
+        to_data = float(anchor.loss(learner.policy, rows, detach_hidden=True))
+    assert to_data > 1e-3, "the SFT's poses are not the data's, so the two targets must differ"
+    before = {k: v.clone() for k, v in learner.policy.state_dict().items()}
+    learner.train_step(_flat_batch(learner.policy, learner.version))
+    assert all(torch.equal(before[k], v) for k, v in learner.policy.state_dict().items()), "nothing to hold yet"
+
+    rows = anchor.draw(learner.version, 0, 0)  # the next step's rows
+    with torch.no_grad():  # the head drifts (as RL's updates on other rows move it)
+        learner.policy.head.mean[-1].bias.add_(0.05)
+        drifted = float(anchor.loss(learner.policy, rows, detach_hidden=True, reference=learner.ref))
+    assert drifted > 1e-3
+    metrics = learner.train_step(_flat_batch(learner.policy, learner.version))
+    assert metrics["anchor_joint_m"] == pytest.approx(drifted, rel=1e-4)
+    with torch.no_grad():
+        after = float(anchor.loss(learner.policy, rows, detach_hidden=True, reference=learner.ref))
+    assert after < drifted, f"the update should bring the rows back toward the reference: {drifted:.5f} -> {after:.5f}"

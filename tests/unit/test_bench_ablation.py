@@ -20,6 +20,7 @@ from benchmarks.bench_ablation import (
     recorded_seed,
     reuse_problem,
     seed_overrides,
+    sft_reuse_problem,
     t975,
 )
 
@@ -229,3 +230,23 @@ def test_a_demo_run_without_the_blind_column_can_stand_for_its_seed(tmp_path):
     assert reuse_problem(summary, SUMMARY["config"], {}, tmp_path) is None
     broken = {**summary, "hygrpo": {**SUMMARY["hygrpo"], "descriptions": None}}
     assert "lacks some eval results" in reuse_problem(broken, SUMMARY["config"], {}, tmp_path)
+
+
+def test_sft_from_reuses_an_sft_only_when_its_inputs_match(tmp_path):
+    """--sft-from: an earlier seed's init and SFT stand for a seed whose rl, rewards or eval differ,
+    never for one whose seed, data, model or sft settings, or data folder, differ."""
+    src = tmp_path / "old" / "seed0"
+    for d in ("init", "sft/policy"):
+        (src / d).mkdir(parents=True)
+        (src / d / "poserft.json").write_text("{}")
+    config = {**SUMMARY["config"], "data": {"dir": "data/synth", "seed": 0}, "rl": {"seed": 0, "steps": 40}}
+    (src / "summary.json").write_text(json.dumps({"config": config, "data": {"dir": str(tmp_path)}}))
+    rl_only = {**config, "rl": {"seed": 0, "steps": 40, "anchor": {"weight": 1.0}}, "eval": {"limit": 9}}
+    assert sft_reuse_problem(src, rl_only, {}, tmp_path) is None
+    other_sft = {**config, "sft": {"seed": 1}}
+    assert sft_reuse_problem(src, other_sft, {}, tmp_path) == "its SFT's config differs: sft.seed: 0 in the run, 1 here"
+    assert "init_seed" in sft_reuse_problem(src, {**config, "model": {"init_seed": 2}}, {}, tmp_path)
+    assert "not " + str(tmp_path / "x") in sft_reuse_problem(src, config, {}, tmp_path / "x")
+    assert "does not exist" in sft_reuse_problem(tmp_path / "old" / "seed1", config, {}, tmp_path)
+    (src / "sft" / "policy" / "poserft.json").unlink()
+    assert "lacks init/ or sft/policy/" in sft_reuse_problem(src, config, {}, tmp_path)

@@ -630,6 +630,12 @@ class AnchorConfig(Section):
         description="Only text2pose rows whose description has at most this many words (0 = any). With "
         "rl.text2pose_min_words it holds the short descriptions RL does not visit, where SFT's fit is all there is.",
     )
+    target: Literal["data", "reference"] = Field(
+        "data",
+        description="What the rows' poses are held to: the training split's target poses (data: a supervised term, "
+        "which keeps fitting them), or the frozen reference (SFT) policy's pose means (reference: the rows keep "
+        "what SFT answered, and nothing pulls them anywhere else).",
+    )
 
     @model_validator(mode="after")
     def _some_task(self):
