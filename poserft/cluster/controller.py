@@ -81,6 +81,7 @@ from poserft.cluster.runlog import Ledger, RunLog
 from poserft.common.config import Config, ConfigError
 from poserft.common.schemas import response_rows
 from poserft.data.mixture import load_mixture, short_text2pose_dropped
+from poserft.learner.anchor import no_short_rows
 from poserft.learner.learner import add_advantages
 from poserft.reward_service.rewards import RewardSettings
 from poserft.rollout_workers.engine import engine_kwargs
@@ -177,6 +178,10 @@ class Controller:
     # ---- setup ----
     def _load_tasks(self):
         table = load_mixture(self.cfg.data, "train", seed=self.s.seed)  # data.dir, or the data.sources mixture
+        a = self.s.anchor
+        why = no_short_rows(table, a.tasks, a.max_words) if a.weight > 0 else None
+        if why:  # the learner goes on without the anchor; its own warning is in the workers' log
+            print(f"warning: {why}", flush=True)
         table = table.filter(pa.compute.is_in(table["task"], pa.array(list(self.s.tasks))))
         table = short_text2pose_dropped(table, self.s.text2pose_min_words)
         self.tasks = {r["id"]: r for r in table.select(["id", "prompt", *TASK_JOIN]).to_pylist()}

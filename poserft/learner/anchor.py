@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from poserft.data.mixture import load_mixture, text2pose_words_within
@@ -27,6 +28,18 @@ class NoShortRows(ValueError):
     """rl.anchor.max_words leaves no training row: the learner turns the anchor off with a warning."""
 
 
+def no_short_rows(table: pa.Table, tasks: list[str], max_words: int) -> str | None:
+    """Why rl.anchor.max_words leaves the anchor no row of `tasks` in the training `table` (None:
+    some are left). The learner then runs without the anchor; the controller says so on the terminal."""
+    table = table.filter(pc.is_in(table["task"], pa.array(list(tasks))))
+    if not max_words or not table.num_rows or text2pose_words_within(table, high=max_words).num_rows:
+        return None
+    return (
+        f"rl.anchor: no training row of {', '.join(tasks)} has a description of at most {max_words} words "
+        "(rl.anchor.max_words); the anchor is off for this run"
+    )
+
+
 class PoseAnchor:
     """The training rows of `tasks` (a folder, a DataConfig or data.sources) and their loss."""
 
@@ -36,12 +49,10 @@ class PoseAnchor:
         if not table.num_rows:
             raise ValueError(f"rl.anchor: the training split has no rows of {', '.join(tasks)}")
         if max_words:  # rl.anchor.max_words: text2pose rows with short descriptions only
+            why = no_short_rows(table, tasks, max_words)
+            if why:  # data without short descriptions: nothing for the anchor to hold
+                raise NoShortRows(why)
             table = text2pose_words_within(table, high=max_words)
-            if not table.num_rows:  # data without short descriptions: nothing for the anchor to hold
-                raise NoShortRows(
-                    f"rl.anchor: no training row of {', '.join(tasks)} has a description of at most {max_words} words "
-                    "(rl.anchor.max_words); the anchor is off for this run"
-                )
         self.ex = make_examples(policy, table)
         self.rows, self.seed = rows, seed
 

@@ -40,3 +40,18 @@ def test_the_config_checks_the_bound():
     assert load_config(None, ["rl.text2pose_min_words=13"]).rl.text2pose_min_words == 13
     with pytest.raises(ConfigError, match="text2pose_min_words"):
         load_config(None, ["rl.text2pose_min_words=-1"])
+
+
+def test_the_anchor_without_short_rows_is_named():
+    """rl.anchor.max_words that leaves the anchor no row: the reason the controller prints (the
+    learner then runs without the anchor); rows of another task listed in rl.anchor.tasks count."""
+    from poserft.learner.anchor import no_short_rows
+
+    assert no_short_rows(_table(), ["text2pose"], 2) is None  # "a lunge", "arms up"
+    why = no_short_rows(_table(), ["text2pose"], 1)
+    assert why == (
+        "rl.anchor: no training row of text2pose has a description of at most 1 words (rl.anchor.max_words); "
+        "the anchor is off for this run"
+    )
+    assert no_short_rows(_table(), ["text2pose", "image2pose"], 1) is None  # the image row stays
+    assert no_short_rows(_table(), ["text2pose"], 0) is None  # 0 = any length
