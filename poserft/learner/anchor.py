@@ -49,10 +49,10 @@ class PoseAnchor:
         if not table.num_rows:
             raise ValueError(f"rl.anchor: the training split has no rows of {', '.join(tasks)}")
         if max_words:  # rl.anchor.max_words: text2pose rows with short descriptions only
-            why = no_short_rows(table, tasks, max_words)
-            if why:  # data without short descriptions: nothing for the anchor to hold
-                raise NoShortRows(why)
-            table = text2pose_words_within(table, high=max_words)
+            short = text2pose_words_within(table, high=max_words)
+            if not short.num_rows:  # data without short descriptions: nothing for the anchor to hold
+                raise NoShortRows(no_short_rows(table, tasks, max_words))
+            table = short
         self.ex = make_examples(policy, table)
         self.rows, self.seed = rows, seed
 
